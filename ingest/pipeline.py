@@ -1,0 +1,272 @@
+"""The ingestion pipeline: files -> extracted text -> chunks -> embeddings -> Chroma.
+
+Work is grouped across files so the embedder always sees full batches: a
+knowledge base of many small files embeds as fast as one big file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .chunking import Chunker, ChunkingConfig
+from .config import Settings, get_settings
+from .discovery import Failure, discover
+from .embedder import Embedder, get_embedder
+from .errors import EmptyDocument, FileTooLarge, IngestError
+from .loaders import load_bytes, loader_for
+from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
+from .models import Chunk, DocumentInfo, ExtractedDocument
+from .store import ChunkStore, document_id_for
+
+log = logging.getLogger("ragkb.ingest")
+
+ProgressCallback = Callable[[str], None]
+"""Called once per file when it is done (ingested, skipped or failed), with its path."""
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What one ingestion run did. `as_dict()` is the `ragkb ingest --json` contract."""
+
+    collection: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    skipped: int = 0
+    chunks_added: int = 0
+    tokens_embedded: int = 0
+    seconds: float = 0.0
+    failures: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    documents: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def fail(self, path: str, error: str) -> None:
+        self.failed += 1
+        self.failures.append(Failure(path, error))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "chunks_added": self.chunks_added,
+            "tokens_embedded": self.tokens_embedded,
+            "seconds": round(self.seconds, 3),
+            "failures": [f.as_dict() for f in self.failures],
+            "warnings": self.warnings,
+            "documents": self.documents,
+        }
+
+
+@dataclass(slots=True)
+class _Pending:
+    path: str
+    source: str
+    document_id: str
+    version: str
+    is_update: bool
+    extracted: ExtractedDocument
+    chunks: list[Chunk]
+
+
+class Ingestor:
+    """Ingests files into a collection; holds the model, chunker and store for the process."""
+
+    FLUSH_CHUNKS = 512  # chunks gathered across files before one embedding call
+
+    def __init__(
+        self, settings: Settings | None = None, *, store: ChunkStore | None = None, embedder: Embedder | None = None
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.embedder = embedder or get_embedder(self.settings.embed_model, self.settings.embed_batch_size)
+        self.store = store or ChunkStore(self.settings)
+        self.chunker = Chunker(
+            self.embedder.tokenizer,
+            ChunkingConfig(self.settings.chunk_tokens, self.settings.chunk_overlap),
+            window=self.embedder.window,
+        )
+
+    def open_collection(self, name: str, *, create: bool = True) -> Any:
+        return self.store.open(
+            name, model=self.embedder.identity, dimension=self.embedder.dimension, create=create
+        )
+
+    def version_of(self, data: bytes) -> str:
+        """A version changes with the bytes, the chunking settings or the model, and nothing else."""
+        digest = hashlib.sha256(data)
+        digest.update(f"|{self.chunker.config.fingerprint()}|{self.embedder.identity}".encode())
+        return digest.hexdigest()[:16]
+
+    # -- public entry points ---------------------------------------------------------
+
+    def ingest_paths(
+        self,
+        paths: list[Path],
+        *,
+        collection: str,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        on_discovered: Callable[[int], None] | None = None,
+        on_file_done: ProgressCallback | None = None,
+    ) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport(collection=collection)
+        found = discover(paths, include=include, exclude=exclude)
+        report.skipped = len(found.skipped)
+        report.warnings.extend(found.warnings)
+        for failure in found.failures:
+            report.fail(failure.path, failure.error)
+        if on_discovered:
+            on_discovered(len(found.files))
+        target = self.open_collection(collection)
+        items = ((str(p), str(p.resolve()), p) for p in found.files)
+        self._ingest(target, items, report, on_file_done)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def ingest_bytes(self, data: bytes, *, name: str, source: str, collection: str) -> IngestReport:
+        """Ingest one in-memory file (an HTTP upload); `source` names it in citations and listings."""
+        started = time.perf_counter()
+        report = IngestReport(collection=collection)
+        target = self.open_collection(collection)
+        self._ingest(target, [(name, source, data)], report, None)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def delete(self, collection: str, id_or_source: str) -> tuple[DocumentInfo, int]:
+        target = self.open_collection(collection, create=False)
+        document = self.store.find_document(target, id_or_source)
+        removed = self.store.delete_document(target, document.document_id)
+        return document, removed
+
+    # -- the work --------------------------------------------------------------------
+
+    def _read(self, item: Path | bytes, name: str) -> bytes:
+        limit = self.settings.max_file_bytes
+        if isinstance(item, bytes):
+            data = item
+        else:
+            size = item.stat().st_size
+            if size > limit:
+                raise FileTooLarge(f"{name}: {size:,} bytes is over the {limit:,}-byte limit (RAGKB_MAX_FILE_BYTES)")
+            data = item.read_bytes()
+        if len(data) > limit:
+            raise FileTooLarge(f"{name}: {len(data):,} bytes is over the {limit:,}-byte limit (RAGKB_MAX_FILE_BYTES)")
+        if not data.strip():
+            raise EmptyDocument(f"{name}: the file is empty")
+        return data
+
+    def _ingest(
+        self,
+        collection: Any,
+        items: Iterable[tuple[str, str, Path | bytes]],
+        report: IngestReport,
+        on_file_done: ProgressCallback | None,
+    ) -> None:
+        committed = self.store.committed_versions(collection)
+        pending: list[_Pending] = []
+        pending_chunks = 0
+        for name, source, item in items:
+            try:
+                loader_for(name)  # unknown types fail before any bytes are read
+                data = self._read(item, name)
+                document_id = document_id_for(source)
+                version = self.version_of(data)
+                known = committed.get(document_id, set())
+                if version in known:
+                    if len(known) > 1:  # an earlier replace was interrupted before its cleanup
+                        self.store.delete_stale_versions(collection, document_id, keep=version)
+                    report.unchanged += 1
+                    INGEST_FILES.labels(outcome="unchanged").inc()
+                    if on_file_done:
+                        on_file_done(name)
+                    continue
+                extracted = load_bytes(data, name)
+                chunks = self.chunker.chunk(extracted)
+                if not chunks:
+                    raise EmptyDocument(f"{name}: no text to index after extraction")
+                report.warnings.extend(f"{name}: {w}" for w in extracted.warnings)
+                pending.append(_Pending(name, source, document_id, version, bool(known), extracted, chunks))
+                pending_chunks += len(chunks)
+            except IngestError as exc:
+                self._failed(report, name, str(exc), on_file_done)
+                continue
+            except OSError as exc:
+                self._failed(report, name, f"cannot read: {exc.strerror or exc}", on_file_done)
+                continue
+            if pending_chunks >= self.FLUSH_CHUNKS:
+                self._flush(collection, pending, report, on_file_done)
+                pending, pending_chunks = [], 0
+        self._flush(collection, pending, report, on_file_done)
+
+    def _failed(self, report: IngestReport, name: str, error: str, on_file_done: ProgressCallback | None) -> None:
+        log.warning("ingest failed", extra={"path": name, "error": error})
+        report.fail(name, error)
+        INGEST_FILES.labels(outcome="failed").inc()
+        if on_file_done:
+            on_file_done(name)
+
+    def _flush(
+        self,
+        collection: Any,
+        pending: list[_Pending],
+        report: IngestReport,
+        on_file_done: ProgressCallback | None,
+    ) -> None:
+        if not pending:
+            return
+        texts = [chunk.text for doc in pending for chunk in doc.chunks]
+        started = time.perf_counter()
+        vectors = self.embedder.embed(texts)
+        INGEST_SECONDS.labels(stage="embed").observe(time.perf_counter() - started)
+        offset = 0
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        for doc in pending:
+            count = len(doc.chunks)
+            base = {
+                "source": doc.source,
+                "title": doc.extracted.title,
+                "kind": doc.extracted.kind,
+                "ingested_at": now,
+                "embed_model": self.embedder.identity,
+            }
+            started = time.perf_counter()
+            self.store.write_document(
+                collection,
+                document_id=doc.document_id,
+                version=doc.version,
+                base_metadata=base,
+                chunks=doc.chunks,
+                embeddings=vectors[offset : offset + count],
+            )
+            INGEST_SECONDS.labels(stage="write").observe(time.perf_counter() - started)
+            offset += count
+            outcome = "updated" if doc.is_update else "added"
+            if doc.is_update:
+                report.updated += 1
+            else:
+                report.added += 1
+            report.chunks_added += count
+            report.tokens_embedded += sum(c.token_count for c in doc.chunks)
+            report.documents.append(
+                {"path": doc.path, "document_id": doc.document_id, "status": outcome, "chunks": count}
+            )
+            INGEST_FILES.labels(outcome=outcome).inc()
+            INGEST_CHUNKS.inc(count)
+            if on_file_done:
+                on_file_done(doc.path)
