@@ -19,12 +19,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/ragkb ingest data/ --collection demo
+	$(BIN)/ragkb ingest data/ --collection demo --exclude README.md
 
 test: install lint typecheck pytest
 
 lint: install
 	$(BIN)/ruff check ingest server eval tests
+	$(BIN)/ruff format --check ingest server eval tests
 
 typecheck: install
 	$(BIN)/mypy

@@ -22,8 +22,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+|\n")
 class Tokenizer(Protocol):
     """The slice of a Hugging Face fast tokenizer the chunker needs."""
 
-    def __call__(self, text: list[str], *, add_special_tokens: bool, return_offsets_mapping: bool) -> object:
-        ...
+    def __call__(self, text: list[str], *, add_special_tokens: bool, return_offsets_mapping: bool) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)

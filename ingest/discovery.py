@@ -38,9 +38,7 @@ def default_includes() -> list[str]:
     return [f"*{ext}" for ext in supported_extensions()]
 
 
-def discover(
-    paths: list[Path], *, include: list[str] | None = None, exclude: list[str] | None = None
-) -> Discovery:
+def discover(paths: list[Path], *, include: list[str] | None = None, exclude: list[str] | None = None) -> Discovery:
     """Expand `paths` to the files to ingest; explicit files are always tried, even of unknown type."""
     includes = include or default_includes()
     excludes = list(DEFAULT_EXCLUDES) + list(exclude or [])
@@ -72,9 +70,7 @@ def _matches(relative: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def _walk(
-    root: Path, includes: list[str], excludes: list[str], found: Discovery, add: Callable[[Path], None]
-) -> None:
+def _walk(root: Path, includes: list[str], excludes: list[str], found: Discovery, add: Callable[[Path], None]) -> None:
     visited: set[str] = set()
     for directory, subdirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)

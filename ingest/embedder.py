@@ -98,7 +98,8 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
+        vectors: np.ndarray = self.embed([text])
+        return np.asarray(vectors[0])
 
 
 _cache: dict[tuple[str, int], Embedder] = {}

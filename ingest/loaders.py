@@ -223,7 +223,8 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
         )
     title = ""
     try:
-        title = str((reader.metadata or {}).get("/Title") or "").strip()
+        metadata = reader.metadata
+        title = str(metadata.get("/Title") or "").strip() if metadata else ""
     except Exception:
         title = ""
     return ExtractedDocument(

@@ -6,6 +6,4 @@ from prometheus_client import Counter, Histogram
 
 INGEST_FILES = Counter("ragkb_ingest_files_total", "Files processed by ingestion, by outcome.", ["outcome"])
 INGEST_CHUNKS = Counter("ragkb_ingest_chunks_total", "Chunks embedded and written by ingestion.")
-INGEST_SECONDS = Histogram(
-    "ragkb_ingest_stage_seconds", "Time spent per ingestion stage and batch.", ["stage"]
-)
+INGEST_SECONDS = Histogram("ragkb_ingest_stage_seconds", "Time spent per ingestion stage and batch.", ["stage"])

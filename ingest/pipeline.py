@@ -23,7 +23,7 @@ from .errors import EmptyDocument, FileTooLarge, IngestError
 from .loaders import load_bytes, loader_for
 from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
 from .models import Chunk, DocumentInfo, ExtractedDocument
-from .store import ChunkStore, document_id_for
+from .store import ChunkStore, DocumentVersion, document_id_for
 
 log = logging.getLogger("ragkb.ingest")
 
@@ -87,7 +87,7 @@ class _Pending:
 class Ingestor:
     """Ingests files into a collection; holds the model, chunker and store for the process."""
 
-    FLUSH_CHUNKS = 512  # chunks gathered across files before one embedding call
+    FLUSH_CHUNKS = 1024  # chunks gathered across files before one embedding call (sorted by length inside)
 
     def __init__(
         self, settings: Settings | None = None, *, store: ChunkStore | None = None, embedder: Embedder | None = None
@@ -102,9 +102,7 @@ class Ingestor:
         )
 
     def open_collection(self, name: str, *, create: bool = True) -> Any:
-        return self.store.open(
-            name, model=self.embedder.identity, dimension=self.embedder.dimension, create=create
-        )
+        return self.store.open(name, model=self.embedder.identity, dimension=self.embedder.dimension, create=create)
 
     def version_of(self, data: bytes) -> str:
         """A version changes with the bytes, the chunking settings or the model, and nothing else."""
@@ -234,8 +232,9 @@ class Ingestor:
         started = time.perf_counter()
         vectors = self.embedder.embed(texts)
         INGEST_SECONDS.labels(stage="embed").observe(time.perf_counter() - started)
-        offset = 0
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        versions: list[DocumentVersion] = []
+        offset = 0
         for doc in pending:
             count = len(doc.chunks)
             base = {
@@ -245,17 +244,22 @@ class Ingestor:
                 "ingested_at": now,
                 "embed_model": self.embedder.identity,
             }
-            started = time.perf_counter()
-            self.store.write_document(
-                collection,
-                document_id=doc.document_id,
-                version=doc.version,
-                base_metadata=base,
-                chunks=doc.chunks,
-                embeddings=vectors[offset : offset + count],
+            versions.append(
+                DocumentVersion(
+                    document_id=doc.document_id,
+                    version=doc.version,
+                    base_metadata=base,
+                    chunks=doc.chunks,
+                    embeddings=vectors[offset : offset + count],
+                    replaces_existing=doc.is_update,
+                )
             )
-            INGEST_SECONDS.labels(stage="write").observe(time.perf_counter() - started)
             offset += count
+        started = time.perf_counter()
+        self.store.write_documents(collection, versions)
+        INGEST_SECONDS.labels(stage="write").observe(time.perf_counter() - started)
+        for doc in pending:
+            count = len(doc.chunks)
             outcome = "updated" if doc.is_update else "added"
             if doc.is_update:
                 report.updated += 1

@@ -47,6 +47,18 @@ class StoredChunk:
         return str(self.metadata["document_id"])
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentVersion:
+    """One version of one document, ready to write: its chunks and their vectors, row for row."""
+
+    document_id: str
+    version: str
+    base_metadata: dict[str, Any]
+    chunks: Sequence[Chunk]
+    embeddings: np.ndarray
+    replaces_existing: bool = True
+
+
 def document_id_for(source: str) -> str:
     """A document's stable id: the same source in a collection is always the same document."""
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:24]
@@ -108,9 +120,10 @@ class ChunkStore:
     def open(self, name: str, *, model: str, dimension: int, create: bool) -> Any:
         """Open (or create) a collection, refusing one that was built with a different model."""
         validate_collection_name(name)
-        cached = self._collections.get(name)
-        if cached is not None:
-            return cached
+        collection = self._collections.get(name)
+        if collection is not None:
+            self._check_model(collection, model, dimension)
+            return collection
         if create:
             # Chroma's default embedding function would download a model: ragkb always passes vectors.
             collection = self.client.get_or_create_collection(
@@ -123,6 +136,13 @@ class ChunkStore:
             if name not in self.collection_names():
                 raise CollectionNotFound(name, self.collection_names())
             collection = self.client.get_collection(name, embedding_function=None)
+        self._check_model(collection, model, dimension)
+        self._collections[name] = collection
+        return collection
+
+    @staticmethod
+    def _check_model(collection: Any, model: str, dimension: int) -> None:
+        name = collection.name
         meta = collection.metadata or {}
         stored_model, stored_dim = meta.get("ragkb_embed_model"), meta.get("ragkb_embed_dim")
         if stored_model is not None and (stored_model != model or int(stored_dim or 0) != dimension):
@@ -131,8 +151,6 @@ class ChunkStore:
                 f"model is {model} ({dimension} dimensions). Use the same RAGKB_EMBED_MODEL, or another "
                 "collection, or re-ingest into a new one: vectors of different models are never mixed."
             )
-        self._collections[name] = collection
-        return collection
 
     def drop(self, name: str) -> None:
         if name not in self.collection_names():
@@ -150,31 +168,42 @@ class ChunkStore:
             versions.setdefault(str(meta["document_id"]), set()).add(str(meta["doc_version"]))
         return versions
 
-    def write_document(
-        self,
-        collection: Any,
-        *,
-        document_id: str,
-        version: str,
-        base_metadata: dict[str, Any],
-        chunks: Sequence[Chunk],
-        embeddings: np.ndarray,
-    ) -> None:
-        """Write one document version, committing it with chunk 0, then drop its older versions."""
-        if not chunks:
-            raise ValueError("a document version needs at least one chunk")
-        ids = [f"{document_id}:{version}:{chunk.index}" for chunk in chunks]
-        metadatas = [self._chunk_metadata(base_metadata, document_id, version, len(chunks), c) for c in chunks]
-        order = list(range(1, len(chunks))) + [0]  # chunk 0 last: it is the commit marker
+    def write_documents(self, collection: Any, documents: Sequence[DocumentVersion]) -> None:
+        """Write document versions in as few calls as possible, committing each with its chunk 0.
+
+        All non-marker chunks of the batch go first, then every marker, then the old versions of the
+        documents that were updated are dropped. New documents have no old version to look for.
+        """
+        ids: list[str] = []
+        texts: list[str] = []
+        metadatas: list[dict[str, Any]] = []
+        vectors: list[np.ndarray] = []
+        markers: list[int] = []
+        for doc in documents:
+            if not doc.chunks:
+                raise ValueError(f"document {doc.document_id} has no chunks")
+            for chunk, vector in zip(doc.chunks, doc.embeddings, strict=True):
+                if chunk.index == 0:
+                    markers.append(len(ids))
+                ids.append(f"{doc.document_id}:{doc.version}:{chunk.index}")
+                texts.append(chunk.text)
+                vectors.append(vector)
+                metadatas.append(
+                    self._chunk_metadata(doc.base_metadata, doc.document_id, doc.version, len(doc.chunks), chunk)
+                )
+        marker_set = set(markers)
+        order = [i for i in range(len(ids)) if i not in marker_set] + markers  # markers last: they commit
         for start in range(0, len(order), self._max_batch):
             batch = order[start : start + self._max_batch]
             collection.upsert(
                 ids=[ids[i] for i in batch],
-                embeddings=embeddings[batch],
-                documents=[chunks[i].text for i in batch],
+                embeddings=np.stack([vectors[i] for i in batch]),
+                documents=[texts[i] for i in batch],
                 metadatas=[metadatas[i] for i in batch],
             )
-        self.delete_stale_versions(collection, document_id, keep=version)
+        for doc in documents:
+            if doc.replaces_existing:
+                self.delete_stale_versions(collection, doc.document_id, keep=doc.version)
 
     @staticmethod
     def _chunk_metadata(

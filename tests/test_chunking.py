@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_overlap_repeats_the_tail_of_the_previous_chunk(embedder: Embedder) -> N
     doc = ExtractedDocument(text=text, title="t", sections=[Section(0, len(text))], kind="text")
     chunks = _chunker(embedder, 60, 20).chunk(doc)
     assert len(chunks) > 3
-    for previous, current in zip(chunks, chunks[1:], strict=False):
+    for previous, current in itertools.pairwise(chunks):
         assert current.start < previous.end, "neighbouring chunks should share an overlap"
         assert text[current.start : current.start + 8] == "Sentence"  # starts on a sentence boundary
 

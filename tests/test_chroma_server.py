@@ -1,0 +1,83 @@
+"""The same pipeline against a real `chroma run` server (RAGKB_CHROMA_URL), started and stopped here."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingest.config import Settings
+from ingest.embedder import Embedder
+from ingest.pipeline import Ingestor
+from ingest.store import ChunkStore, StoreUnavailable
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    port = _free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    process = subprocess.Popen(
+        [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("chroma run did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_ingest_query_and_delete_through_a_chroma_server(
+    chroma_server: str, tmp_path: Path, embedder: Embedder
+) -> None:
+    settings = Settings(chroma_url=chroma_server, data_dir=tmp_path / "unused")
+    ingestor = Ingestor(settings, embedder=embedder)
+    (tmp_path / "ops.md").write_text("# Ops\n\nThe nightly backup copies the data directory to S3.\n")
+    (tmp_path / "faq.txt").write_text("Citations point at the chunks that were retrieved.\n")
+    report = ingestor.ingest_paths([tmp_path / "ops.md", tmp_path / "faq.txt"], collection="remote")
+    assert (report.added, report.failed) == (2, 0)
+    assert not (tmp_path / "unused").exists(), "server mode must not create an embedded store"
+
+    # a second client (another process in production) sees the same data
+    other = ChunkStore(settings)
+    collection = other.open("remote", model=embedder.identity, dimension=embedder.dimension, create=False)
+    hits = other.query(collection, embedder.embed_query("where do backups go?"), k=2)
+    assert hits[0].metadata["source"] == str((tmp_path / "ops.md").resolve())
+    assert 0 < hits[0].score <= 1
+
+    again = ingestor.ingest_paths([tmp_path / "ops.md", tmp_path / "faq.txt"], collection="remote")
+    assert again.unchanged == 2
+    _, removed = ingestor.delete("remote", str((tmp_path / "faq.txt").resolve()))
+    assert removed == 1
+    assert [d.source for d in other.documents(collection)] == [str((tmp_path / "ops.md").resolve())]
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match="cannot reach the Chroma server"):
+        ChunkStore(Settings(chroma_url=f"http://127.0.0.1:{_free_port()}", data_dir=tmp_path))

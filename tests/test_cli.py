@@ -1,0 +1,86 @@
+"""The `ragkb` CLI contract that scripts and later checks rely on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ingest.cli import app
+
+runner = CliRunner()
+
+CONTRACT_KEYS = {"added", "updated", "unchanged", "failed", "chunks_added"}
+
+
+def _ingest(*args: str) -> tuple[int, dict[str, object]]:
+    result = runner.invoke(app, ["ingest", *args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_ingest_json_contract_and_exit_codes(cli_env: Path, tmp_path: Path, shared_pdfs: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(shared_pdfs / "docling" / "amt_handbook_sample.pdf", docs)
+    (docs / "faq.md").write_text("# FAQ\n\nAsk anything.\n")
+
+    code, report = _ingest(str(docs), "--collection", "handbook")
+    assert code == 0
+    assert report.keys() >= CONTRACT_KEYS
+    assert all(isinstance(report[k], int) for k in CONTRACT_KEYS)
+    assert (report["added"], report["failed"], report["failures"]) == (2, 0, [])
+    assert isinstance(report["chunks_added"], int) and report["chunks_added"] > 0
+
+    code, again = _ingest(str(docs), "--collection", "handbook")
+    assert (code, again["unchanged"], again["chunks_added"]) == (0, 2, 0)
+
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 nothing else")
+    code, partial = _ingest(str(docs), str(tmp_path / "missing"), "--collection", "handbook")
+    assert code == 1
+    assert partial["failed"] == 2 and partial["unchanged"] == 2
+    assert {f["path"] for f in partial["failures"]} == {str(docs / "broken.pdf"), str(tmp_path / "missing")}  # type: ignore[union-attr]
+    assert all(f["error"] for f in partial["failures"])  # type: ignore[union-attr]
+
+
+def test_documents_collections_and_delete(cli_env: Path, tmp_path: Path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("Chroma keeps the vectors. Redis keeps the cache.\n")
+    assert _ingest(str(note), "-c", "notes")[0] == 0
+
+    listed = json.loads(runner.invoke(app, ["collections", "--json"]).stdout)
+    assert listed == [{"name": "notes", "chunks": 1, "model": "sentence-transformers/all-MiniLM-L6-v2"}]
+    docs = json.loads(runner.invoke(app, ["documents", "-c", "notes", "--json"]).stdout)
+    assert [(d["source"], d["chunk_count"]) for d in docs] == [(str(note.resolve()), 1)]
+
+    deleted = runner.invoke(app, ["delete", docs[0]["document_id"], "-c", "notes", "--json"])
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout)["chunks_deleted"] == 1
+    assert json.loads(runner.invoke(app, ["documents", "-c", "notes", "--json"]).stdout) == []
+
+    again = runner.invoke(app, ["delete", docs[0]["document_id"], "-c", "notes"])
+    assert again.exit_code == 1 and "no document" in again.stderr
+
+
+def test_unknown_collection_names_the_options(cli_env: Path, tmp_path: Path) -> None:
+    note = tmp_path / "n.txt"
+    note.write_text("text.\n")
+    _ingest(str(note), "-c", "alpha")
+    result = runner.invoke(app, ["documents", "-c", "beta"])
+    assert result.exit_code == 1
+    assert "'beta' does not exist" in result.stderr and "alpha" in result.stderr
+
+
+def test_invalid_collection_name_is_explained(cli_env: Path, tmp_path: Path) -> None:
+    note = tmp_path / "n.txt"
+    note.write_text("text.\n")
+    result = runner.invoke(app, ["ingest", str(note), "-c", "no spaces!"])
+    assert result.exit_code == 2
+    assert "invalid collection name" in result.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("ingest", "delete", "collections", "documents"):
+        assert command in result.stdout
