@@ -31,6 +31,30 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Files larger than this are refused.")
     default_collection: str = DEFAULT_COLLECTION
 
+    # -- query service ---------------------------------------------------------------
+    retriever: str = Field("dense", description="Default retrieval strategy (see `server.retrieval.RETRIEVERS`).")
+    top_k: int = Field(5, ge=1, le=100, description="Chunks retrieved per question by default.")
+    context_tokens: int = Field(1500, ge=64, description="Token budget for retrieved context in the prompt.")
+    max_question_chars: int = Field(2000, ge=1)
+    prompt_template: str = Field("answer", description="Name of the prompt template in server/prompts/.")
+
+    llm_provider: str = Field("extractive", description="extractive (offline, default) or openai.")
+    llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible API base URL.")
+    llm_model: str = Field("local", description="Model name sent to the OpenAI-compatible API.")
+    llm_api_key: str | None = Field(None, description="Bearer token for the OpenAI-compatible API.")
+    llm_timeout: float = Field(60.0, gt=0, description="Seconds before one LLM request times out.")
+    llm_max_tokens: int = Field(512, ge=1)
+    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_retries: int = Field(2, ge=0, le=10, description="Retries on 429, 5xx and connection errors.")
+
+    cache_url: str | None = Field(
+        None, description="redis://host:port/db for a shared cache; unset means SQLite under data_dir."
+    )
+    cache_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
+    cache_max_entries: int = Field(100_000, ge=1)
+
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="Largest accepted upload per request.")
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, overlap: int, info: object) -> int:

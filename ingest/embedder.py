@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ def resolve_model(name: str) -> ModelSource:
 class Embedder:
     """Normalized, batched sentence embeddings from one SentenceTransformer model."""
 
+    QUERY_CACHE_SIZE = 4096
+
     def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, batch_size: int = 64) -> None:
         self.source = resolve_model(model_name)
         self.batch_size = batch_size
@@ -63,6 +66,8 @@ class Embedder:
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()  # "Loading weights" bars on every start
+            # the chunker measures over-long sentences on purpose before splitting them; no warning wanted
+            transformers_logging.set_verbosity_error()
             self.model: SentenceTransformer = SentenceTransformer(self.source.load_from, device="cpu")
         except Exception as exc:
             hint = (
@@ -76,6 +81,8 @@ class Embedder:
             raise EmbeddingModelError(f"model {model_name!r} does not report its embedding dimension")
         self.dimension: int = int(dimension)
         self.window: int = int(self.model.max_seq_length or 512)
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -98,8 +105,18 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        vectors: np.ndarray = self.embed([text])
-        return np.asarray(vectors[0])
+        """One question's vector; repeated questions (cache hits, eval reruns) skip the model."""
+        with self._query_lock:
+            vector = self._query_vectors.get(text)
+            if vector is not None:
+                self._query_vectors.move_to_end(text)
+                return vector
+        vector = np.asarray(self.embed([text])[0])
+        with self._query_lock:
+            self._query_vectors[text] = vector
+            if len(self._query_vectors) > self.QUERY_CACHE_SIZE:
+                self._query_vectors.popitem(last=False)
+        return vector
 
 
 _cache: dict[tuple[str, int], Embedder] = {}

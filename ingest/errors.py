@@ -48,3 +48,7 @@ class CollectionNotFound(RagkbError):
 
 class DocumentNotFound(RagkbError):
     pass
+
+
+class InvalidCollectionName(RagkbError):
+    pass

@@ -139,10 +139,20 @@ class Ingestor:
 
     def ingest_bytes(self, data: bytes, *, name: str, source: str, collection: str) -> IngestReport:
         """Ingest one in-memory file (an HTTP upload); `source` names it in citations and listings."""
+        return self.ingest_items([(name, source, data)], collection=collection)
+
+    def ingest_items(
+        self,
+        items: Iterable[tuple[str, str, bytes]],
+        *,
+        collection: str,
+        on_file_done: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Ingest in-memory documents given as (name, source, bytes); the name's extension picks the loader."""
         started = time.perf_counter()
         report = IngestReport(collection=collection)
         target = self.open_collection(collection)
-        self._ingest(target, [(name, source, data)], report, None)
+        self._ingest(target, items, report, on_file_done)
         report.seconds = time.perf_counter() - started
         return report
 

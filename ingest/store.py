@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .config import Settings
-from .errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, RagkbError
+from .errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, InvalidCollectionName, RagkbError
 from .models import Chunk, DocumentInfo
 
 SCHEMA_VERSION = 1
@@ -66,7 +66,7 @@ def document_id_for(source: str) -> str:
 
 def validate_collection_name(name: str) -> str:
     if not _COLLECTION_NAME.match(name) or ".." in name:
-        raise RagkbError(
+        raise InvalidCollectionName(
             f"invalid collection name {name!r}: use 3-63 characters of letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )

@@ -1,0 +1,145 @@
+"""`ragkb eval ...`: offline retrieval and answer evaluation, and the regression gate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ingest.errors import RagkbError
+
+from .metrics import HEADLINE
+
+eval_app = typer.Typer(
+    help="Offline evaluation on BEIR-format datasets, and the regression gate.", no_args_is_help=True
+)
+console = Console()
+err = Console(stderr=True)
+
+DatasetArg = Annotated[
+    Path, typer.Argument(help="BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")
+]
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, object] = {}
+
+        def tracker(label: str) -> Callable[[int, int], None]:
+            def update(done: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = progress.add_task(label, total=total)
+                progress.update(tasks[label], completed=done, total=total)  # type: ignore[arg-type]
+
+            return update
+
+        yield tracker
+
+
+@eval_app.command("run")
+def run(
+    dataset: DatasetArg,
+    split: Annotated[str, typer.Option(help="qrels split to score (qrels/<split>.tsv).")] = "test",
+    retriever: Annotated[str, typer.Option(help="Retrieval strategy from the server's registry.")] = "dense",
+    top_k: Annotated[int, typer.Option("--top-k", help="Documents ranked per query.")] = 100,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N queries (smoke runs).")] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
+        "reports/eval.json"
+    ),
+) -> None:
+    """Score retrieval (nDCG@10, recall@k, MRR@10, MAP@100, latency) and write a JSON + Markdown report."""
+    from ingest.pipeline import Ingestor
+    from server.retrieval import get_retriever
+
+    from .harness import EvalOptions, markdown_summary, run_eval
+
+    try:
+        ingestor = Ingestor()
+        get_retriever(retriever, ingestor)  # an unknown name fails before minutes of ingestion
+        with _progress() as track:
+            report = run_eval(
+                ingestor,
+                dataset,
+                EvalOptions(split=split, retriever=retriever, top_k=top_k, limit_queries=limit),
+                on_ingest=track("ingest corpus"),
+                on_query=track("score queries"),
+            )
+    except RagkbError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    summary = markdown_summary(report)
+    out.with_suffix(".md").write_text(summary)
+    console.print(summary, markup=False, highlight=False)
+    console.print(f"report: {out} and {out.with_suffix('.md')}")
+
+
+@eval_app.command("compare")
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="Baseline report (JSON from `ragkb eval run`).")],
+    candidate: Annotated[Path, typer.Argument(help="Candidate report to check against the baseline.")],
+    max_drop: Annotated[float, typer.Option(help="Largest allowed absolute drop of a headline metric.")] = 0.01,
+) -> None:
+    """Print metric deltas; exit 1 when a headline metric drops more than --max-drop."""
+    from .harness import compare_reports
+
+    try:
+        base, cand = (json.loads(p.read_text()) for p in (baseline, candidate))
+    except (OSError, json.JSONDecodeError) as exc:
+        err.print(f"[red]error:[/red] cannot read report: {exc}")
+        raise typer.Exit(2) from None
+    for name, report in (("baseline", base), ("candidate", cand)):
+        if not isinstance(report, dict) or not isinstance(report.get("metrics"), dict):
+            err.print(f"[red]error:[/red] the {name} is not a ragkb eval report (no 'metrics' object)")
+            raise typer.Exit(2)
+    if (base.get("dataset"), base.get("split")) != (cand.get("dataset"), cand.get("split")):
+        err.print("[yellow]warning:[/yellow] the reports are for different datasets or splits")
+    table, regressions = compare_reports(base, cand, max_drop, HEADLINE)
+    console.print(table, markup=False, highlight=False)
+    if regressions:
+        console.print(f"REGRESSION: {', '.join(regressions)} dropped by more than {max_drop}", markup=False)
+        raise typer.Exit(1)
+    console.print(f"OK: no headline metric dropped by more than {max_drop}")
+
+
+@eval_app.command("answers")
+def answers(
+    dataset: DatasetArg,
+    split: Annotated[str, typer.Option(help="qrels split to sample queries from.")] = "test",
+    sample: Annotated[
+        int, typer.Option(help="Number of queries to answer (twice: the second pass checks the cache).")
+    ] = 50,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
+) -> None:
+    """Run the full query path (configured provider) and score grounding, citations, cache and latency."""
+    from server.service import QueryService
+
+    from .answers import evaluate_answers
+
+    try:
+        with _progress() as track:
+            report = evaluate_answers(QueryService(), dataset, split=split, sample=sample, on_query=track("answer"))
+    except RagkbError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    text = json.dumps(report, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)

@@ -1,0 +1,1 @@
+"""ragkb query service: retrieval, versioned prompts, cached LLM calls and validated, cited answers."""

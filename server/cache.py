@@ -1,0 +1,237 @@
+"""The answer cache in front of the LLM: SQLite on disk by default, Redis when `RAGKB_CACHE_URL` is set.
+
+The key covers everything that could change the answer: the normalized
+question, the collection, the ids and content hashes of the retrieved chunks,
+the prompt name and version, the provider, model and generation parameters.
+Re-ingesting a changed document changes its chunks' hashes, so nothing stale
+is served. A broken cache (Redis down, disk full) is bypassed with a warning;
+it never fails a query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ingest.config import Settings
+from ingest.store import StoredChunk
+
+from .metrics import CACHE_EVENTS
+
+log = logging.getLogger("ragkb.cache")
+
+
+def normalize_question(question: str) -> str:
+    text = unicodedata.normalize("NFKC", question).casefold()
+    return " ".join(text.split()).rstrip("?!. ")
+
+
+def cache_key(
+    *,
+    question: str,
+    collection: str,
+    chunks: Sequence[StoredChunk],
+    prompt_name: str,
+    prompt_version: str,
+    provider: str,
+    model: str,
+    parameters: dict[str, Any],
+) -> str:
+    material = {
+        "q": normalize_question(question),
+        "collection": collection,
+        "chunks": [[c.chunk_id, c.metadata.get("content_hash", "")] for c in chunks],
+        "prompt": [prompt_name, prompt_version],
+        "provider": provider,
+        "model": model,
+        "params": parameters,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+class CacheBackend(Protocol):
+    name: str
+
+    def get(self, key: str) -> str | None: ...
+    def set(self, key: str, value: str) -> None: ...
+    def clear(self) -> int: ...
+    def count(self) -> int: ...
+    def incr(self, counter: str) -> None: ...
+    def counters(self) -> dict[str, int]: ...
+
+
+class SQLiteBackend:
+    """One SQLite file; expired rows are ignored on read and the oldest rows evicted past the size bound."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, *, ttl: int, max_entries: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.ttl, self.max_entries = path, ttl, max_entries
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+            "created REAL NOT NULL, expires REAL NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS entries_created ON entries(created)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        self._writes = 0
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value, expires FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None or row[1] < time.time():
+            return None
+        return str(row[0])
+
+    def set(self, key: str, value: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO entries (key, value, created, expires) VALUES (?, ?, ?, ?)",
+                (key, value, now, now + self.ttl),
+            )
+            self._writes += 1
+            if self._writes % 100 == 1:
+                self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        self._db.execute("DELETE FROM entries WHERE expires < ?", (now,))
+        (count,) = self._db.execute("SELECT COUNT(*) FROM entries").fetchone()
+        if count > self.max_entries:
+            self._db.execute(
+                "DELETE FROM entries WHERE key IN (SELECT key FROM entries ORDER BY created LIMIT ?)",
+                (count - self.max_entries,),
+            )
+
+    def clear(self) -> int:
+        with self._lock:
+            removed = self._db.execute("DELETE FROM entries").rowcount
+            self._db.execute("DELETE FROM counters")
+        return int(removed)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM entries WHERE expires >= ?", (time.time(),)).fetchone()[0]
+            )
+
+    def incr(self, counter: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                (counter,),
+            )
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {str(n): int(v) for n, v in self._db.execute("SELECT name, value FROM counters")}
+
+
+class RedisBackend:
+    """A Redis shared by every replica; entries expire by TTL (size is bounded by Redis's maxmemory policy)."""
+
+    name = "redis"
+    PREFIX = "ragkb:cache:"
+
+    def __init__(self, url: str, *, ttl: int) -> None:
+        import redis
+
+        self.url, self.ttl = url, ttl
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    def get(self, key: str) -> str | None:
+        value = self._redis.get(self.PREFIX + key)
+        return value.decode() if isinstance(value, bytes) else None
+
+    def set(self, key: str, value: str) -> None:
+        self._redis.set(self.PREFIX + key, value, ex=self.ttl)
+
+    def _keys(self) -> list[bytes]:
+        return list(self._redis.scan_iter(match=self.PREFIX + "*", count=1000))
+
+    def clear(self) -> int:
+        keys = self._keys()
+        entries = [k for k in keys if not k.startswith((self.PREFIX + "counter:").encode())]
+        if keys:
+            self._redis.delete(*keys)
+        return len(entries)
+
+    def count(self) -> int:
+        return sum(1 for k in self._keys() if not k.startswith((self.PREFIX + "counter:").encode()))
+
+    def incr(self, counter: str) -> None:
+        self._redis.incr(f"{self.PREFIX}counter:{counter}")
+
+    def counters(self) -> dict[str, int]:
+        names = ["hits", "misses"]
+        values = self._redis.mget([f"{self.PREFIX}counter:{n}" for n in names])
+        return {n: int(v or 0) for n, v in zip(names, values, strict=True)}
+
+
+class AnswerCache:
+    """Cache with hit/miss accounting that degrades to a pass-through when its backend fails."""
+
+    def __init__(self, backend: CacheBackend) -> None:
+        self.backend = backend
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AnswerCache:
+        if settings.cache_url:
+            if not settings.cache_url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(f"RAGKB_CACHE_URL must be a redis:// URL, got {settings.cache_url!r}")
+            return cls(RedisBackend(settings.cache_url, ttl=settings.cache_ttl_seconds))
+        path = settings.data_dir / "cache.sqlite3"
+        return cls(SQLiteBackend(path, ttl=settings.cache_ttl_seconds, max_entries=settings.cache_max_entries))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = self.backend.get(key)
+            outcome = "hit" if raw is not None else "miss"
+            self.backend.incr(outcome + "s")
+        except Exception as exc:
+            self._bypass("read", exc)
+            return None
+        CACHE_EVENTS.labels(outcome=outcome).inc()
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        try:
+            self.backend.set(key, json.dumps(value))
+        except Exception as exc:
+            self._bypass("write", exc)
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.backend.counters()
+        hits, misses = counters.get("hits", 0), counters.get("misses", 0)
+        return {
+            "backend": self.backend.name,
+            "entries": self.backend.count(),
+            "hits": hits,
+            "misses": misses,
+            "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        }
+
+    def clear(self) -> int:
+        return self.backend.clear()
+
+    def _bypass(self, action: str, exc: Exception) -> None:
+        CACHE_EVENTS.labels(outcome="error").inc()
+        log.warning("cache %s failed, bypassing the cache: %s", action, exc, extra={"backend": self.backend.name})

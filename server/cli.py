@@ -1,0 +1,156 @@
+"""The `ragkb` entry point: the ingestion commands plus serve, ask, cache, llm and eval."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from eval.cli import eval_app
+from ingest.cli import CollectionOption, JsonOption, _fail, app, console, err
+from ingest.config import get_settings
+from ingest.errors import RagkbError
+
+cache_app = typer.Typer(help="Inspect or clear the answer cache.", no_args_is_help=True)
+llm_app = typer.Typer(
+    help="Run a local OpenAI-compatible LLM server (optional extra: local-llm).", no_args_is_help=True
+)
+app.add_typer(cache_app, name="cache")
+app.add_typer(llm_app, name="llm")
+app.add_typer(eval_app, name="eval")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads the model).")] = 1,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from .observability import configure_logging
+
+    configure_logging()
+    console.print(f"ragkb serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    console.print(
+        f"try: curl -s http://{host}:{port}/v1/query -H 'content-type: application/json' "
+        f'-d \'{{"question": "How do I install ragkb?", "collection": "{get_settings().default_collection}"}}\''
+    )
+    uvicorn.run("server.app:app", host=host, port=port, workers=workers, log_config=None, access_log=False)
+
+
+def _print_answer(data: dict[str, Any]) -> None:
+    console.print(data["answer"])
+    console.print()
+    for c in data["citations"]:
+        where = (
+            c["source"]
+            + (f", page {c['page']}" if c.get("page") else "")
+            + (f", {c['heading']}" if c.get("heading") else "")
+        )
+        console.print(f"[{c['n']}] {c['title']} ({where})", markup=False, highlight=False)
+    flags = [f"model={data['model']}", f"grounded={data['grounded']}", f"cached={data['cached']}"]
+    if data.get("degraded"):
+        flags.append(f"degraded: {data.get('error')}")
+    err.print(" ".join(flags))
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    collection: CollectionOption = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Chunks to retrieve.")] = None,
+    retriever: Annotated[str | None, typer.Option(help="Retrieval strategy (e.g. dense).")] = None,
+    server: Annotated[str | None, typer.Option(help="Ask a running server (e.g. http://127.0.0.1:8000).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question with numbered sources, in-process or through a running server."""
+    body: dict[str, Any] = {"question": question, "collection": collection, "top_k": top_k, "retriever": retriever}
+    body = {k: v for k, v in body.items() if v is not None}
+    if server:
+        import httpx
+
+        try:
+            response = httpx.post(server.rstrip("/") + "/v1/query", json=body, timeout=120)
+        except httpx.HTTPError as exc:
+            raise _fail(f"cannot reach {server}: {exc}") from None
+        data = response.json()
+        if response.status_code != 200:
+            raise _fail(str(data.get("error", data)), 1)
+    else:
+        from .service import QueryService
+
+        async def run() -> dict[str, Any]:
+            service = QueryService()
+            try:
+                result = await service.answer(
+                    question, collection=collection, top_k=top_k, retriever=retriever, request_id="cli"
+                )
+                return result.model_dump()
+            finally:
+                await service.aclose()
+
+        try:
+            data = asyncio.run(run())
+        except RagkbError as exc:
+            raise _fail(str(exc), 1) from None
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_answer(data)
+
+
+@cache_app.command("stats")
+def cache_stats(as_json: JsonOption = False) -> None:
+    """Entries, hits, misses and hit rate of the configured cache."""
+    from .cache import AnswerCache
+
+    stats = AnswerCache.from_settings(get_settings()).stats()
+    if as_json:
+        print(json.dumps(stats))
+    else:
+        for key, value in stats.items():
+            console.print(f"{key}: {value}")
+
+
+@cache_app.command("clear")
+def cache_clear() -> None:
+    """Remove every cached answer."""
+    from .cache import AnswerCache
+
+    removed = AnswerCache.from_settings(get_settings()).clear()
+    console.print(f"removed {removed} cached answers")
+
+
+@llm_app.command("serve")
+def llm_serve(
+    gguf: Annotated[Path, typer.Option("--gguf", help="Path to a GGUF model file.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    alias: Annotated[str, typer.Option(help="Model name clients send (RAGKB_LLM_MODEL).")] = "local",
+    context: Annotated[int, typer.Option(help="Context window in tokens.")] = 4096,
+    threads: Annotated[int, typer.Option(help="CPU threads for generation.")] = 1,
+) -> None:
+    """Serve a GGUF model over an OpenAI-compatible API with llama.cpp (until Ctrl-C)."""
+    from .local_llm import start_server
+
+    try:
+        server = start_server(gguf, host=host, port=port, alias=alias, context=context, threads=threads)
+    except RagkbError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"serving {gguf.name} as {alias!r} at http://{host}:{port}/v1")
+    console.print(
+        f"use it: RAGKB_LLM_PROVIDER=openai RAGKB_LLM_BASE_URL=http://{host}:{port}/v1 RAGKB_LLM_MODEL={alias}"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        del server

@@ -1,0 +1,22 @@
+"""Prometheus metrics for the query service (ingestion's own live in ingest.metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5, 10, 30, 60)
+
+REQUEST_SECONDS = Histogram(
+    "ragkb_http_request_seconds",
+    "HTTP request latency by route.",
+    ["method", "route", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+RETRIEVE_SECONDS = Histogram(
+    "ragkb_retrieve_seconds", "Retrieval latency by retriever.", ["retriever"], buckets=_LATENCY_BUCKETS
+)
+LLM_SECONDS = Histogram("ragkb_llm_seconds", "LLM call latency by provider.", ["provider"], buckets=_LATENCY_BUCKETS)
+LLM_TOKENS = Counter("ragkb_llm_tokens_total", "Tokens reported by the LLM.", ["provider", "kind"])
+LLM_ERRORS = Counter("ragkb_llm_errors_total", "LLM calls that failed after retries.", ["provider"])
+CACHE_EVENTS = Counter("ragkb_cache_events_total", "Answer cache lookups by outcome (hit, miss, error).", ["outcome"])
+ERRORS = Counter("ragkb_errors_total", "Requests answered with an error, by kind.", ["kind"])

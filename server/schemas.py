@@ -1,0 +1,127 @@
+"""The HTTP API's request and response models (they are also the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .citations import Citation
+
+
+class QueryFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document_ids: list[str] = Field(default_factory=list, description="Only chunks of these documents.")
+    source_glob: str | None = Field(None, description="Only documents whose source matches this glob.")
+    where: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description='Equality on any stored chunk field, e.g. {"kind": "pdf", "page": 3}.'
+    )
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"question": "How do I install ragkb?", "collection": "demo", "top_k": 5}]},
+    )
+
+    question: str = Field(min_length=1, description="The question (or search text).")
+    collection: str | None = Field(None, description="Collection to search; the server default when omitted.")
+    top_k: int | None = Field(None, ge=1, le=100, description="How many chunks to return.")
+    filters: QueryFilters | None = None
+    retriever: str | None = Field(None, description="Retrieval strategy by name (e.g. dense).")
+
+
+class QueryRequest(RetrieveRequest):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"question": "How do I install ragkb?", "collection": "demo", "top_k": 5, "stream": False}]
+        },
+    )
+
+    stream: bool = Field(False, description="Stream Server-Sent Events: tokens, then a final event with citations.")
+
+
+class RetrievedChunk(BaseModel):
+    chunk_id: str
+    document_id: str
+    source: str
+    title: str
+    page: int | None = None
+    heading: str | None = None
+    start: int
+    end: int
+    score: float
+    text: str
+
+
+class RetrieveResponse(BaseModel):
+    chunks: list[RetrievedChunk]
+    retriever: str
+    collection: str
+    timings: dict[str, float]
+    request_id: str
+
+
+class PromptInfo(BaseModel):
+    name: str
+    version: str
+
+
+class Timings(BaseModel):
+    retrieve_ms: float
+    llm_ms: float
+    total_ms: float
+
+
+class QueryResponse(BaseModel):
+    answer: str = Field(description="The answer, citing sources with [n] markers that match `citations`.")
+    citations: list[Citation]
+    grounded: bool = Field(description="True when the answer cites at least one retrieved chunk.")
+    cached: bool
+    model: str
+    provider: str
+    prompt: PromptInfo
+    timings: Timings
+    request_id: str
+    collection: str
+    retriever: str
+    degraded: bool = Field(False, description="True when the LLM failed and the extractive answer was returned.")
+    error: str | None = Field(None, description="Why the response is degraded.")
+    invalid_citations: list[int] = Field(
+        default_factory=list, description="Markers the model produced that point at no retrieved chunk (removed)."
+    )
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    chunks: int
+    documents: int
+    model: str | None
+
+
+class DocumentOut(BaseModel):
+    document_id: str
+    source: str
+    title: str
+    kind: str
+    chunk_count: int
+    version: str
+
+
+class UploadResult(BaseModel):
+    collection: str
+    added: int
+    updated: int
+    unchanged: int
+    failed: int
+    chunks_added: int
+    documents: list[dict[str, Any]]
+    failures: list[dict[str, str]]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: Any = None
+    request_id: str | None = None
