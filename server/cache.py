@@ -87,6 +87,8 @@ class SQLiteBackend:
         self._db.execute("CREATE INDEX IF NOT EXISTS entries_created ON entries(created)")
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         self._writes = 0
+        # counting rows on every write would be wasteful: the table may briefly hold up to 10% extra
+        self._evict_every = min(100, max(1, max_entries // 10))
 
     def get(self, key: str) -> str | None:
         with self._lock:
@@ -103,7 +105,7 @@ class SQLiteBackend:
                 (key, value, now, now + self.ttl),
             )
             self._writes += 1
-            if self._writes % 100 == 1:
+            if self._writes % self._evict_every == 0:
                 self._evict(now)
 
     def _evict(self, now: float) -> None:
@@ -199,7 +201,7 @@ class AnswerCache:
         try:
             raw = self.backend.get(key)
             outcome = "hit" if raw is not None else "miss"
-            self.backend.incr(outcome + "s")
+            self.backend.incr("hits" if raw is not None else "misses")
         except Exception as exc:
             self._bypass("read", exc)
             return None

@@ -45,7 +45,7 @@ def serve(
 
 
 def _print_answer(data: dict[str, Any]) -> None:
-    console.print(data["answer"])
+    console.print(data["answer"], markup=False, highlight=False, soft_wrap=True)
     console.print()
     for c in data["citations"]:
         where = (
@@ -53,7 +53,7 @@ def _print_answer(data: dict[str, Any]) -> None:
             + (f", page {c['page']}" if c.get("page") else "")
             + (f", {c['heading']}" if c.get("heading") else "")
         )
-        console.print(f"[{c['n']}] {c['title']} ({where})", markup=False, highlight=False)
+        console.print(f"[{c['n']}] {c['title']} ({where})", markup=False, highlight=False, soft_wrap=True)
     flags = [f"model={data['model']}", f"grounded={data['grounded']}", f"cached={data['cached']}"]
     if data.get("degraded"):
         flags.append(f"degraded: {data.get('error')}")

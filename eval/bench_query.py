@@ -1,0 +1,147 @@
+"""Query benchmark over a real uvicorn server on loopback, at two collection sizes.
+
+    python -m eval.bench_query [--dataset DIR] [--sizes 1000 10000] [--queries 200] [--concurrency 16]
+
+For each size it reports /v1/retrieve p50/p95, /v1/query p50/p95 (extractive
+provider, first time each question is asked), cache-hit p50 (the same questions
+again) and cached requests/s from a concurrent client. Goals: retrieval p50 <=
+40 ms, cache-hit p50 <= 5 ms, >= 300 cached req/s on 2 cores. The collections
+persist under .ragkb/bench, so later runs skip the embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from ingest.config import Settings
+from ingest.pipeline import Ingestor
+
+from .beir import read_corpus, read_queries
+from .bench_ingest import DEFAULT_DATASET
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def build_collection(ingestor: Ingestor, dataset: Path, target_chunks: int) -> tuple[str, int]:
+    """A collection of about `target_chunks` chunks from the dataset's first documents (reused when present)."""
+    name = f"bench-{target_chunks}"
+    corpus = read_corpus(dataset)
+    docs = max(1, round(target_chunks / 2.3))  # SciFact abstracts average ~2.3 chunks at 200 tokens
+    items = ((f"{d.doc_id}.txt", f"beir://{dataset.name}/{d.doc_id}", d.content.encode()) for d in corpus[:docs])
+    ingestor.ingest_items(items, collection=name)
+    return name, ingestor.open_collection(name).count()
+
+
+def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RAGKB_DATA_DIR": str(data_dir), "RAGKB_CACHE_URL": ""}
+    env.pop("RAGKB_CACHE_URL")
+    log = open(Path(tempfile.gettempdir()) / "ragkb-bench-server.log", "wb")  # noqa: SIM115
+    command = [str(Path(sys.executable).with_name("ragkb")), "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.terminate()
+    raise RuntimeError("the server did not become ready")
+
+
+def _timed(client: httpx.Client, path: str, body: dict[str, object]) -> tuple[float, dict[str, object]]:
+    started = time.perf_counter()
+    response = client.post(path, json=body)
+    elapsed = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    return elapsed, response.json()
+
+
+async def _throughput(base: str, bodies: list[dict[str, object]], concurrency: int, seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def worker(offset: int) -> None:
+            nonlocal done
+            i = offset
+            while time.perf_counter() < deadline:
+                response = await client.post("/v1/query", json=bodies[i % len(bodies)])
+                response.raise_for_status()
+                done += 1
+                i += concurrency
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput run")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+
+    data_dir = Path(".ragkb") / "bench"
+    ingestor = Ingestor(Settings(data_dir=data_dir))
+    questions = list(read_queries(args.dataset).values())[: args.queries]
+    rows = []
+    for size in args.sizes:
+        print(f"building/reusing a collection of ~{size} chunks ...", flush=True)
+        collection, chunks = build_collection(ingestor, args.dataset, size)
+        cache_file = data_dir / "cache.sqlite3"
+        cache_file.unlink(missing_ok=True)
+        server = _serve(data_dir, args.port)
+        try:
+            base = f"http://127.0.0.1:{args.port}"
+            bodies: list[dict[str, object]] = [{"question": q, "collection": collection} for q in questions]
+            with httpx.Client(base_url=base, timeout=60) as client:
+                retrieve = [_timed(client, "/v1/retrieve", b)[0] for b in bodies]
+                query = [_timed(client, "/v1/query", b)[0] for b in bodies]
+                hits = []
+                for body in bodies:
+                    elapsed, data = _timed(client, "/v1/query", body)
+                    if data["cached"]:
+                        hits.append(elapsed)
+            grounded_bodies = bodies[: max(1, len(hits))]
+            rps = asyncio.run(_throughput(base, grounded_bodies, args.concurrency, args.seconds))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        rows.append((size, chunks, retrieve, query, hits, rps))
+
+    print()
+    print(
+        f"{'chunks':>8} {'retrieve p50':>13} {'p95':>7} {'query p50':>10} {'p95':>7} {'hit p50':>8} "
+        f"{'hits':>6} {'cached req/s':>13}"
+    )
+    for _, chunks, retrieve, query, hits, rps in rows:
+        hit_p50 = statistics.median(hits) if hits else float("nan")
+        print(
+            f"{chunks:>8} {_percentile(retrieve, 0.5):>11.1f}ms {_percentile(retrieve, 0.95):>5.1f}ms "
+            f"{_percentile(query, 0.5):>8.1f}ms {_percentile(query, 0.95):>5.1f}ms {hit_p50:>6.1f}ms "
+            f"{len(hits):>6} {rps:>13.0f}"
+        )
+    print("goals: retrieve p50 <= 40 ms, cache-hit p50 <= 5 ms, >= 300 cached req/s (2 cores)")
+
+
+if __name__ == "__main__":
+    main()
