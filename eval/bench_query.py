@@ -90,28 +90,20 @@ async def _throughput(base: str, bodies: list[dict[str, object]], concurrency: i
         return done / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput run")
-    parser.add_argument("--port", type=int, default=8765)
-    args = parser.parse_args()
-
+def measure(
+    dataset: Path, sizes: list[int], queries: int, concurrency: int, seconds: float, port: int
+) -> list[dict[str, float]]:
     data_dir = Path(".ragkb") / "bench"
     ingestor = Ingestor(Settings(data_dir=data_dir))
-    questions = list(read_queries(args.dataset).values())[: args.queries]
+    questions = list(read_queries(dataset).values())[:queries]
     rows = []
-    for size in args.sizes:
+    for size in sizes:
         print(f"building/reusing a collection of ~{size} chunks ...", flush=True)
-        collection, chunks = build_collection(ingestor, args.dataset, size)
-        cache_file = data_dir / "cache.sqlite3"
-        cache_file.unlink(missing_ok=True)
-        server = _serve(data_dir, args.port)
+        collection, chunks = build_collection(ingestor, dataset, size)
+        (data_dir / "cache.sqlite3").unlink(missing_ok=True)
+        server = _serve(data_dir, port)
         try:
-            base = f"http://127.0.0.1:{args.port}"
+            base = f"http://127.0.0.1:{port}"
             bodies: list[dict[str, object]] = [{"question": q, "collection": collection} for q in questions]
             with httpx.Client(base_url=base, timeout=60) as client:
                 retrieve = [_timed(client, "/v1/retrieve", b)[0] for b in bodies]
@@ -121,26 +113,50 @@ def main() -> None:
                     elapsed, data = _timed(client, "/v1/query", body)
                     if data["cached"]:
                         hits.append(elapsed)
-            grounded_bodies = bodies[: max(1, len(hits))]
-            rps = asyncio.run(_throughput(base, grounded_bodies, args.concurrency, args.seconds))
+            rps = asyncio.run(_throughput(base, bodies, concurrency, seconds))
         finally:
             server.terminate()
             server.wait(timeout=30)
-        rows.append((size, chunks, retrieve, query, hits, rps))
+        rows.append(
+            {
+                "chunks": chunks,
+                "retrieve_p50": _percentile(retrieve, 0.5),
+                "retrieve_p95": _percentile(retrieve, 0.95),
+                "query_p50": _percentile(query, 0.5),
+                "query_p95": _percentile(query, 0.95),
+                "hit_p50": statistics.median(hits) if hits else float("nan"),
+                "hits": len(hits),
+                "questions": len(bodies),
+                "cached_rps": rps,
+            }
+        )
+    return rows
 
-    print()
+
+def print_report(rows: list[dict[str, float]]) -> None:
     print(
-        f"{'chunks':>8} {'retrieve p50':>13} {'p95':>7} {'query p50':>10} {'p95':>7} {'hit p50':>8} "
-        f"{'hits':>6} {'cached req/s':>13}"
+        f"{'chunks':>8} {'retrieve p50':>13} {'p95':>8} {'query p50':>10} {'p95':>8} {'hit p50':>8} "
+        f"{'hits':>9} {'cached req/s':>13}"
     )
-    for _, chunks, retrieve, query, hits, rps in rows:
-        hit_p50 = statistics.median(hits) if hits else float("nan")
+    for r in rows:
         print(
-            f"{chunks:>8} {_percentile(retrieve, 0.5):>11.1f}ms {_percentile(retrieve, 0.95):>5.1f}ms "
-            f"{_percentile(query, 0.5):>8.1f}ms {_percentile(query, 0.95):>5.1f}ms {hit_p50:>6.1f}ms "
-            f"{len(hits):>6} {rps:>13.0f}"
+            f"{r['chunks']:>8.0f} {r['retrieve_p50']:>11.1f}ms {r['retrieve_p95']:>6.1f}ms "
+            f"{r['query_p50']:>8.1f}ms {r['query_p95']:>6.1f}ms {r['hit_p50']:>6.1f}ms "
+            f"{r['hits']:>4.0f}/{r['questions']:<4.0f} {r['cached_rps']:>13.0f}"
         )
     print("goals: retrieve p50 <= 40 ms, cache-hit p50 <= 5 ms, >= 300 cached req/s (2 cores)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput run")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    print_report(measure(args.dataset, args.sizes, args.queries, args.concurrency, args.seconds, args.port))
 
 
 if __name__ == "__main__":
