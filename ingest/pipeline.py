@@ -20,6 +20,7 @@ from .config import Settings, get_settings
 from .discovery import Failure, discover
 from .embedder import Embedder, get_embedder
 from .errors import EmptyDocument, FileTooLarge, IngestError
+from .lexical import LexicalIndexes
 from .loaders import load_bytes, loader_for
 from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
 from .models import Chunk, DocumentInfo, ExtractedDocument
@@ -100,6 +101,14 @@ class Ingestor:
             ChunkingConfig(self.settings.chunk_tokens, self.settings.chunk_overlap),
             window=self.embedder.window,
         )
+        self._lexical: LexicalIndexes | None = None
+
+    @property
+    def lexical(self) -> LexicalIndexes:
+        """The BM25 indexes of this store's collections (built lazily, kept in step by generation)."""
+        if self._lexical is None:
+            self._lexical = LexicalIndexes(self.store, self.settings.data_dir / "lexical")
+        return self._lexical
 
     def open_collection(self, name: str, *, create: bool = True) -> Any:
         return self.store.open(name, model=self.embedder.identity, dimension=self.embedder.dimension, create=create)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -203,7 +204,21 @@ class ChunkStore:
             )
         for doc in documents:
             if doc.replaces_existing:
-                self.delete_stale_versions(collection, doc.document_id, keep=doc.version)
+                collection.delete(
+                    where={"$and": [{"document_id": doc.document_id}, {"doc_version": {"$ne": doc.version}}]}
+                )
+        self.bump_generation(collection)
+
+    def bump_generation(self, collection: Any) -> None:
+        """Mark the collection changed, so derived indexes (BM25) in every process know to rebuild."""
+        metadata = dict(collection.metadata or {})
+        metadata["ragkb_generation"] = uuid.uuid4().hex
+        collection.modify(metadata=metadata)
+
+    def generation(self, name: str) -> str:
+        """The collection's current generation, read fresh from Chroma (another process may have written)."""
+        metadata = self.client.get_collection(name, embedding_function=None).metadata or {}
+        return str(metadata.get("ragkb_generation", "0"))
 
     @staticmethod
     def _chunk_metadata(
@@ -228,6 +243,7 @@ class ChunkStore:
 
     def delete_stale_versions(self, collection: Any, document_id: str, *, keep: str) -> None:
         collection.delete(where={"$and": [{"document_id": document_id}, {"doc_version": {"$ne": keep}}]})
+        self.bump_generation(collection)
 
     def delete_document(self, collection: Any, document_id: str) -> int:
         existing = collection.get(where={"document_id": document_id}, include=[])
@@ -235,6 +251,7 @@ class ChunkStore:
         if not count:
             raise DocumentNotFound(f"no document with id {document_id!r} in collection {collection.name!r}")
         collection.delete(where={"document_id": document_id})
+        self.bump_generation(collection)
         return count
 
     def documents(self, collection: Any) -> list[DocumentInfo]:

@@ -1,4 +1,4 @@
-"""Retrieval strategies behind one small protocol, registered by name.
+"""Retrieval strategies behind one small protocol, registered by name: `dense`, `bm25`, `hybrid`.
 
 The server, the CLI and the eval harness all retrieve through `get_retriever`,
 so what the eval harness scores is exactly what users get.
@@ -7,9 +7,10 @@ so what the eval harness scores is exactly what users get.
 from __future__ import annotations
 
 import fnmatch
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ingest.errors import RagkbError
 from ingest.pipeline import Ingestor
@@ -27,6 +28,10 @@ class Filters:
     document_ids: list[str] = field(default_factory=list)
     source_glob: str | None = None
     where: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.document_ids or self.source_glob or self.where)
 
     def chroma_where(self) -> dict[str, Any] | None:
         clauses: list[dict[str, Any]] = [{key: value} for key, value in self.where.items()]
@@ -67,14 +72,130 @@ class DenseRetriever:
         vector = self.ingestor.embedder.embed_query(question)
         # a source glob is applied after the search, so ask for more to still return top_k
         fetch = top_k if filters.source_glob is None else max(top_k * 10, 100)
-        fetch = min(fetch, max(target.count(), 1))
         hits = self.ingestor.store.query(target, vector, k=fetch, where=filters.chroma_where())
         return [hit for hit in hits if filters.accepts(hit)][:top_k]
 
 
+class BM25Retriever:
+    """BM25 (bm25s, English stemming and stop words) over the collection's lexical index."""
+
+    name = "bm25"
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+
+    def _allowed(self, target: Any, filters: Filters) -> set[str] | None:
+        if filters.empty:
+            return None
+        found = target.get(where=filters.chroma_where(), include=["metadatas"])
+        return {
+            chunk_id
+            for chunk_id, meta in zip(found["ids"], found["metadatas"], strict=True)
+            if filters.accepts(StoredChunk(chunk_id, "", dict(meta or {})))
+        }
+
+    def search(
+        self, question: str, *, collection: str, k: int, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score) pairs, best first, without fetching the chunks."""
+        target = self.ingestor.open_collection(collection, create=False)
+        index = self.ingestor.lexical.get(collection, target)
+        return index.search(question, k, self._allowed(target, filters or Filters()))
+
+    def hydrate(self, collection: str, scored: list[tuple[str, float]]) -> list[StoredChunk]:
+        """The chunks behind (id, score) pairs, in that order; ids no longer stored are dropped."""
+        if not scored:
+            return []
+        target = self.ingestor.open_collection(collection, create=False)
+        stored = {c.chunk_id: c for c in self.ingestor.store.chunks(target, [chunk_id for chunk_id, _ in scored])}
+        return [
+            StoredChunk(chunk_id, stored[chunk_id].text, stored[chunk_id].metadata, score=score)
+            for chunk_id, score in scored
+            if chunk_id in stored
+        ]
+
+    def retrieve(
+        self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
+    ) -> list[StoredChunk]:
+        return self.hydrate(collection, self.search(question, collection=collection, k=top_k, filters=filters))
+
+
+Fusion = Literal["weighted", "rrf"]
+
+
+def _zscores(scores: list[float]) -> list[float]:
+    if len(scores) < 2:
+        return [1.0 for _ in scores]
+    mean, spread = statistics.fmean(scores), statistics.pstdev(scores)
+    return [(s - mean) / spread if spread > 0 else 0.0 for s in scores]
+
+
+def fuse_weighted(
+    dense: list[tuple[str, float]], lexical: list[tuple[str, float]], dense_weight: float
+) -> dict[str, float]:
+    """Z-score each list, then a weighted sum; a chunk missing from one list gets that list's lowest score."""
+    dense_z = dict(zip([i for i, _ in dense], _zscores([s for _, s in dense]), strict=True))
+    lexical_z = dict(zip([i for i, _ in lexical], _zscores([s for _, s in lexical]), strict=True))
+    dense_floor = min(dense_z.values(), default=0.0)
+    lexical_floor = min(lexical_z.values(), default=0.0)
+    return {
+        chunk_id: dense_weight * dense_z.get(chunk_id, dense_floor)
+        + (1 - dense_weight) * lexical_z.get(chunk_id, lexical_floor)
+        for chunk_id in dense_z.keys() | lexical_z.keys()
+    }
+
+
+def fuse_rrf(rankings: list[list[tuple[str, float]]], k: int) -> dict[str, float]:
+    """Reciprocal rank fusion: each list adds 1 / (k + rank) to a chunk (rank from 1)."""
+    fused: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, (chunk_id, _) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+class HybridRetriever:
+    """Dense and BM25 candidates fused into one ranking (weighted z-scores or RRF)."""
+
+    def __init__(self, ingestor: Ingestor, fusion: Fusion | None = None, name: str = "hybrid") -> None:
+        settings = ingestor.settings
+        self.name = name
+        self.fusion: Fusion = fusion or settings.hybrid_fusion
+        self.dense = DenseRetriever(ingestor)
+        self.lexical = BM25Retriever(ingestor)
+        self.dense_weight = settings.hybrid_dense_weight
+        self.rrf_k = settings.hybrid_rrf_k
+        self.candidates = settings.hybrid_candidates
+
+    def retrieve(
+        self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
+    ) -> list[StoredChunk]:
+        pool = max(top_k, self.candidates)
+        dense_chunks = self.dense.retrieve(question, collection=collection, top_k=pool, filters=filters)
+        dense = [(c.chunk_id, c.score) for c in dense_chunks]
+        lexical = self.lexical.search(question, collection=collection, k=pool, filters=filters)
+        if self.fusion == "rrf":
+            fused = fuse_rrf([dense, lexical], self.rrf_k)
+        else:
+            fused = fuse_weighted(dense, lexical, self.dense_weight)
+        ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top_k]
+        known = {c.chunk_id: c for c in dense_chunks}
+        missing = self.lexical.hydrate(collection, [(i, s) for i, s in ranked if i not in known])
+        known.update({c.chunk_id: c for c in missing})
+        return [
+            StoredChunk(i, known[i].text, known[i].metadata, score=round(score, 6)) for i, score in ranked if i in known
+        ]
+
+
 RetrieverFactory = Callable[[Ingestor], Retriever]
 
-RETRIEVERS: dict[str, RetrieverFactory] = {"dense": DenseRetriever}
+RETRIEVERS: dict[str, RetrieverFactory] = {
+    "dense": DenseRetriever,
+    "bm25": BM25Retriever,
+    "hybrid": HybridRetriever,
+    "hybrid-weighted": lambda ingestor: HybridRetriever(ingestor, "weighted", "hybrid-weighted"),
+    "hybrid-rrf": lambda ingestor: HybridRetriever(ingestor, "rrf", "hybrid-rrf"),
+}
 
 
 def retriever_names() -> list[str]:

@@ -92,7 +92,7 @@ def test_cli_run_writes_json_and_markdown_then_compare_gates(mini_beir: Path, tm
 
 def test_unknown_retriever_fails_before_ingesting(mini_beir: Path, cli_env: Path) -> None:
     result = runner.invoke(app, ["eval", "run", str(mini_beir), "--split", "dev", "--retriever", "magic"])
-    assert result.exit_code == 2 and "choose one of: dense" in result.stderr
+    assert result.exit_code == 2 and "choose one of: bm25, dense, hybrid" in result.stderr
     assert not (cli_env / "chroma").exists() or "eval-" not in str(list((cli_env / "chroma").iterdir()))
 
 

@@ -108,7 +108,7 @@ class TestQuery:
 class TestRetrieveAndCollections:
     def test_retrieve_returns_scored_chunks(self, client: TestClient) -> None:
         data = client.post("/v1/retrieve", json={"question": "Chroma server", "top_k": 3}).json()
-        assert len(data["chunks"]) == 3 and data["retriever"] == "dense"
+        assert len(data["chunks"]) == 3 and data["retriever"] == "hybrid"
         scores = [c["score"] for c in data["chunks"]]
         assert scores == sorted(scores, reverse=True)
 
@@ -146,7 +146,7 @@ class TestErrors:
             ({"question": "   "}, 422, "the question is empty"),
             ({"question": "q" * 2001}, 422, "the limit is 2000"),
             ({"question": ""}, 422, "question"),
-            ({"question": "x", "retriever": "magic"}, 422, "choose one of: dense"),
+            ({"question": "x", "retriever": "magic"}, 422, "choose one of: bm25, dense, hybrid"),
             ({"question": "x", "top_k": 0}, 422, "top_k"),
             ({"question": "x", "unknown_field": 1}, 422, "unknown_field"),
             ({"question": "x", "collection": "bad name!"}, 422, "invalid collection name"),

@@ -1,0 +1,165 @@
+"""BM25 and hybrid retrieval: exact terms, filters on both sides, and a lexical index that stays in step
+with Chroma across updates, deletes, other processes and restarts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ingest.config import Settings
+from ingest.embedder import Embedder
+from ingest.pipeline import Ingestor
+from server.retrieval import (
+    BM25Retriever,
+    Filters,
+    HybridRetriever,
+    UnknownRetriever,
+    fuse_rrf,
+    fuse_weighted,
+    get_retriever,
+    retriever_names,
+)
+
+DOCS = {
+    "pump.md": "# Pump maintenance\n\nReplace the impeller seal on pump model XK-4471-B every 2,000 hours.\n",
+    "valves.md": "# Valves\n\nGate valves should be exercised quarterly so they do not seize.\n",
+    "drugs.txt": "Metformin lowers hepatic glucose production and is first-line therapy for type 2 diabetes.\n",
+    "safety.html": "<html><title>Safety</title><body><h1>Safety</h1><p>Wear gloves when handling "
+    "hydraulic fluid; it irritates skin.</p></body></html>",
+}
+
+
+@pytest.fixture
+def kb(tmp_path: Path, settings: Settings, embedder: Embedder) -> tuple[Ingestor, Path]:
+    root = tmp_path / "docs"
+    root.mkdir()
+    for name, text in DOCS.items():
+        (root / name).write_text(text)
+    ingestor = Ingestor(settings, embedder=embedder)
+    assert ingestor.ingest_paths([root], collection="plant").added == len(DOCS)
+    return ingestor, root
+
+
+def _sources(chunks: list) -> list[str]:  # type: ignore[type-arg]
+    return [Path(c.metadata["source"]).name for c in chunks]
+
+
+def test_registry_names_and_unknown_names(kb: tuple[Ingestor, Path]) -> None:
+    ingestor, _ = kb
+    assert retriever_names() == ["bm25", "dense", "hybrid", "hybrid-rrf", "hybrid-weighted"]
+    with pytest.raises(UnknownRetriever, match="choose one of: bm25, dense, hybrid"):
+        get_retriever("sparse", ingestor)
+
+
+def test_bm25_finds_exact_part_numbers(kb: tuple[Ingestor, Path]) -> None:
+    ingestor, _ = kb
+    hits = BM25Retriever(ingestor).retrieve("XK-4471-B", collection="plant", top_k=3)
+    assert _sources(hits)[0] == "pump.md"
+    assert hits[0].score > 0 and hits[0].text.startswith("# Pump maintenance")
+    assert BM25Retriever(ingestor).retrieve("the of and", collection="plant", top_k=3) == []
+
+
+@pytest.mark.parametrize("name", ["hybrid", "hybrid-rrf", "hybrid-weighted"])
+def test_hybrid_ranks_the_right_document_first(kb: tuple[Ingestor, Path], name: str) -> None:
+    ingestor, _ = kb
+    retriever = get_retriever(name, ingestor)
+    assert _sources(retriever.retrieve("pump XK-4471-B seal", collection="plant", top_k=2))[0] == "pump.md"
+    assert _sources(retriever.retrieve("medicine for diabetes", collection="plant", top_k=2))[0] == "drugs.txt"
+    scores = [c.score for c in retriever.retrieve("valves", collection="plant", top_k=4)]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("name", ["bm25", "hybrid", "dense"])
+def test_filters_apply_on_every_side(kb: tuple[Ingestor, Path], name: str) -> None:
+    ingestor, _ = kb
+    retriever = get_retriever(name, ingestor)
+    only_html = retriever.retrieve(
+        "pump seal gloves", collection="plant", top_k=5, filters=Filters(where={"kind": "html"})
+    )
+    assert _sources(only_html) == ["safety.html"]
+    by_glob = retriever.retrieve(
+        "pump seal gloves valves", collection="plant", top_k=5, filters=Filters(source_glob="*/valves.md")
+    )
+    assert _sources(by_glob) == ["valves.md"]
+    docs = ingestor.store.documents(ingestor.open_collection("plant"))
+    pump = next(d for d in docs if d.source.endswith("pump.md"))
+    by_id = retriever.retrieve(
+        "seal gloves", collection="plant", top_k=5, filters=Filters(document_ids=[pump.document_id])
+    )
+    assert _sources(by_id) == ["pump.md"]
+
+
+def test_deleted_document_never_comes_back_from_the_lexical_side(kb: tuple[Ingestor, Path]) -> None:
+    ingestor, root = kb
+    bm25 = BM25Retriever(ingestor)
+    assert _sources(bm25.retrieve("XK-4471-B", collection="plant", top_k=3)) == ["pump.md"]
+    ingestor.delete("plant", str((root / "pump.md").resolve()))
+    assert bm25.retrieve("XK-4471-B impeller", collection="plant", top_k=3) == []
+    assert "pump.md" not in _sources(
+        get_retriever("hybrid", ingestor).retrieve("XK-4471-B", collection="plant", top_k=4)
+    )
+
+
+def test_changes_by_another_process_are_seen_without_a_restart(
+    kb: tuple[Ingestor, Path], settings: Settings, embedder: Embedder
+) -> None:
+    server_side, root = kb
+    bm25 = BM25Retriever(server_side)
+    assert bm25.retrieve("centrifuge", collection="plant", top_k=3) == []  # index built and cached now
+    (root / "valves.md").write_text("# Valves\n\nThe centrifuge bypass valve opens at 6 bar.\n")
+    cli_side = Ingestor(settings, embedder=embedder)  # another process: its own store client and indexes
+    report = cli_side.ingest_paths([root], collection="plant")
+    assert report.updated == 1
+    assert _sources(bm25.retrieve("centrifuge", collection="plant", top_k=3)) == ["valves.md"]
+    assert bm25.retrieve("exercised quarterly seize", collection="plant", top_k=3) == []  # old version gone
+
+
+def test_restart_with_a_stale_or_missing_lexical_index_rebuilds_it(
+    kb: tuple[Ingestor, Path], settings: Settings, embedder: Embedder
+) -> None:
+    ingestor, root = kb
+    BM25Retriever(ingestor).retrieve("pump", collection="plant", top_k=1)
+    folder = settings.data_dir / "lexical" / "plant"
+    assert (folder / "ragkb.json").exists()
+    stale = folder.with_name("plant-stale-copy")
+    shutil.copytree(folder, stale)
+    (root / "new.md").write_text("# Boiler\n\nThe boiler feedwater pump is the Grundfos CR-95.\n")
+    ingestor.ingest_paths([root], collection="plant")
+    # "restart": a new process finds the stale index on disk (built before new.md) and must rebuild it
+    shutil.rmtree(folder)
+    stale.rename(folder)
+    restarted = Ingestor(settings, embedder=embedder)
+    assert _sources(BM25Retriever(restarted).retrieve("Grundfos CR-95", collection="plant", top_k=2)) == ["new.md"]
+    # and with no index on disk at all
+    shutil.rmtree(folder)
+    again = Ingestor(settings, embedder=embedder)
+    assert _sources(BM25Retriever(again).retrieve("Grundfos", collection="plant", top_k=1)) == ["new.md"]
+
+
+def test_weighted_fusion_normalizes_each_side() -> None:
+    dense = [("a", 0.9), ("b", 0.8), ("c", 0.1)]
+    lexical = [("c", 30.0), ("d", 10.0), ("a", 2.0)]
+    fused = fuse_weighted(dense, lexical, dense_weight=0.5)
+    assert set(fused) == {"a", "b", "c", "d"}
+    assert max(fused, key=fused.__getitem__) in {"a", "c"}
+    only_dense = fuse_weighted(dense, lexical, dense_weight=1.0)
+    assert sorted(only_dense, key=only_dense.__getitem__, reverse=True)[:3] == ["a", "b", "c"]
+    assert fuse_weighted([], [], 0.5) == {}
+
+
+def test_rrf_adds_reciprocal_ranks() -> None:
+    fused = fuse_rrf([[("a", 9.0), ("b", 1.0)], [("b", 5.0), ("c", 4.0)]], k=60)
+    assert fused["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused["a"] == pytest.approx(1 / 61) and fused["c"] == pytest.approx(1 / 62)
+
+
+def test_hybrid_of_an_empty_lexical_side_is_dense(kb: tuple[Ingestor, Path]) -> None:
+    ingestor, _ = kb
+    hybrid = HybridRetriever(ingestor)
+    dense = get_retriever("dense", ingestor)
+    question = "the of and"  # only stop words: BM25 has nothing
+    assert [c.chunk_id for c in hybrid.retrieve(question, collection="plant", top_k=3)] == [
+        c.chunk_id for c in dense.retrieve(question, collection="plant", top_k=3)
+    ]
