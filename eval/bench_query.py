@@ -29,6 +29,8 @@ from ingest.pipeline import Ingestor
 from .beir import read_corpus, read_queries
 from .bench_ingest import DEFAULT_DATASET
 
+RETRIEVERS = ("dense", "bm25", "hybrid")
+
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -106,7 +108,10 @@ def measure(
             base = f"http://127.0.0.1:{port}"
             bodies: list[dict[str, object]] = [{"question": q, "collection": collection} for q in questions]
             with httpx.Client(base_url=base, timeout=60) as client:
-                retrieve = [_timed(client, "/v1/retrieve", b)[0] for b in bodies]
+                by_retriever = {
+                    name: [_timed(client, "/v1/retrieve", {**b, "retriever": name})[0] for b in bodies]
+                    for name in RETRIEVERS
+                }
                 query = [_timed(client, "/v1/query", b)[0] for b in bodies]
                 hits = []
                 for body in bodies:
@@ -120,8 +125,8 @@ def measure(
         rows.append(
             {
                 "chunks": chunks,
-                "retrieve_p50": _percentile(retrieve, 0.5),
-                "retrieve_p95": _percentile(retrieve, 0.95),
+                **{f"{name}_p50": _percentile(values, 0.5) for name, values in by_retriever.items()},
+                **{f"{name}_p95": _percentile(values, 0.95) for name, values in by_retriever.items()},
                 "query_p50": _percentile(query, 0.5),
                 "query_p95": _percentile(query, 0.95),
                 "hit_p50": statistics.median(hits) if hits else float("nan"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,10 +33,10 @@ class Settings(BaseSettings):
 
     # -- query service ---------------------------------------------------------------
     retriever: str = Field("hybrid", description="Default retrieval strategy (see `server.retrieval.RETRIEVERS`).")
-    hybrid_fusion: Literal["weighted", "rrf"] = Field(
-        "weighted", description="How `hybrid` fuses dense and BM25: normalized-score weighted sum, or RRF."
-    )
     hybrid_dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share of the weighted sum.")
+    hybrid_doc_weight: float = Field(
+        0.7, ge=0, le=1, description="Share of the whole-document score in `hybrid`'s chunk score."
+    )
     hybrid_rrf_k: int = Field(60, ge=1, description="k of reciprocal rank fusion: 1 / (k + rank).")
     hybrid_candidates: int = Field(100, ge=1, le=1000, description="Chunks each side contributes to fusion.")
     top_k: int = Field(5, ge=1, le=100, description="Chunks retrieved per question by default.")

@@ -145,7 +145,8 @@ def test_weighted_fusion_normalizes_each_side() -> None:
     assert set(fused) == {"a", "b", "c", "d"}
     assert max(fused, key=fused.__getitem__) in {"a", "c"}
     only_dense = fuse_weighted(dense, lexical, dense_weight=1.0)
-    assert sorted(only_dense, key=only_dense.__getitem__, reverse=True)[:3] == ["a", "b", "c"]
+    assert sorted(only_dense, key=only_dense.__getitem__, reverse=True)[:2] == ["a", "b"]
+    assert only_dense["d"] == only_dense["c"], "missing from the dense list means the dense list's lowest score"
     assert fuse_weighted([], [], 0.5) == {}
 
 
@@ -163,3 +164,26 @@ def test_hybrid_of_an_empty_lexical_side_is_dense(kb: tuple[Ingestor, Path]) -> 
     assert [c.chunk_id for c in hybrid.retrieve(question, collection="plant", top_k=3)] == [
         c.chunk_id for c in dense.retrieve(question, collection="plant", top_k=3)
     ]
+
+
+def test_document_index_sees_each_document_once_with_overlaps_removed(tmp_path: Path, embedder: Embedder) -> None:
+    settings = Settings(data_dir=tmp_path, chunk_tokens=40, chunk_overlap=12)
+    ingestor = Ingestor(settings, embedder=embedder)
+    sentences = [f"Sentence {i} mentions the word {'zebra' if i == 17 else 'horse'}." for i in range(30)]
+    (tmp_path / "long.txt").write_text(" ".join(sentences) + "\n")
+    (tmp_path / "short.txt").write_text("A short note about zebra crossings.\n")
+    ingestor.ingest_paths([tmp_path / "long.txt", tmp_path / "short.txt"], collection="grains")
+    collection = ingestor.open_collection("grains")
+    assert collection.count() > 5, "the long document is split into overlapping chunks"
+    index = ingestor.lexical.get("grains", collection)
+    assert sorted(index.documents.ids) == sorted(d.document_id for d in ingestor.store.documents(collection))
+    long_id = next(d.document_id for d in ingestor.store.documents(collection) if d.source.endswith("long.txt"))
+    found = collection.get(where={"document_id": long_id}, include=["documents", "metadatas"])
+    parts = [
+        (int(m["start"]), int(m["end"]), text, dict(m))
+        for text, m in zip(found["documents"], found["metadatas"], strict=True)
+    ]
+    rebuilt = ingestor.lexical._document_text(parts)
+    assert rebuilt.split() == ["long", *" ".join(sentences).split()]  # the title, then every word exactly once
+    hits = index.search_documents("zebra", 5)
+    assert {doc for doc, _ in hits} == {d.document_id for d in ingestor.store.documents(collection)}
