@@ -217,8 +217,15 @@ class ChunkStore:
 
     def generation(self, name: str) -> str:
         """The collection's current generation, read fresh from Chroma (another process may have written)."""
-        metadata = self.client.get_collection(name, embedding_function=None).metadata or {}
-        return str(metadata.get("ragkb_generation", "0"))
+        validate_collection_name(name)
+        try:
+            collection = self.client.get_collection(name, embedding_function=None)
+        except Exception as exc:
+            if "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError":
+                self._collections.pop(name, None)
+                raise CollectionNotFound(name, self.collection_names()) from None
+            raise
+        return str((collection.metadata or {}).get("ragkb_generation", "0"))
 
     @staticmethod
     def _chunk_metadata(

@@ -197,15 +197,18 @@ class AnswerCache:
         path = settings.data_dir / "cache.sqlite3"
         return cls(SQLiteBackend(path, ttl=settings.cache_ttl_seconds, max_entries=settings.cache_max_entries))
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, *, count_miss: bool = True) -> dict[str, Any] | None:
+        """The cached value, or None. `count_miss=False` for a lookup that another one backs up."""
         try:
             raw = self.backend.get(key)
             outcome = "hit" if raw is not None else "miss"
-            self.backend.incr("hits" if raw is not None else "misses")
+            if raw is not None or count_miss:
+                self.backend.incr("hits" if raw is not None else "misses")
         except Exception as exc:
             self._bypass("read", exc)
             return None
-        CACHE_EVENTS.labels(outcome=outcome).inc()
+        if raw is not None or count_miss:
+            CACHE_EVENTS.labels(outcome=outcome).inc()
         if raw is None:
             return None
         try:

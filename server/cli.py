@@ -124,7 +124,7 @@ def cache_clear() -> None:
     from .cache import AnswerCache
 
     removed = AnswerCache.from_settings(get_settings()).clear()
-    console.print(f"removed {removed} cached answers")
+    console.print(f"removed {removed} cache entries")
 
 
 @llm_app.command("serve")

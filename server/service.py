@@ -5,10 +5,13 @@ Shared by the HTTP API and `ragkb ask`, so both answer the same way.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +22,7 @@ from ingest.pipeline import Ingestor
 from ingest.store import StoredChunk
 
 from .cache import AnswerCache, cache_key
-from .citations import ValidatedAnswer, validate
+from .citations import Citation, ValidatedAnswer, validate
 from .metrics import LLM_ERRORS, LLM_SECONDS, LLM_TOKENS, RETRIEVE_SECONDS
 from .prompting import fit_to_budget, format_context, load_template
 from .providers import ExtractiveProvider, GenerationRequest, LLMError, LLMProvider, make_provider
@@ -41,6 +44,14 @@ class Retrieval:
     retriever: str
     collection: str
     milliseconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    retrieval: Retrieval
+    request: GenerationRequest | None  # None: nothing retrieved, or answered from the fast path
+    keys: list[str]  # the fast-path key, then the exact key
+    cached: ValidatedAnswer | None
 
 
 class QueryService:
@@ -149,17 +160,57 @@ class QueryService:
             invalid_citations=validated.invalid_markers,
         )
 
-    def _from_cache(self, key: str) -> ValidatedAnswer | None:
-        hit = self.cache.get(key)
+    def _from_cache(self, key: str, *, count_miss: bool = True) -> ValidatedAnswer | None:
+        hit = self.cache.get(key, count_miss=count_miss)
         if hit is None:
             return None
-        from .citations import Citation
-
         return ValidatedAnswer(hit["answer"], [Citation(**c) for c in hit["citations"]], [])
 
-    def _remember(self, key: str, validated: ValidatedAnswer) -> None:
+    def _remember(self, keys: list[str], validated: ValidatedAnswer) -> None:
         if validated.grounded:  # only validated, grounded answers are ever cached
-            self.cache.set(key, {"answer": validated.text, "citations": [c.model_dump() for c in validated.citations]})
+            value = {"answer": validated.text, "citations": [c.model_dump() for c in validated.citations]}
+            for key in keys:
+                self.cache.set(key, value)
+
+    def _memo_key(self, question: str, collection: str, top_k: int, filters: Filters | None, retriever: str) -> str:
+        """The fast path's key: the exact question and everything that shapes retrieval, plus the
+        collection's generation, which every write or delete changes (so nothing stale is served)."""
+        material = {
+            "question": question,
+            "collection": collection,
+            "generation": self.ingestor.store.generation(collection),
+            "top_k": top_k,
+            "filters": repr(filters) if filters and not filters.empty else None,
+            "retriever": retriever,
+            "prompt": [self.template.name, self.template.version],
+            "provider": [self.provider.name, self.provider.model, self.provider.parameters()],
+            "context_tokens": self.settings.context_tokens,
+        }
+        return "memo:" + hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _plan(
+        self,
+        question: str,
+        collection: str | None,
+        top_k: int | None,
+        filters: Filters | None,
+        retriever: str | None,
+    ) -> _Plan:
+        """Cache lookups and retrieval (blocking; run it in a thread). A repeated question on an unchanged
+        collection is answered from the fast path without retrieving at all."""
+        question = self.check_question(question)
+        collection = collection or self.settings.default_collection
+        top_k = top_k or self.settings.top_k
+        strategy = self.retriever(retriever)
+        memo = self._memo_key(question, collection, top_k, filters, strategy.name)
+        remembered = self._from_cache(memo, count_miss=False)
+        if remembered is not None:
+            return _Plan(Retrieval([], strategy.name, collection, 0.0), None, [memo], remembered)
+        retrieval = self.retrieve(question, collection=collection, top_k=top_k, filters=filters, retriever=retriever)
+        if not retrieval.chunks:
+            return _Plan(retrieval, None, [], None)
+        request, key = self._prepare(question, retrieval)
+        return _Plan(retrieval, request, [memo, key], self._from_cache(key))
 
     async def answer(
         self,
@@ -172,37 +223,20 @@ class QueryService:
         request_id: str = "-",
     ) -> QueryResponse:
         started = time.perf_counter()
-        question = self.check_question(question)
-        retrieval = await run_in_threadpool(
-            self.retrieve, question, collection=collection, top_k=top_k, filters=filters, retriever=retriever
-        )
-        if not retrieval.chunks:
-            return self._response(
-                validated=ValidatedAnswer(NO_CONTEXT_ANSWER, [], []),
-                retrieval=retrieval,
-                request_id=request_id,
-                cached=False,
-                llm_ms=0.0,
-                started=started,
-                provider=self.provider,
-            )
-        request, key = self._prepare(question, retrieval)
-        cached = self._from_cache(key)
-        if cached is not None:
-            return self._response(
-                validated=cached,
-                retrieval=retrieval,
-                request_id=request_id,
-                cached=True,
-                llm_ms=0.0,
-                started=started,
-                provider=self.provider,
-            )
+        plan = await run_in_threadpool(self._plan, question, collection, top_k, filters, retriever)
+        respond = partial(self._response, retrieval=plan.retrieval, request_id=request_id, started=started)
+        if plan.cached is not None:
+            if len(plan.keys) > 1:  # found by the exact key: let the fast path find it next time
+                self._remember(plan.keys[:1], plan.cached)
+            return respond(validated=plan.cached, cached=True, llm_ms=0.0, provider=self.provider)
+        if plan.request is None:
+            empty = ValidatedAnswer(NO_CONTEXT_ANSWER, [], [])
+            return respond(validated=empty, cached=False, llm_ms=0.0, provider=self.provider)
         llm_started = time.perf_counter()
         provider: LLMProvider = self.provider
         error = None
         try:
-            generation = await self.provider.generate(request)
+            generation = await self.provider.generate(plan.request)
             text = generation.text
             LLM_TOKENS.labels(provider=provider.name, kind="prompt").inc(generation.prompt_tokens)
             LLM_TOKENS.labels(provider=provider.name, kind="completion").inc(generation.completion_tokens)
@@ -210,22 +244,13 @@ class QueryService:
             LLM_ERRORS.labels(provider=provider.name).inc()
             log.warning("LLM failed, answering extractively: %s", exc, extra={"request_id": request_id})
             provider, error = self.fallback, str(exc)
-            text = self.fallback.answer(request)
+            text = self.fallback.answer(plan.request)
         llm_ms = (time.perf_counter() - llm_started) * 1000
         LLM_SECONDS.labels(provider=provider.name).observe(llm_ms / 1000)
-        validated = validate(text, request.contexts)
+        validated = validate(text, plan.request.contexts)
         if error is None:
-            self._remember(key, validated)
-        return self._response(
-            validated=validated,
-            retrieval=retrieval,
-            request_id=request_id,
-            cached=False,
-            llm_ms=llm_ms,
-            started=started,
-            provider=provider,
-            error=error,
-        )
+            self._remember(plan.keys, validated)
+        return respond(validated=validated, cached=False, llm_ms=llm_ms, provider=provider, error=error)
 
     async def stream(
         self,
@@ -239,72 +264,35 @@ class QueryService:
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(event, data) pairs: `token` events as text arrives, then one `done` with the validated answer."""
         started = time.perf_counter()
-        question = self.check_question(question)
-        retrieval = await run_in_threadpool(
-            self.retrieve, question, collection=collection, top_k=top_k, filters=filters, retriever=retriever
-        )
-        if not retrieval.chunks:
-            yield "token", {"text": NO_CONTEXT_ANSWER}
-            done = self._response(
-                validated=ValidatedAnswer(NO_CONTEXT_ANSWER, [], []),
-                retrieval=retrieval,
-                request_id=request_id,
-                cached=False,
-                llm_ms=0.0,
-                started=started,
-                provider=self.provider,
-            )
+        plan = await run_in_threadpool(self._plan, question, collection, top_k, filters, retriever)
+        respond = partial(self._response, retrieval=plan.retrieval, request_id=request_id, started=started)
+        if plan.cached is not None or plan.request is None:
+            validated = plan.cached or ValidatedAnswer(NO_CONTEXT_ANSWER, [], [])
+            yield "token", {"text": validated.text}
+            done = respond(validated=validated, cached=plan.cached is not None, llm_ms=0.0, provider=self.provider)
             yield "done", done.model_dump()
-            return
-        request, key = self._prepare(question, retrieval)
-        cached = self._from_cache(key)
-        if cached is not None:
-            yield "token", {"text": cached.text}
-            yield (
-                "done",
-                self._response(
-                    validated=cached,
-                    retrieval=retrieval,
-                    request_id=request_id,
-                    cached=True,
-                    llm_ms=0.0,
-                    started=started,
-                    provider=self.provider,
-                ).model_dump(),
-            )
             return
         llm_started = time.perf_counter()
         provider: LLMProvider = self.provider
         error = None
         pieces: list[str] = []
         try:
-            async for piece in self.provider.stream(request):
+            async for piece in self.provider.stream(plan.request):
                 pieces.append(piece)
                 yield "token", {"text": piece}
         except LLMError as exc:
             LLM_ERRORS.labels(provider=provider.name).inc()
             provider, error = self.fallback, str(exc)
             yield "error", {"error": error, "fallback": self.fallback.name}
-            pieces = [self.fallback.answer(request)]
+            pieces = [self.fallback.answer(plan.request)]
             yield "token", {"text": pieces[0]}
         llm_ms = (time.perf_counter() - llm_started) * 1000
         LLM_SECONDS.labels(provider=provider.name).observe(llm_ms / 1000)
-        validated = validate("".join(pieces), request.contexts)
+        validated = validate("".join(pieces), plan.request.contexts)
         if error is None:
-            self._remember(key, validated)
-        yield (
-            "done",
-            self._response(
-                validated=validated,
-                retrieval=retrieval,
-                request_id=request_id,
-                cached=False,
-                llm_ms=llm_ms,
-                started=started,
-                provider=provider,
-                error=error,
-            ).model_dump(),
-        )
+            self._remember(plan.keys, validated)
+        done = respond(validated=validated, cached=False, llm_ms=llm_ms, provider=provider, error=error)
+        yield "done", done.model_dump()
 
     async def aclose(self) -> None:
         await self.provider.aclose()

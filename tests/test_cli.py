@@ -104,9 +104,10 @@ def test_ask_in_process_prints_answer_and_numbered_sources(cli_env: Path, tmp_pa
     assert data["grounded"] and data["cached"] and data["citations"][0]["title"] == "Backups"
 
     stats = json.loads(runner.invoke(server_app, ["cache", "stats", "--json"]).stdout)
-    assert (stats["backend"], stats["entries"], stats["hits"], stats["misses"]) == ("sqlite", 1, 1, 1)
+    # one answer, stored under its exact key and its fast-path key
+    assert (stats["backend"], stats["entries"], stats["hits"], stats["misses"]) == ("sqlite", 2, 1, 1)
     cleared = runner.invoke(server_app, ["cache", "clear"])
-    assert "removed 1 cached answers" in cleared.stdout
+    assert "removed 2 cache entries" in cleared.stdout
 
 
 def test_ask_unknown_collection_fails_clearly(cli_env: Path) -> None:

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from eval.answers import evaluate_answers
 from eval.beir import DatasetError, read_corpus, read_qrels, read_queries
 from eval.harness import EvalOptions, run_eval
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from server.cli import app
+from server.service import QueryService
 
 runner = CliRunner()
 
@@ -123,3 +125,19 @@ def test_malformed_datasets_name_the_line(tmp_path: Path, files: dict[str, str],
 def test_missing_split_names_the_available_ones(mini_beir: Path) -> None:
     with pytest.raises(DatasetError, match=r"no qrels for split 'test' .* \(available: dev\)"):
         read_qrels(mini_beir, "test")
+
+
+def test_answer_level_eval_scores_grounding_citations_and_cache(
+    mini_beir: Path, tmp_path: Path, embedder: Embedder
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    service = QueryService(settings, ingestor=Ingestor(settings, embedder=embedder))
+    report = evaluate_answers(service, mini_beir, split="dev", sample=6)
+    metrics = report["metrics"]
+    assert report["num_queries"] == 6 and report["provider"] == "extractive"
+    assert metrics["citation_validity"] == 1.0
+    assert metrics["grounded_rate"] > 0.5
+    assert 0.0 < metrics["citation_precision"] <= 1.0
+    assert metrics["cache_hit_rate_first_pass"] == 0.0
+    assert metrics["cache_hit_rate_second_pass"] == metrics["grounded_rate"], "every grounded answer is cached"
+    assert report["latency_ms"]["p95"] >= report["latency_ms"]["p50"] > 0

@@ -244,3 +244,26 @@ def test_unreachable_store_is_503(tmp_path: Path, embedder: Embedder) -> None:
         response = _ask(client, question="Where is the store?")
         assert response.status_code == 503 and "unreachable" in response.json()["error"]
         assert client.get("/readyz").status_code == 503
+
+
+def test_cache_never_serves_an_answer_from_before_a_change(client: TestClient) -> None:
+    def upload(name: str, text: str) -> None:
+        response = client.post(
+            "/v1/collections/changing/documents", files=[("files", (name, text.encode(), "text/plain"))]
+        )
+        assert response.status_code == 200, response.text
+
+    upload("oncall.txt", "The on-call engineer this week is Priya. Escalate to the platform team.\n")
+    question = {"question": "Who is the on-call engineer this week?", "collection": "changing"}
+    first = client.post("/v1/query", json=question).json()
+    assert "Priya" in first["answer"] and first["cached"] is False
+    assert client.post("/v1/query", json=question).json()["cached"] is True
+
+    upload("lunch.txt", "Lunch is served at noon in the atrium on Fridays.\n")  # unrelated: same chunks retrieved?
+    after_unrelated = client.post("/v1/query", json=question).json()
+    assert after_unrelated["answer"] == first["answer"]
+
+    upload("oncall.txt", "The on-call engineer this week is Marcus. Escalate to the platform team.\n")
+    changed = client.post("/v1/query", json=question).json()
+    assert changed["cached"] is False
+    assert "Marcus" in changed["answer"] and "Priya" not in changed["answer"]
