@@ -97,7 +97,7 @@ def measure(
 ) -> list[dict[str, float]]:
     data_dir = Path(".ragkb") / "bench"
     ingestor = Ingestor(Settings(data_dir=data_dir))
-    questions = list(read_queries(dataset).values())[:queries]
+    questions = list(read_queries(dataset).values())[: queries * (len(RETRIEVERS) + 1)]
     rows = []
     for size in sizes:
         print(f"building/reusing a collection of ~{size} chunks ...", flush=True)
@@ -106,11 +106,17 @@ def measure(
         server = _serve(data_dir, port)
         try:
             base = f"http://127.0.0.1:{port}"
-            bodies: list[dict[str, object]] = [{"question": q, "collection": collection} for q in questions]
+            # a fresh slice of questions per measurement: the embedder caches question vectors, and a
+            # retriever measured on questions another one already embedded would look faster than it is
+            slices = [questions[i * queries : (i + 1) * queries] for i in range(len(RETRIEVERS) + 1)]
+            bodies: list[dict[str, object]] = [{"question": q, "collection": collection} for q in slices[-1]]
             with httpx.Client(base_url=base, timeout=60) as client:
                 by_retriever = {
-                    name: [_timed(client, "/v1/retrieve", {**b, "retriever": name})[0] for b in bodies]
-                    for name in RETRIEVERS
+                    name: [
+                        _timed(client, "/v1/retrieve", {"question": q, "collection": collection, "retriever": name})[0]
+                        for q in chunk
+                    ]
+                    for name, chunk in zip(RETRIEVERS, slices, strict=False)
                 }
                 query = [_timed(client, "/v1/query", b)[0] for b in bodies]
                 hits = []
@@ -139,24 +145,27 @@ def measure(
 
 
 def print_report(rows: list[dict[str, float]]) -> None:
-    print(
-        f"{'chunks':>8} {'retrieve p50':>13} {'p95':>8} {'query p50':>10} {'p95':>8} {'hit p50':>8} "
-        f"{'hits':>9} {'cached req/s':>13}"
-    )
+    print("/v1/retrieve latency by retriever, p50 / p95 (ms):")
+    print(f"{'chunks':>8}" + "".join(f"{name:>18}" for name in RETRIEVERS))
+    for r in rows:
+        cells = "".join(f"{r[name + '_p50']:>9.1f} / {r[name + '_p95']:>5.1f}" for name in RETRIEVERS)
+        print(f"{r['chunks']:>8.0f}{cells}")
+    print("/v1/query (default retriever, extractive provider):")
+    print(f"{'chunks':>8} {'query p50':>10} {'p95':>8} {'hit p50':>8} {'hits':>9} {'cached req/s':>13}")
     for r in rows:
         print(
-            f"{r['chunks']:>8.0f} {r['retrieve_p50']:>11.1f}ms {r['retrieve_p95']:>6.1f}ms "
-            f"{r['query_p50']:>8.1f}ms {r['query_p95']:>6.1f}ms {r['hit_p50']:>6.1f}ms "
+            f"{r['chunks']:>8.0f} {r['query_p50']:>8.1f}ms {r['query_p95']:>6.1f}ms {r['hit_p50']:>6.1f}ms "
             f"{r['hits']:>4.0f}/{r['questions']:<4.0f} {r['cached_rps']:>13.0f}"
         )
-    print("goals: retrieve p50 <= 40 ms, cache-hit p50 <= 5 ms, >= 300 cached req/s (2 cores)")
+    print("goals: dense retrieve p50 <= 40 ms, hybrid p50 <= 60 ms at 10k chunks, cache-hit p50 <= 5 ms,")
+    print("       >= 300 cached req/s (2 cores)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=150, help="questions per measurement (each gets its own)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput run")
     parser.add_argument("--port", type=int, default=8765)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import get_settings
-from .errors import RagkbError
+from .errors import CollectionNotFound, RagkbError
 from .loaders import supported_extensions
 
 app = typer.Typer(
@@ -38,7 +39,7 @@ def _collection(name: str | None) -> str:
     return name or get_settings().default_collection
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def exit_with_error(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
 
@@ -96,7 +97,7 @@ def ingest(
                 on_file_done=lambda path: progress.update(task, advance=1, description=Path(path).name[:40]),
             )
     except RagkbError as exc:
-        raise _fail(str(exc)) from None
+        raise exit_with_error(str(exc)) from None
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -126,7 +127,7 @@ def delete(
     try:
         info, removed = Ingestor().delete(name, document)
     except RagkbError as exc:
-        raise _fail(str(exc), 1) from None
+        raise exit_with_error(str(exc), 1) from None
     if as_json:
         print(json.dumps({"document_id": info.document_id, "source": info.source, "chunks_deleted": removed}))
     else:
@@ -141,7 +142,7 @@ def collections(as_json: JsonOption = False) -> None:
     try:
         rows = ChunkStore(get_settings()).collections()
     except RagkbError as exc:
-        raise _fail(str(exc)) from None
+        raise exit_with_error(str(exc)) from None
     if as_json:
         print(json.dumps([{"name": n, "chunks": c, "model": m.get("ragkb_embed_model")} for n, c, m in rows]))
         return
@@ -160,14 +161,12 @@ def documents(collection: CollectionOption = None, as_json: JsonOption = False) 
     try:
         store = ChunkStore(get_settings())
         if name not in store.collection_names():
-            from .errors import CollectionNotFound
-
             raise CollectionNotFound(name, store.collection_names())
         docs = store.documents(store.client.get_collection(name, embedding_function=None))
     except RagkbError as exc:
-        raise _fail(str(exc), 1) from None
+        raise exit_with_error(str(exc), 1) from None
     if as_json:
-        print(json.dumps([d.__dict__ if hasattr(d, "__dict__") else _doc_dict(d) for d in docs], indent=2))
+        print(json.dumps([dataclasses.asdict(d) for d in docs], indent=2))
         return
     table = Table("document id", "chunks", "kind", "title", "source")
     for doc in docs:
@@ -175,8 +174,43 @@ def documents(collection: CollectionOption = None, as_json: JsonOption = False) 
     console.print(table)
 
 
-def _doc_dict(doc: object) -> dict[str, object]:
-    return {slot: getattr(doc, slot) for slot in doc.__slots__}  # type: ignore[attr-defined]
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Exit when the queue is empty instead of waiting.")] = False,
+    requeue_stalled: Annotated[
+        bool, typer.Option(help="First put back jobs a dead worker left half-done (only when no other worker runs).")
+    ] = False,
+) -> None:
+    """Process queued ingestion jobs (uploads made while RAGKB_QUEUE_URL is set). Run as many as you like."""
+    from .pipeline import Ingestor
+    from .queue import JobQueue
+
+    settings = get_settings()
+    if not settings.queue_url:
+        raise exit_with_error(
+            "RAGKB_QUEUE_URL is not set: there is no queue to work on (e.g. redis://127.0.0.1:6379/0)"
+        )
+    try:
+        queue = JobQueue(settings.queue_url)
+        ingestor = Ingestor()
+        if requeue_stalled:
+            err.print(f"requeued {queue.requeue_stalled()} stalled jobs")
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
+
+    def ingest(collection: str, name: str, source: str, data: bytes) -> dict[str, object]:
+        return ingestor.ingest_items([(name, source, data)], collection=collection).as_dict()
+
+    err.print(f"worker waiting for jobs on {settings.queue_url} (Ctrl-C to stop)")
+    try:
+        while True:
+            job_id = queue.work_one(ingest)
+            if job_id:
+                console.print(f"job {job_id}: {queue.status(job_id)['status']}")
+            elif once:
+                break
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
     cache_max_entries: int = Field(100_000, ge=1)
 
+    queue_url: str | None = Field(
+        None, description="redis:// URL of the ingestion job queue; set, uploads are queued for `ragkb worker`."
+    )
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="Largest accepted upload per request.")
 
     @field_validator("chunk_overlap")

@@ -292,22 +292,22 @@ class ChunkStore:
         ]
 
     def query(
-        self, collection: Any, embedding: np.ndarray, *, k: int, where: dict[str, Any] | None = None
+        self,
+        collection: Any,
+        embedding: np.ndarray,
+        *,
+        k: int,
+        where: dict[str, Any] | None = None,
+        with_text: bool = True,
     ) -> list[StoredChunk]:
-        """Nearest chunks by cosine similarity (score = 1 - cosine distance)."""
-        result = collection.query(
-            query_embeddings=[embedding],
-            n_results=k,
-            where=where or None,
-            include=["documents", "metadatas", "distances"],
-        )
+        """Nearest chunks by cosine similarity (score = 1 - cosine distance). Without `with_text` only
+        ids, scores and metadata come back, which is cheaper when most candidates are thrown away."""
+        include = ["documents", "metadatas", "distances"] if with_text else ["metadatas", "distances"]
+        result = collection.query(query_embeddings=[embedding], n_results=k, where=where or None, include=include)
+        texts = result["documents"][0] if with_text else [""] * len(result["ids"][0])
         return [
             StoredChunk(chunk_id, text or "", dict(meta or {}), score=1.0 - float(distance))
             for chunk_id, text, meta, distance in zip(
-                result["ids"][0],
-                result["documents"][0],
-                result["metadatas"][0],
-                result["distances"][0],
-                strict=True,
+                result["ids"][0], texts, result["metadatas"][0], result["distances"][0], strict=True
             )
         ]

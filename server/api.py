@@ -25,6 +25,7 @@ from ingest.errors import (
     RagkbError,
 )
 from ingest.loaders import supported_extensions
+from ingest.queue import JobNotFound, JobQueue, QueueUnavailable
 from ingest.store import StoreUnavailable
 
 from .metrics import ERRORS
@@ -50,6 +51,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown collection or document."},
     422: {"model": ErrorResponse, "description": "Invalid request (empty or oversized question, bad field)."},
     503: {"model": ErrorResponse, "description": "The vector store is unreachable."},
+}
+
+
+# Our errors and the HTTP status that says what happened. Starlette picks the handler of the nearest
+# class in an exception's MRO, so RagkbError answers (400) only for errors not listed more precisely.
+ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
+    CollectionNotFound: (404, "collection_not_found"),
+    DocumentNotFound: (404, "document_not_found"),
+    JobNotFound: (404, "job_not_found"),
+    EmbeddingModelError: (409, "model_mismatch"),
+    QuestionError: (422, "bad_question"),
+    UnknownRetriever: (422, "unknown_retriever"),
+    InvalidCollectionName: (422, "invalid_collection_name"),
+    StoreUnavailable: (503, "store_unavailable"),
+    QueueUnavailable: (503, "queue_unavailable"),
+    RagkbError: (400, "bad_request"),
 }
 
 
@@ -101,33 +118,14 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
 
     # -- errors ----------------------------------------------------------------------
 
-    @app.exception_handler(CollectionNotFound)
-    async def _not_found(_: Request, exc: CollectionNotFound) -> JSONResponse:
-        return _error(404, str(exc), "collection_not_found")
+    def reply_with(status: int, kind: str) -> Any:
+        async def handler(_: Request, exc: Exception) -> JSONResponse:
+            return _error(status, str(exc), kind)
 
-    @app.exception_handler(DocumentNotFound)
-    async def _doc_not_found(_: Request, exc: DocumentNotFound) -> JSONResponse:
-        return _error(404, str(exc), "document_not_found")
+        return handler
 
-    @app.exception_handler(QuestionError)
-    async def _bad_question(_: Request, exc: QuestionError) -> JSONResponse:
-        return _error(422, str(exc), "bad_question")
-
-    @app.exception_handler(UnknownRetriever)
-    async def _bad_retriever(_: Request, exc: UnknownRetriever) -> JSONResponse:
-        return _error(422, str(exc), "unknown_retriever")
-
-    @app.exception_handler(InvalidCollectionName)
-    async def _bad_collection_name(_: Request, exc: InvalidCollectionName) -> JSONResponse:
-        return _error(422, str(exc), "invalid_collection_name")
-
-    @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        return _error(503, str(exc), "store_unavailable")
-
-    @app.exception_handler(RagkbError)
-    async def _ragkb_error(_: Request, exc: RagkbError) -> JSONResponse:
-        return _error(400, str(exc), "bad_request")
+    for error_type, (status, kind) in ERROR_STATUS.items():
+        app.add_exception_handler(error_type, reply_with(status, kind))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -135,10 +133,6 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
         first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"] if part != "body") or "request"
         return _error(422, f"invalid request: {where}: {first['msg']}", "validation", detail)
-
-    @app.exception_handler(EmbeddingModelError)
-    async def _model_mismatch(_: Request, exc: EmbeddingModelError) -> JSONResponse:
-        return _error(409, str(exc), "model_mismatch")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -270,7 +264,9 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
         response_model=UploadResult,
         tags=["collections"],
         summary="Upload and ingest documents (multipart, field name `files`).",
+        description="Ingested at once (200), or queued for `ragkb worker` when RAGKB_QUEUE_URL is set (202).",
         responses={
+            202: {"description": "Queued: one job per file, with its status URL."},
             413: {"model": ErrorResponse, "description": "A file is over the upload limit."},
             415: {"model": ErrorResponse, "description": "A file type is not supported."},
         },
@@ -295,6 +291,15 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
                 return _error(413, f"{filename} is over the {limit:,}-byte upload limit", "too_large")
             contents.append(data)
         await run_in_threadpool(ingestor.open_collection, name)  # validates the name, creates if new
+        if settings.queue_url:  # scale-out: a worker process ingests it
+            queue = JobQueue(settings.queue_url)
+            jobs = []
+            for filename, data in zip(names, contents, strict=True):
+                job_id = await run_in_threadpool(
+                    queue.enqueue, collection=name, name=filename, source=f"upload://{filename}", data=data
+                )
+                jobs.append({"id": job_id, "name": filename, "status": "queued", "status_url": f"/v1/jobs/{job_id}"})
+            return JSONResponse({"collection": name, "jobs": jobs}, status_code=202)
         totals = UploadResult(
             collection=name, added=0, updated=0, unchanged=0, failed=0, chunks_added=0, documents=[], failures=[]
         )
@@ -311,5 +316,11 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
             totals.failures.extend(f.as_dict() for f in report.failures)
         status = 422 if totals.failed == len(files) else 200
         return JSONResponse(totals.model_dump(), status_code=status)
+
+    @app.get("/v1/jobs/{job_id}", tags=["collections"], summary="State of a queued ingestion job.")
+    def job(job_id: str) -> dict[str, Any]:
+        if not settings.queue_url:
+            raise DocumentNotFound("no job queue is configured (RAGKB_QUEUE_URL); uploads are ingested at once")
+        return JobQueue(settings.queue_url).status(job_id)
 
     return app

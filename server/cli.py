@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from eval.cli import eval_app
-from ingest.cli import CollectionOption, JsonOption, _fail, app, console, err
+from ingest.cli import CollectionOption, JsonOption, app, console, err, exit_with_error
 from ingest.config import get_settings
 from ingest.errors import RagkbError
 
@@ -78,10 +78,10 @@ def ask(
         try:
             response = httpx.post(server.rstrip("/") + "/v1/query", json=body, timeout=120)
         except httpx.HTTPError as exc:
-            raise _fail(f"cannot reach {server}: {exc}") from None
+            raise exit_with_error(f"cannot reach {server}: {exc}") from None
         data = response.json()
         if response.status_code != 200:
-            raise _fail(str(data.get("error", data)), 1)
+            raise exit_with_error(str(data.get("error", data)), 1)
     else:
         from .service import QueryService
 
@@ -98,7 +98,7 @@ def ask(
         try:
             data = asyncio.run(run())
         except RagkbError as exc:
-            raise _fail(str(exc), 1) from None
+            raise exit_with_error(str(exc), 1) from None
     if as_json:
         print(json.dumps(data, indent=2))
     else:
@@ -142,7 +142,7 @@ def llm_serve(
     try:
         server = start_server(gguf, host=host, port=port, alias=alias, context=context, threads=threads)
     except RagkbError as exc:
-        raise _fail(str(exc)) from None
+        raise exit_with_error(str(exc)) from None
     console.print(f"serving {gguf.name} as {alias!r} at http://{host}:{port}/v1")
     console.print(
         f"use it: RAGKB_LLM_PROVIDER=openai RAGKB_LLM_BASE_URL=http://{host}:{port}/v1 RAGKB_LLM_MODEL={alias}"

@@ -56,6 +56,20 @@ class Retriever(Protocol):
     ) -> list[StoredChunk]: ...
 
 
+def hydrate(ingestor: Ingestor, collection: str, scored: list[tuple[str, float]]) -> list[StoredChunk]:
+    """The chunks behind (id, score) pairs, in that order, read from Chroma; ids it no longer has are
+    dropped, so nothing deleted is ever returned whatever an index remembers."""
+    if not scored:
+        return []
+    target = ingestor.open_collection(collection, create=False)
+    stored = {c.chunk_id: c for c in ingestor.store.chunks(target, [chunk_id for chunk_id, _ in scored])}
+    return [
+        StoredChunk(chunk_id, stored[chunk_id].text, stored[chunk_id].metadata, score=score)
+        for chunk_id, score in scored
+        if chunk_id in stored
+    ]
+
+
 class DenseRetriever:
     """Cosine nearest neighbours of the question embedding, from Chroma's HNSW index."""
 
@@ -65,14 +79,15 @@ class DenseRetriever:
         self.ingestor = ingestor
 
     def retrieve(
-        self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
+        self, question: str, *, collection: str, top_k: int, filters: Filters | None = None, with_text: bool = True
     ) -> list[StoredChunk]:
+        """Best chunks first; `with_text=False` leaves the text out (a fusion that keeps few of them)."""
         filters = filters or Filters()
         target = self.ingestor.open_collection(collection, create=False)
         vector = self.ingestor.embedder.embed_query(question)
         # a source glob is applied after the search, so ask for more to still return top_k
         fetch = top_k if filters.source_glob is None else max(top_k * 10, 100)
-        hits = self.ingestor.store.query(target, vector, k=fetch, where=filters.chroma_where())
+        hits = self.ingestor.store.query(target, vector, k=fetch, where=filters.chroma_where(), with_text=with_text)
         return [hit for hit in hits if filters.accepts(hit)][:top_k]
 
 
@@ -113,22 +128,12 @@ class BM25Retriever:
         allowed_documents = None if allowed is None else {document_of(i) for i in allowed}
         return chunk_hits, index.search_documents(question, k, allowed_documents)
 
-    def hydrate(self, collection: str, scored: list[tuple[str, float]]) -> list[StoredChunk]:
-        """The chunks behind (id, score) pairs, in that order; ids no longer stored are dropped."""
-        if not scored:
-            return []
-        target = self.ingestor.open_collection(collection, create=False)
-        stored = {c.chunk_id: c for c in self.ingestor.store.chunks(target, [chunk_id for chunk_id, _ in scored])}
-        return [
-            StoredChunk(chunk_id, stored[chunk_id].text, stored[chunk_id].metadata, score=score)
-            for chunk_id, score in scored
-            if chunk_id in stored
-        ]
-
     def retrieve(
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
     ) -> list[StoredChunk]:
-        return self.hydrate(collection, self.search(question, collection=collection, k=top_k, filters=filters))
+        return hydrate(
+            self.ingestor, collection, self.search(question, collection=collection, k=top_k, filters=filters)
+        )
 
 
 Fusion = Literal["weighted", "rrf", "document-aware"]
@@ -183,6 +188,7 @@ class HybridRetriever:
     def __init__(self, ingestor: Ingestor, fusion: Fusion = "document-aware", name: str = "hybrid") -> None:
         settings = ingestor.settings
         self.name = name
+        self.ingestor = ingestor
         self.fusion: Fusion = fusion
         self.dense = DenseRetriever(ingestor)
         self.lexical = BM25Retriever(ingestor)
@@ -216,15 +222,10 @@ class HybridRetriever:
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
     ) -> list[StoredChunk]:
         pool = max(top_k, self.candidates)
-        dense_chunks = self.dense.retrieve(question, collection=collection, top_k=pool, filters=filters)
-        fused = self._fuse(question, collection, pool, filters, [(c.chunk_id, c.score) for c in dense_chunks])
+        dense = self.dense.retrieve(question, collection=collection, top_k=pool, filters=filters, with_text=False)
+        fused = self._fuse(question, collection, pool, filters, [(c.chunk_id, c.score) for c in dense])
         ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top_k]
-        known = {c.chunk_id: c for c in dense_chunks}
-        missing = self.lexical.hydrate(collection, [(i, s) for i, s in ranked if i not in known])
-        known.update({c.chunk_id: c for c in missing})
-        return [
-            StoredChunk(i, known[i].text, known[i].metadata, score=round(score, 6)) for i, score in ranked if i in known
-        ]
+        return hydrate(self.ingestor, collection, [(chunk_id, round(score, 6)) for chunk_id, score in ranked])
 
 
 RetrieverFactory = Callable[[Ingestor], Retriever]

@@ -172,6 +172,12 @@ class QueryService:
             for key in keys:
                 self.cache.set(key, value)
 
+    def _degrade(self, exc: LLMError, request: GenerationRequest, request_id: str) -> tuple[LLMProvider, str, str]:
+        """After the LLM failed for good: the extractive answer instead, flagged with the error."""
+        LLM_ERRORS.labels(provider=self.provider.name).inc()
+        log.warning("LLM failed, answering extractively: %s", exc, extra={"request_id": request_id})
+        return self.fallback, str(exc), self.fallback.answer(request)
+
     def _memo_key(self, question: str, collection: str, top_k: int, filters: Filters | None, retriever: str) -> str:
         """The fast path's key: the exact question and everything that shapes retrieval, plus the
         collection's generation, which every write or delete changes (so nothing stale is served)."""
@@ -241,10 +247,7 @@ class QueryService:
             LLM_TOKENS.labels(provider=provider.name, kind="prompt").inc(generation.prompt_tokens)
             LLM_TOKENS.labels(provider=provider.name, kind="completion").inc(generation.completion_tokens)
         except LLMError as exc:
-            LLM_ERRORS.labels(provider=provider.name).inc()
-            log.warning("LLM failed, answering extractively: %s", exc, extra={"request_id": request_id})
-            provider, error = self.fallback, str(exc)
-            text = self.fallback.answer(plan.request)
+            provider, error, text = self._degrade(exc, plan.request, request_id)
         llm_ms = (time.perf_counter() - llm_started) * 1000
         LLM_SECONDS.labels(provider=provider.name).observe(llm_ms / 1000)
         validated = validate(text, plan.request.contexts)
@@ -281,11 +284,10 @@ class QueryService:
                 pieces.append(piece)
                 yield "token", {"text": piece}
         except LLMError as exc:
-            LLM_ERRORS.labels(provider=provider.name).inc()
-            provider, error = self.fallback, str(exc)
-            yield "error", {"error": error, "fallback": self.fallback.name}
-            pieces = [self.fallback.answer(plan.request)]
-            yield "token", {"text": pieces[0]}
+            provider, error, text = self._degrade(exc, plan.request, request_id)
+            yield "error", {"error": error, "fallback": provider.name}
+            pieces = [text]
+            yield "token", {"text": text}
         llm_ms = (time.perf_counter() - llm_started) * 1000
         LLM_SECONDS.labels(provider=provider.name).observe(llm_ms / 1000)
         validated = validate("".join(pieces), plan.request.contexts)

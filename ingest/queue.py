@@ -1,0 +1,111 @@
+"""The ingestion job queue on Redis: API replicas enqueue uploads, `ragkb worker` processes ingest them.
+
+A job's bytes and state live in Redis under `ragkb:ingest:*`. Workers move a job
+id from the queue to a processing list atomically (BLMOVE), so a worker that dies
+leaves its job visible there for `requeue_stalled`; ingestion is idempotent by
+content, so processing a job twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .errors import RagkbError
+
+log = logging.getLogger("ragkb.queue")
+
+PREFIX = "ragkb:ingest:"
+JOB_TTL_SECONDS = 7 * 24 * 3600
+
+
+class QueueUnavailable(RagkbError):
+    """The Redis behind the job queue cannot be reached."""
+
+
+class JobNotFound(RagkbError):
+    pass
+
+
+class JobQueue:
+    def __init__(self, url: str, *, prefix: str = PREFIX) -> None:
+        import redis
+
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise RagkbError(f"RAGKB_QUEUE_URL must be a redis:// URL, got {url!r}")
+        self.redis: Any = redis.Redis.from_url(url, socket_connect_timeout=2)  # returns bytes
+        self.prefix = prefix
+        self.pending = prefix + "queue"
+        self.processing = prefix + "processing"
+
+    def _job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def _blob(self, job_id: str) -> str:
+        return f"{self.prefix}blob:{job_id}"
+
+    def enqueue(self, *, collection: str, name: str, source: str, data: bytes) -> str:
+        import redis
+
+        job_id = uuid.uuid4().hex
+        state = {"id": job_id, "status": "queued", "collection": collection, "name": name, "source": source,
+                 "bytes": str(len(data)), "queued_at": str(time.time())}  # fmt: skip
+        try:
+            with self.redis.pipeline() as pipe:
+                pipe.set(self._blob(job_id), data, ex=JOB_TTL_SECONDS)
+                pipe.hset(self._job(job_id), mapping=state)
+                pipe.expire(self._job(job_id), JOB_TTL_SECONDS)
+                pipe.rpush(self.pending, job_id)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"cannot enqueue the ingestion job: {exc}") from exc
+        return job_id
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        raw = self.redis.hgetall(self._job(job_id))
+        if not raw:
+            raise JobNotFound(f"no ingestion job {job_id!r} (jobs are kept for 7 days)")
+        state: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        if "report" in state:
+            state["report"] = json.loads(state["report"])
+        return state
+
+    def depth(self) -> dict[str, int]:
+        return {"queued": int(self.redis.llen(self.pending)), "processing": int(self.redis.llen(self.processing))}
+
+    def requeue_stalled(self) -> int:
+        """Put jobs left in the processing list (by a worker that died) back on the queue."""
+        moved = 0
+        while self.redis.lmove(self.processing, self.pending, "RIGHT", "LEFT") is not None:
+            moved += 1
+        return moved
+
+    def work_one(self, ingest: Callable[[str, str, str, bytes], dict[str, Any]], *, timeout: float = 1.0) -> str | None:
+        """Take one job (waiting up to `timeout` s), ingest it, record the outcome; returns its id, or None."""
+        raw_id = self.redis.blmove(self.pending, self.processing, timeout, "LEFT", "RIGHT")
+        if raw_id is None:
+            return None
+        job_id = str(raw_id.decode())
+        key = self._job(job_id)
+        self.redis.hset(key, mapping={"status": "running", "started_at": str(time.time())})
+        try:
+            job = self.status(job_id)
+            data = self.redis.get(self._blob(job_id))
+            if data is None:
+                raise RagkbError("the job's file has expired from the queue")
+            report = ingest(job["collection"], job["name"], job["source"], data)
+            status = "failed" if report.get("failed") else "done"
+            self.redis.hset(
+                key, mapping={"status": status, "report": json.dumps(report), "finished_at": str(time.time())}
+            )
+        except Exception as exc:  # a job never takes the worker down with it
+            log.exception("ingestion job failed", extra={"job_id": job_id})
+            self.redis.hset(key, mapping={"status": "failed", "error": str(exc), "finished_at": str(time.time())})
+        finally:
+            self.redis.delete(self._blob(job_id))
+            self.redis.lrem(self.processing, 1, job_id)
+        return job_id

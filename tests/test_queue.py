@@ -1,0 +1,98 @@
+"""Scale-out ingestion: uploads queued on a real Redis, processed by `ragkb worker`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from ingest.config import Settings
+from ingest.embedder import Embedder
+from ingest.pipeline import Ingestor
+from ingest.queue import PREFIX, JobQueue, QueueUnavailable
+from server.api import create_app
+from server.cli import app as cli_app
+from server.service import QueryService
+
+from .servers import free_port
+
+QUEUE_URL = "redis://127.0.0.1:6379/13"  # a database of its own, emptied around each test
+
+
+@pytest.fixture
+def queue_url() -> Iterator[str]:
+    db = redis.Redis.from_url(QUEUE_URL)
+    for key in db.scan_iter(match=PREFIX + "*"):
+        db.delete(key)
+    yield QUEUE_URL
+    for key in db.scan_iter(match=PREFIX + "*"):
+        db.delete(key)
+
+
+def test_uploads_are_queued_then_ingested_by_a_worker(
+    queue_url: str, tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "kb", queue_url=queue_url)
+    ingestor = Ingestor(settings, embedder=embedder)
+    service = QueryService(settings, ingestor=ingestor)
+    files = [
+        ("files", ("runbook.md", b"# Runbook\n\nRotate the TLS certificates every March.\n", "text/markdown")),
+        ("files", ("broken.pdf", b"%PDF-1.4 not really", "application/pdf")),
+    ]
+    with TestClient(create_app(settings, service)) as client:
+        queued = client.post("/v1/collections/ops/documents", files=files)
+        assert queued.status_code == 202, queued.text
+        jobs = {job["name"]: job for job in queued.json()["jobs"]}
+        assert client.get(jobs["runbook.md"]["status_url"]).json()["status"] == "queued"
+        assert JobQueue(queue_url).depth() == {"queued": 2, "processing": 0}
+
+        # a worker in another process: same store, its own Ingestor, driven through the CLI
+        monkeypatch.setenv("RAGKB_DATA_DIR", str(tmp_path / "kb"))
+        monkeypatch.setenv("RAGKB_QUEUE_URL", queue_url)
+        from ingest.config import get_settings
+
+        get_settings.cache_clear()
+        try:
+            result = CliRunner().invoke(cli_app, ["worker", "--once"])
+        finally:
+            get_settings.cache_clear()
+        assert result.exit_code == 0, result.output
+
+        done = client.get(jobs["runbook.md"]["status_url"]).json()
+        assert done["status"] == "done" and done["report"]["added"] == 1
+        failed = client.get(jobs["broken.pdf"]["status_url"]).json()
+        assert failed["status"] == "failed" and "not a readable PDF" in failed["report"]["failures"][0]["error"]
+        assert JobQueue(queue_url).depth() == {"queued": 0, "processing": 0}
+
+        answer = client.post("/v1/query", json={"question": "When are TLS certificates rotated?", "collection": "ops"})
+        assert answer.json()["citations"][0]["source"] == "upload://runbook.md"
+        assert client.get("/v1/jobs/0123abcd").status_code == 404
+
+
+def test_a_dead_workers_job_can_be_requeued(queue_url: str) -> None:
+    queue = JobQueue(queue_url)
+    job_id = queue.enqueue(collection="ops", name="a.txt", source="upload://a.txt", data=b"text")
+    queue.redis.lmove(queue.pending, queue.processing, "LEFT", "RIGHT")  # taken by a worker that then died
+    assert queue.depth() == {"queued": 0, "processing": 1}
+    assert queue.requeue_stalled() == 1
+    assert queue.depth() == {"queued": 1, "processing": 0}
+    seen = []
+    assert queue.work_one(lambda *job: seen.append(job) or {"failed": 0, "added": 1}) == job_id
+    assert seen == [("ops", "a.txt", "upload://a.txt", b"text")]
+    assert json.loads(json.dumps(queue.status(job_id)))["status"] == "done"
+
+
+def test_unreachable_queue_is_a_clear_error() -> None:
+    queue = JobQueue(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(QueueUnavailable, match="cannot enqueue"):
+        queue.enqueue(collection="ops", name="a.txt", source="upload://a.txt", data=b"x")
+
+
+def test_worker_without_a_queue_url_explains(cli_env: Path) -> None:
+    result = CliRunner().invoke(cli_app, ["worker", "--once"])
+    assert result.exit_code == 2 and "RAGKB_QUEUE_URL is not set" in result.stderr
