@@ -7,10 +7,11 @@ so what the eval harness scores is exactly what users get.
 from __future__ import annotations
 
 import fnmatch
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+import numpy as np
 
 from ingest.errors import RagkbError
 from ingest.pipeline import Ingestor
@@ -147,8 +148,11 @@ def document_of(chunk_id: str) -> str:
 def _zscores(scores: list[float]) -> list[float]:
     if len(scores) < 2:
         return [1.0 for _ in scores]
-    mean, spread = statistics.fmean(scores), statistics.pstdev(scores)
-    return [(s - mean) / spread if spread > 0 else 0.0 for s in scores]
+    values = np.asarray(scores, dtype=np.float64)
+    spread = float(values.std())
+    if spread == 0:
+        return [0.0 for _ in scores]
+    return [float(z) for z in (values - values.mean()) / spread]
 
 
 def fuse_weighted(
