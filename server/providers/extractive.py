@@ -11,6 +11,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import Stemmer
+
 from .base import Generation, GenerationRequest
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n{2,}")
@@ -24,8 +26,12 @@ _STOP = frozenset(
 )  # fmt: skip
 
 
+_STEMMER = Stemmer.Stemmer("english")
+
+
 def _terms(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
+    """Stemmed content words, so "installs" meets "install" (the same stemmer as the BM25 index)."""
+    return list(_STEMMER.stemWords([w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]))
 
 
 class ExtractiveProvider:
@@ -37,7 +43,7 @@ class ExtractiveProvider:
         self.max_sentence_chars = max_sentence_chars
 
     def parameters(self) -> dict[str, Any]:
-        return {"max_sentences": self.max_sentences, "algorithm": "term-overlap-v1"}
+        return {"max_sentences": self.max_sentences, "algorithm": "term-overlap-v2"}
 
     def answer(self, request: GenerationRequest) -> str:
         candidates: list[tuple[int, int, str]] = []  # (context number, position, sentence)
