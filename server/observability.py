@@ -82,6 +82,12 @@ class RequestContextMiddleware:
             REQUEST_SECONDS.labels(scope["method"], path, str(status)).observe(elapsed)
             self.log.info(
                 "request",
-                extra={"method": scope["method"], "route": path, "status": status, "ms": round(elapsed * 1000, 2)},
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": path,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
             )
             request_id_var.reset(token)

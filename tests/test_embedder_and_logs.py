@@ -1,0 +1,70 @@
+"""The embedding model's identity and failure modes, and the structured request log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.embedder import Embedder, resolve_model
+from ingest.errors import EmbeddingModelError
+from server.observability import JsonFormatter
+
+
+def test_packaged_model_loads_offline_and_embeds_normalized(embedder: Embedder) -> None:
+    assert embedder.identity == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (embedder.dimension, embedder.window) == (384, 256)
+    vectors = embedder.embed(["Backups run nightly.", "The cache keeps answers for a week."])
+    assert vectors.shape == (2, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(embedder.embed_query("Backups run nightly."), vectors[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("alias", ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"])
+def test_aliases_of_the_packaged_model_resolve_to_its_folder(alias: str) -> None:
+    source = resolve_model(alias)
+    assert not source.needs_hub and (Path(source.load_from) / "modules.json").exists()
+
+
+def test_a_local_folder_is_used_as_is(embedder: Embedder, tmp_path: Path) -> None:
+    folder = Path(resolve_model("all-MiniLM-L6-v2").load_from)
+    source = resolve_model(str(folder))
+    assert (source.load_from, source.needs_hub) == (str(folder.resolve()), False)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("/nowhere/models/minilm", "no model folder at /nowhere/models/minilm"), ("./missing-model", "no model folder")],
+)
+def test_missing_model_paths_fail_at_once(name: str, message: str) -> None:
+    with pytest.raises(EmbeddingModelError, match=message):
+        resolve_model(name)
+
+
+def test_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddingModelError, match="holds no sentence-transformers model"):
+        resolve_model(str(tmp_path))
+
+
+def test_request_log_is_json_with_the_request_id(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, embedder: Embedder
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from ingest.config import Settings
+    from ingest.pipeline import Ingestor
+    from server.api import create_app
+    from server.service import QueryService
+
+    settings = Settings(data_dir=tmp_path)
+    app = create_app(settings, QueryService(settings, ingestor=Ingestor(settings, embedder=embedder)))
+    with caplog.at_level(logging.INFO, logger="ragkb.http"), TestClient(app) as client:
+        response = client.get("/healthz", headers={"X-Request-ID": "req-42"})
+    [record] = [r for r in caplog.records if r.name == "ragkb.http"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == response.headers["x-request-id"] == "req-42"
+    assert (line["route"], line["status"], line["method"]) == ("/healthz", 200, "GET")
+    assert line["level"] == "info" and line["ms"] >= 0
