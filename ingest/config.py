@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     queue_url: str | None = Field(
         None, description="redis:// URL of the ingestion job queue; set, uploads are queued for `ragkb worker`."
     )
-    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="Largest accepted upload per request.")
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="Largest accepted upload request (all files together)."
+    )
 
     @field_validator("chunk_overlap")
     @classmethod

@@ -29,7 +29,7 @@ from ingest.queue import JobNotFound, JobQueue, QueueUnavailable
 from ingest.store import StoreUnavailable
 
 from .metrics import ERRORS
-from .observability import RequestContextMiddleware, request_id_var
+from .observability import RequestContextMiddleware, UploadSizeLimit, request_id_var
 from .retrieval import Filters, UnknownRetriever
 from .schemas import (
     CollectionInfo,
@@ -111,7 +111,8 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
         responses=ERROR_RESPONSES,
     )
     app.state.service = service
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(UploadSizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContextMiddleware)  # added last, so it runs first: every reply gets an id
 
     def svc(request: Request) -> QueryService:
         return request.app.state.service  # type: ignore[no-any-return]

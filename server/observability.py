@@ -91,3 +91,44 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class UploadSizeLimit:
+    """Refuse a multipart upload whose declared size is over the limit before reading any of it (413).
+
+    FastAPI parses a multipart body before the route runs, so without this a huge upload would be
+    received and spooled to disk only to be refused. Bodies without Content-Length are still checked
+    file by file in the route.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = dict(scope.get("headers") or [])
+            declared = headers.get(b"content-length", b"").decode("latin-1")
+            is_form = headers.get(b"content-type", b"").startswith(b"multipart/")
+            if is_form and declared.isdigit() and int(declared) > self.max_bytes + 64 * 1024:
+                body = json.dumps(
+                    {
+                        "error": f"the upload is {int(declared):,} bytes; the limit is {self.max_bytes:,} "
+                        "(RAGKB_MAX_UPLOAD_BYTES)",
+                        "detail": None,
+                        "request_id": request_id_var.get(),
+                    }
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -180,6 +180,12 @@ class TestErrors:
         assert response.status_code == 413
         assert "big" not in [c["name"] for c in client.get("/v1/collections").json()]
 
+    def test_huge_declared_upload_is_refused_before_it_is_read(self, client: TestClient) -> None:
+        big = b"word " * 400_000  # 2 MB against the 200 kB limit
+        response = client.post("/v1/collections/big/documents", files=[("files", ("big.txt", big, "text/plain"))])
+        assert response.status_code == 413 and "the limit is 200,000" in response.json()["error"]
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+
     def test_corrupt_upload_reports_the_failure(self, client: TestClient) -> None:
         response = client.post(
             "/v1/collections/demo/documents", files=[("files", ("x.pdf", b"%PDF-1.4 junk", "application/pdf"))]
