@@ -55,6 +55,8 @@ class _Plan:
 
 
 class QueryService:
+    """Answers questions over a collection; one per process, holding the model, store, provider and cache."""
+
     def __init__(
         self,
         settings: Settings | None = None,
