@@ -64,6 +64,9 @@ def ingest(
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", "-x", help="Glob of paths to leave out (repeatable).")
     ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Also delete documents from these directories whose files are gone.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest documents (PDF, Markdown, text, HTML) into a collection.
@@ -95,6 +98,7 @@ def ingest(
                 exclude=exclude,
                 on_discovered=lambda total: progress.update(task, total=total),
                 on_file_done=lambda path: progress.update(task, advance=1, description=Path(path).name[:40]),
+                prune=prune,
             )
     except RagkbError as exc:
         raise exit_with_error(str(exc)) from None
@@ -103,7 +107,8 @@ def ingest(
     else:
         summary = (
             f"[bold]{name}[/bold]: {report.added} added, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {report.failed} failed, {report.skipped} skipped; "
+            f"{report.unchanged} unchanged, {report.failed} failed, {report.skipped} skipped, "
+            f"{report.deleted} deleted; "
             f"{report.chunks_added} chunks embedded in {report.seconds:.1f}s"
         )
         console.print(summary)

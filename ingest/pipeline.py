@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class IngestReport:
     unchanged: int = 0
     failed: int = 0
     skipped: int = 0
+    deleted: int = 0
     chunks_added: int = 0
     tokens_embedded: int = 0
     seconds: float = 0.0
@@ -65,6 +67,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "failed": self.failed,
             "skipped": self.skipped,
+            "deleted": self.deleted,
             "chunks_added": self.chunks_added,
             "tokens_embedded": self.tokens_embedded,
             "seconds": round(self.seconds, 3),
@@ -130,7 +133,10 @@ class Ingestor:
         exclude: list[str] | None = None,
         on_discovered: Callable[[int], None] | None = None,
         on_file_done: ProgressCallback | None = None,
+        prune: bool = False,
     ) -> IngestReport:
+        """Ingest files and directories. With `prune`, documents stored from inside the given directories
+        whose files are gone (deleted, or no longer matched by the globs) are deleted too."""
         started = time.perf_counter()
         report = IngestReport(collection=collection)
         found = discover(paths, include=include, exclude=exclude)
@@ -143,8 +149,21 @@ class Ingestor:
         target = self.open_collection(collection)
         items = ((str(p), str(p.resolve()), p) for p in found.files)
         self._ingest(target, items, report, on_file_done)
+        if prune:
+            self._prune(target, [p for p in paths if p.is_dir()], {str(p.resolve()) for p in found.files}, report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _prune(self, collection: Any, roots: list[Path], present: set[str], report: IngestReport) -> None:
+        prefixes = tuple(str(root.resolve()) + os.sep for root in roots)
+        if not prefixes:
+            return
+        for document in self.store.documents(collection):
+            if document.source.startswith(prefixes) and document.source not in present:
+                self.store.delete_document(collection, document.document_id)
+                report.deleted += 1
+                report.documents.append({"path": document.source, "document_id": document.document_id,
+                                         "status": "deleted", "chunks": document.chunk_count})  # fmt: skip
 
     def ingest_bytes(self, data: bytes, *, name: str, source: str, collection: str) -> IngestReport:
         """Ingest one in-memory file (an HTTP upload); `source` names it in citations and listings."""

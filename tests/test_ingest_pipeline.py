@@ -174,3 +174,18 @@ def test_collections_are_separate(ingestor: Ingestor, kb: Path) -> None:
     counts = {name: count for name, count, _ in ingestor.store.collections()}
     assert counts == {"one": 1, "two": 2}
     assert [d.title for d in ingestor.store.documents(ingestor.open_collection("two"))] == ["Guide"]
+
+
+def test_prune_deletes_documents_whose_files_are_gone(ingestor: Ingestor, kb: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("A document from elsewhere stays.\n")
+    ingestor.ingest_paths([kb, outside], collection="docs")
+    (kb / "notes.txt").unlink()
+    kept = ingestor.ingest_paths([kb], collection="docs")  # without --prune nothing is deleted
+    assert kept.deleted == 0 and len(ingestor.store.documents(ingestor.open_collection("docs"))) == 4
+    pruned = ingestor.ingest_paths([kb], collection="docs", prune=True)
+    assert (pruned.deleted, pruned.unchanged) == (1, 2)
+    sources = {d.source for d in ingestor.store.documents(ingestor.open_collection("docs"))}
+    assert str((kb / "notes.txt").resolve()) not in sources
+    assert str(outside.resolve()) in sources, "only documents under the given directories are pruned"
+    assert all(m["source"] in sources for m, _ in _all_chunks(ingestor, "docs").values())
