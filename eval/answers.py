@@ -11,7 +11,7 @@ from typing import Any
 from server.service import QueryService
 
 from .beir import read_qrels, read_queries
-from .harness import _percentile, beir_id, collection_for, ingest_corpus
+from .harness import beir_id, collection_for, ingest_corpus, percentile
 
 
 async def _evaluate_answers(
@@ -60,7 +60,7 @@ async def _evaluate_answers(
             "cache_hit_rate_first_pass": round(cached_per_pass[0] / count, 4),
             "cache_hit_rate_second_pass": round(cached_per_pass[1] / count, 4),
         },
-        "latency_ms": {"p50": round(_percentile(latencies, 0.5), 3), "p95": round(_percentile(latencies, 0.95), 3)},
+        "latency_ms": {"p50": round(percentile(latencies, 0.5), 3), "p95": round(percentile(latencies, 0.95), 3)},
     }
 
 

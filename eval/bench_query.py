@@ -28,13 +28,9 @@ from ingest.pipeline import Ingestor
 
 from .beir import read_corpus, read_queries
 from .bench_ingest import DEFAULT_DATASET
+from .harness import percentile
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def build_collection(ingestor: Ingestor, dataset: Path, target_chunks: int) -> tuple[str, int]:
@@ -48,8 +44,8 @@ def build_collection(ingestor: Ingestor, dataset: Path, target_chunks: int) -> t
 
 
 def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RAGKB_DATA_DIR": str(data_dir), "RAGKB_CACHE_URL": ""}
-    env.pop("RAGKB_CACHE_URL")
+    env = {**os.environ, "RAGKB_DATA_DIR": str(data_dir)}
+    env.pop("RAGKB_CACHE_URL", None)  # the benchmark measures the default SQLite cache
     log = open(Path(tempfile.gettempdir()) / "ragkb-bench-server.log", "wb")  # noqa: SIM115
     command = [str(Path(sys.executable).with_name("ragkb")), "serve", "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
@@ -131,10 +127,10 @@ def measure(
         rows.append(
             {
                 "chunks": chunks,
-                **{f"{name}_p50": _percentile(values, 0.5) for name, values in by_retriever.items()},
-                **{f"{name}_p95": _percentile(values, 0.95) for name, values in by_retriever.items()},
-                "query_p50": _percentile(query, 0.5),
-                "query_p95": _percentile(query, 0.95),
+                **{f"{name}_p50": percentile(values, 0.5) for name, values in by_retriever.items()},
+                **{f"{name}_p95": percentile(values, 0.95) for name, values in by_retriever.items()},
+                "query_p50": percentile(query, 0.5),
+                "query_p95": percentile(query, 0.95),
                 "hit_p50": statistics.median(hits) if hits else float("nan"),
                 "hits": len(hits),
                 "questions": len(bodies),

@@ -69,7 +69,8 @@ def document_ranking(chunks: list[StoredChunk], limit: int) -> dict[str, float]:
     return best
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank q-quantile (0 for no values); one definition for reports and benchmarks."""
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -131,8 +132,8 @@ def run_eval(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
         "latency_ms": {
-            "p50": round(_percentile(latencies, 0.5), 3),
-            "p95": round(_percentile(latencies, 0.95), 3),
+            "p50": round(percentile(latencies, 0.5), 3),
+            "p95": round(percentile(latencies, 0.95), 3),
             "mean": round(statistics.fmean(latencies), 3) if latencies else 0.0,
         },
         "settings": {

@@ -95,10 +95,6 @@ class LexicalIndex:
         self.config = config
         self.generation = generation
 
-    @property
-    def ids(self) -> list[str]:
-        return self.chunks.ids
-
     def _stemmer(self) -> Any:
         if not self.config.stemmer:
             return None
