@@ -28,8 +28,8 @@ run: install
 test: install lint typecheck pytest
 
 lint: install
-	$(BIN)/ruff check ingest server eval tests
-	$(BIN)/ruff format --check ingest server eval tests
+	$(BIN)/ruff check ingest server eval ragkb tests
+	$(BIN)/ruff format --check ingest server eval ragkb tests
 
 typecheck: install
 	$(BIN)/mypy

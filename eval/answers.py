@@ -17,8 +17,8 @@ from .harness import beir_id, collection_for, ingest_corpus, percentile
 async def _evaluate_answers(
     service: QueryService, dataset: Path, split: str, sample: int, on_query: Callable[[int, int], None] | None
 ) -> dict[str, Any]:
-    collection = collection_for(dataset, service.ingestor.embedder.identity)
-    await asyncio.to_thread(ingest_corpus, service.ingestor, dataset, collection)
+    collection = collection_for(dataset, service.reader.embedder.identity)
+    await asyncio.to_thread(ingest_corpus, service.reader, dataset, collection)
     queries = read_queries(dataset)
     qrels = read_qrels(dataset, split)
     query_ids = [q for q in qrels if q in queries][:sample]
@@ -37,7 +37,8 @@ async def _evaluate_answers(
                 continue
             latencies.append(response.timings.total_ms)
             grounded += int(response.grounded)
-            retrieved = {c.chunk_id: c for c in service.retrieve(queries[query_id], collection=collection).chunks}
+            query = service.query(queries[query_id], collection=collection)
+            retrieved = {c.chunk_id: c for c in service.retrieve(query).chunks}
             for citation in response.citations:
                 citations += 1
                 chunk = retrieved.get(citation.chunk_id)

@@ -40,8 +40,8 @@ def measure(dataset: Path, docs: int) -> dict[str, float]:
         first = ingestor.ingest_paths([files], collection="bench")
         pipeline_seconds = time.perf_counter() - started
 
-        stored = ingestor.open_collection("bench").get(include=["documents"])
-        texts = list(stored["documents"])
+        collection = ingestor.open_collection("bench")
+        texts = [chunk.text for page in ingestor.store.iter_chunks(collection) for chunk in page]
         started = time.perf_counter()
         embedder.model.encode(texts, batch_size=settings.embed_batch_size, normalize_embeddings=True)
         raw_seconds = time.perf_counter() - started

@@ -40,7 +40,7 @@ def build_collection(ingestor: Ingestor, dataset: Path, target_chunks: int) -> t
     docs = max(1, round(target_chunks / 2.3))  # SciFact abstracts average ~2.3 chunks at 200 tokens
     items = ((f"{d.doc_id}.txt", f"beir://{dataset.name}/{d.doc_id}", d.content.encode()) for d in corpus[:docs])
     ingestor.ingest_items(items, collection=name)
-    return name, ingestor.open_collection(name).count()
+    return name, ingestor.store.count(ingestor.open_collection(name))
 
 
 def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:

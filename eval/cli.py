@@ -63,17 +63,17 @@ def run(
     ),
 ) -> None:
     """Score retrieval (nDCG@10, recall@k, MRR@10, MAP@100, latency) and write a JSON + Markdown report."""
-    from ingest.pipeline import Ingestor
+    from server.reader import Reader
     from server.retrieval import get_retriever
 
     from .harness import EvalOptions, markdown_summary, run_eval
 
     try:
-        ingestor = Ingestor()
-        get_retriever(retriever, ingestor)  # an unknown name fails before minutes of ingestion
+        reader = Reader()
+        get_retriever(retriever, reader)  # an unknown name fails before minutes of ingestion
         with _progress() as track:
             report = run_eval(
-                ingestor,
+                reader,
                 dataset,
                 EvalOptions(split=split, retriever=retriever, top_k=top_k, limit_queries=limit),
                 on_ingest=track("ingest corpus"),

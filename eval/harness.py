@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.pipeline import Ingestor, IngestReport
-from ingest.store import StoredChunk
+from ingest.vectorstore import StoredChunk
+from server.reader import Reader
 from server.retrieval import get_retriever
 
 from .beir import read_corpus, read_qrels, read_queries
@@ -38,9 +39,11 @@ def beir_id(chunk: StoredChunk) -> str:
 
 
 def ingest_corpus(
-    ingestor: Ingestor, dataset: Path, collection: str, on_progress: Callable[[int, int], None] | None = None
+    reader: Reader, dataset: Path, collection: str, on_progress: Callable[[int, int], None] | None = None
 ) -> IngestReport:
-    """Ingest every corpus document as title + text through the normal pipeline (unchanged ones are skipped)."""
+    """Ingest every corpus document as title + text through the normal pipeline (unchanged ones are skipped),
+    with a write side that shares the reader's store and model."""
+    ingestor = Ingestor(reader.settings, store=reader.store, embedder=reader.embedder)
     corpus = read_corpus(dataset)
     done = 0
 
@@ -87,17 +90,17 @@ class EvalOptions:
 
 
 def run_eval(
-    ingestor: Ingestor,
+    reader: Reader,
     dataset: Path,
     options: EvalOptions,
     *,
     on_ingest: Callable[[int, int], None] | None = None,
     on_query: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    settings = ingestor.settings
-    collection = collection_for(dataset, ingestor.embedder.identity)
+    settings = reader.settings
+    collection = collection_for(dataset, reader.embedder.identity)
     started = time.perf_counter()
-    ingest_report = ingest_corpus(ingestor, dataset, collection, on_ingest)
+    ingest_report = ingest_corpus(reader, dataset, collection, on_ingest)
     ingest_seconds = time.perf_counter() - started
     if ingest_report.failed:
         first = ingest_report.failures[0]
@@ -111,7 +114,7 @@ def run_eval(
     if options.limit_queries:
         query_ids = query_ids[: options.limit_queries]
     qrels = {q: qrels[q] for q in query_ids}
-    retriever = get_retriever(options.retriever, ingestor)
+    retriever = get_retriever(options.retriever, reader)
     run: dict[str, dict[str, float]] = {}
     latencies: list[float] = []
     for number, query_id in enumerate(query_ids, start=1):
@@ -127,7 +130,7 @@ def run_eval(
         "dataset": dataset.resolve().name,
         "split": options.split,
         "retriever": options.retriever,
-        "model": ingestor.embedder.identity,
+        "model": reader.embedder.identity,
         "num_queries": len(query_ids),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": {k: round(v, 6) for k, v in metrics.items()},

@@ -1,11 +1,12 @@
-"""`ragkb`: the single command-line entry point (ingestion commands live here; others are mounted)."""
+"""The ingestion commands of `ragkb` (ingest, delete, collections, documents, worker, formats).
+
+The `ragkb` command itself is `ragkb/cli.py`, which mounts this app beside the server's and eval's.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,16 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import get_settings
-from .errors import CollectionNotFound, RagkbError
+from .errors import RagkbError
 from .loaders import supported_extensions
 
-app = typer.Typer(
-    name="ragkb",
-    help="ragkb: a self-hosted knowledge base that answers questions from your documents, with citations.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 err = Console(stderr=True)
 
@@ -42,15 +37,6 @@ def _collection(name: str | None) -> str:
 def exit_with_error(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
-
-
-@app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @app.command()
@@ -142,32 +128,30 @@ def delete(
 @app.command()
 def collections(as_json: JsonOption = False) -> None:
     """List collections with their chunk counts and embedding model."""
-    from .store import ChunkStore
+    from .store import open_store
 
     try:
-        rows = ChunkStore(get_settings()).collections()
+        rows = open_store(get_settings()).collections()
     except RagkbError as exc:
         raise exit_with_error(str(exc)) from None
     if as_json:
-        print(json.dumps([{"name": n, "chunks": c, "model": m.get("ragkb_embed_model")} for n, c, m in rows]))
+        print(json.dumps([{"name": c.name, "chunks": c.chunks, "model": c.model} for c in rows]))
         return
-    table = Table("collection", "chunks", "model")
-    for name, count, meta in rows:
-        table.add_row(name, str(count), str(meta.get("ragkb_embed_model", "?")))
+    table = Table("collection", "documents", "chunks", "model")
+    for c in rows:
+        table.add_row(c.name, str(c.documents), str(c.chunks), c.model or "?")
     console.print(table)
 
 
 @app.command()
 def documents(collection: CollectionOption = None, as_json: JsonOption = False) -> None:
     """List the documents of a collection with their chunk counts."""
-    from .store import ChunkStore
+    from .store import open_store
 
     name = _collection(collection)
     try:
-        store = ChunkStore(get_settings())
-        if name not in store.collection_names():
-            raise CollectionNotFound(name, store.collection_names())
-        docs = store.documents(store.client.get_collection(name, embedding_function=None))
+        store = open_store(get_settings())
+        docs = store.documents(store.get(name))
     except RagkbError as exc:
         raise exit_with_error(str(exc), 1) from None
     if as_json:
@@ -222,7 +206,3 @@ def worker(
 def formats() -> None:
     """List the file types ragkb can ingest."""
     console.print(" ".join(supported_extensions()))
-
-
-if __name__ == "__main__":
-    app()

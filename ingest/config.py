@@ -40,7 +40,12 @@ class Settings(BaseSettings):
     hybrid_rrf_k: int = Field(60, ge=1, description="k of reciprocal rank fusion: 1 / (k + rank).")
     hybrid_candidates: int = Field(100, ge=1, le=1000, description="Chunks each side contributes to fusion.")
     top_k: int = Field(5, ge=1, le=100, description="Chunks retrieved per question by default.")
-    context_tokens: int = Field(1500, ge=64, description="Token budget for retrieved context in the prompt.")
+    context_tokens: int = Field(
+        1500,
+        ge=64,
+        description="Budget for retrieved context in the prompt, counted in the embedding model's tokens "
+        "(MiniLM WordPiece by default), not the LLM's: an estimate of the LLM's count, usually within 10-20%.",
+    )
     max_question_chars: int = Field(2000, ge=1)
     prompt_template: str = Field("answer", description="Name of the prompt template in server/prompts/.")
 
@@ -64,6 +69,9 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(
         25 * 1024 * 1024, ge=1, description="Largest accepted upload request (all files together)."
+    )
+    max_json_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest accepted JSON request body; larger ones get 413 before parsing."
     )
 
     @field_validator("chunk_overlap")

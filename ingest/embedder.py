@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -47,8 +48,22 @@ def resolve_model(name: str) -> ModelSource:
     if path.exists():
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise EmbeddingModelError(f"{name} is a folder but holds no sentence-transformers model")
-        return ModelSource(f"local:{path.resolve().name}", str(path.resolve()), needs_hub=False)
+        folder = path.resolve()
+        return ModelSource(f"local:{folder.name}:{folder_fingerprint(folder)}", str(folder), needs_hub=False)
     return ModelSource(name, name, needs_hub=True)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A local model's identity beyond its folder name: its config files' contents and every file's size.
+    Two different models in folders of the same name differ here; copying a model elsewhere does not.
+    (Sizes, not a hash of the weights: hashing hundreds of MB on every start would cost seconds.)"""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = file.relative_to(folder).as_posix()
+        digest.update(f"{relative}:{file.stat().st_size}\n".encode())
+        if file.suffix == ".json" and file.stat().st_size < 1_000_000:
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class Embedder:
@@ -59,14 +74,6 @@ class Embedder:
     def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, batch_size: int = 64) -> None:
         self.source = resolve_model(model_name)
         self.batch_size = batch_size
-        if not self.source.needs_hub:
-            # A local model must never wait on a hub that is not there.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        else:
-            # A hub that cannot be reached should fail in seconds, not after a minute of retries.
-            os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-            os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging
@@ -74,7 +81,11 @@ class Embedder:
             transformers_logging.disable_progress_bar()  # "Loading weights" bars on every start
             # the chunker measures over-long sentences on purpose before splitting them; no warning wanted
             transformers_logging.set_verbosity_error()
-            self.model: SentenceTransformer = SentenceTransformer(self.source.load_from, device="cpu")
+            # a local model must never wait on a hub that is not there: local_files_only, not a process-wide
+            # HF_HUB_OFFLINE, so other code in the process keeps its own settings
+            self.model: SentenceTransformer = SentenceTransformer(
+                self.source.load_from, device="cpu", local_files_only=not self.source.needs_hub
+            )
         except Exception as exc:
             hint = (
                 " (it is not a local folder, so it would come from a model hub; is the hub reachable?)"

@@ -21,11 +21,11 @@ from .config import Settings, get_settings
 from .discovery import Failure, discover
 from .embedder import Embedder, get_embedder
 from .errors import EmptyDocument, FileTooLarge, IngestError
-from .lexical import LexicalIndexes
 from .loaders import load_bytes, loader_for
 from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
 from .models import Chunk, DocumentInfo, ExtractedDocument
-from .store import ChunkStore, DocumentVersion, document_id_for
+from .store import open_store
+from .vectorstore import Collection, DocumentVersion, VectorStore, document_id_for
 
 log = logging.getLogger("ragkb.ingest")
 
@@ -89,32 +89,29 @@ class _Pending:
 
 
 class Ingestor:
-    """Ingests files into a collection; holds the model, chunker and store for the process."""
+    """The write side: ingests files into a collection; holds the model, chunker and store for the process."""
 
     FLUSH_CHUNKS = 1024  # chunks gathered across files before one embedding call (sorted by length inside)
 
     def __init__(
-        self, settings: Settings | None = None, *, store: ChunkStore | None = None, embedder: Embedder | None = None
+        self, settings: Settings | None = None, *, store: VectorStore | None = None, embedder: Embedder | None = None
     ) -> None:
         self.settings = settings or get_settings()
         self.embedder = embedder or get_embedder(self.settings.embed_model, self.settings.embed_batch_size)
-        self.store = store or ChunkStore(self.settings)
+        self.store = store or open_store(self.settings)
         self.chunker = Chunker(
             self.embedder.tokenizer,
             ChunkingConfig(self.settings.chunk_tokens, self.settings.chunk_overlap),
             window=self.embedder.window,
         )
-        self._lexical: LexicalIndexes | None = None
 
-    @property
-    def lexical(self) -> LexicalIndexes:
-        """The BM25 indexes of this store's collections (built lazily, kept in step by generation)."""
-        if self._lexical is None:
-            self._lexical = LexicalIndexes(self.store, self.settings.data_dir / "lexical")
-        return self._lexical
-
-    def open_collection(self, name: str, *, create: bool = True) -> Any:
-        return self.store.open(name, model=self.embedder.identity, dimension=self.embedder.dimension, create=create)
+    def open_collection(self, name: str, *, create: bool = True) -> Collection:
+        """Open a collection to write to; a generation left pending by a writer that died is bumped now."""
+        collection = self.store.open(
+            name, model=self.embedder.identity, dimension=self.embedder.dimension, create=create
+        )
+        self.store.repair_generation(collection)
+        return collection
 
     def version_of(self, data: bytes) -> str:
         """A version changes with the bytes, the chunking settings or the model, and nothing else."""
@@ -154,7 +151,7 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _prune(self, collection: Any, roots: list[Path], present: set[str], report: IngestReport) -> None:
+    def _prune(self, collection: Collection, roots: list[Path], present: set[str], report: IngestReport) -> None:
         prefixes = tuple(str(root.resolve()) + os.sep for root in roots)
         if not prefixes:
             return
@@ -165,10 +162,6 @@ class Ingestor:
                 report.documents.append({"path": document.source, "document_id": document.document_id,
                                          "status": "deleted", "chunks": document.chunk_count})  # fmt: skip
 
-    def ingest_bytes(self, data: bytes, *, name: str, source: str, collection: str) -> IngestReport:
-        """Ingest one in-memory file (an HTTP upload); `source` names it in citations and listings."""
-        return self.ingest_items([(name, source, data)], collection=collection)
-
     def ingest_items(
         self,
         items: Iterable[tuple[str, str, bytes]],
@@ -176,7 +169,8 @@ class Ingestor:
         collection: str,
         on_file_done: ProgressCallback | None = None,
     ) -> IngestReport:
-        """Ingest in-memory documents given as (name, source, bytes); the name's extension picks the loader."""
+        """Ingest in-memory documents given as (name, source, bytes); the name's extension picks the loader.
+        `source` names a document in citations and listings (an upload's is `upload://<file name>`)."""
         started = time.perf_counter()
         report = IngestReport(collection=collection)
         target = self.open_collection(collection)
@@ -203,13 +197,11 @@ class Ingestor:
             data = item.read_bytes()
         if len(data) > limit:
             raise FileTooLarge(f"{name}: {len(data):,} bytes is over the {limit:,}-byte limit (RAGKB_MAX_FILE_BYTES)")
-        if not data.strip():
-            raise EmptyDocument(f"{name}: the file is empty")
-        return data
+        return data  # empty or binary content is the loader's to refuse, for every type alike
 
     def _ingest(
         self,
-        collection: Any,
+        collection: Collection,
         items: Iterable[tuple[str, str, Path | bytes]],
         report: IngestReport,
         on_file_done: ProgressCallback | None,
@@ -259,7 +251,7 @@ class Ingestor:
 
     def _flush(
         self,
-        collection: Any,
+        collection: Collection,
         pending: list[_Pending],
         report: IngestReport,
         on_file_done: ProgressCallback | None,

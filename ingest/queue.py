@@ -31,6 +31,10 @@ class JobNotFound(RagkbError):
     pass
 
 
+class QueueNotConfigured(RagkbError):
+    """No job queue is configured: uploads are ingested at once, so there are no jobs to look up."""
+
+
 class JobQueue:
     def __init__(self, url: str, *, prefix: str = PREFIX) -> None:
         import redis
@@ -66,7 +70,12 @@ class JobQueue:
         return job_id
 
     def status(self, job_id: str) -> dict[str, Any]:
-        raw = self.redis.hgetall(self._job(job_id))
+        import redis
+
+        try:
+            raw = self.redis.hgetall(self._job(job_id))
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"cannot read the ingestion job: {exc}") from exc
         if not raw:
             raise JobNotFound(f"no ingestion job {job_id!r} (jobs are kept for 7 days)")
         state: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}

@@ -1,77 +1,54 @@
-"""The chunk store: Chroma, embedded on disk by default or a Chroma server when `RAGKB_CHROMA_URL` is set.
+"""The Chroma backend of `VectorStore`: embedded on disk by default, a Chroma server when `RAGKB_CHROMA_URL` is set.
 
-Write protocol (why reruns converge): a document version is identified by a
-hash of its bytes, the chunking settings and the model. Chunk ids are
-`<document_id>:<version>:<index>`, so writing the same version twice upserts
-the same ids. Chunk 0 is written last and acts as the commit marker: when it
-exists, every chunk of that version exists. Old versions are deleted only
-after the new one is committed, so a crash at any point leaves either the old
-version, or both (cleaned up on the next run), never a half-written document
-that looks complete.
+This is the only module that imports or speaks Chroma (its client, its `where`
+syntax, its result dicts and its errors). Every public method converts a
+connection failure into `StoreUnavailable`, so callers never see a transport
+error of Chroma's. The write protocol is described in `ingest/vectorstore.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import numpy as np
 
 from .config import Settings
-from .errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, InvalidCollectionName, RagkbError
-from .models import Chunk, DocumentInfo
+from .errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, RagkbError
+from .models import DocumentInfo
+from .vectorstore import (
+    Collection,
+    CollectionSummary,
+    DocumentVersion,
+    Filters,
+    StoredChunk,
+    StoreUnavailable,
+    VectorStore,
+    chunk_id,
+    chunk_metadata,
+    validate_collection_name,
+)
 
 SCHEMA_VERSION = 1
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+_GENERATION = "ragkb_generation"
+_PENDING = "ragkb_write_pending"
 
 
-class StoreUnavailable(RagkbError):
-    """The Chroma store cannot be reached."""
+@contextmanager
+def _reachable(what: str) -> Iterator[None]:
+    """Chroma's connection failures (httpx errors from a server, OS errors) become `StoreUnavailable`."""
+    try:
+        yield
+    except (httpx.TransportError, ConnectionError) as exc:
+        raise StoreUnavailable(f"the vector store is unreachable ({what}): {exc}") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class StoredChunk:
-    """A chunk as it comes back from the store, with its provenance and (for queries) its score."""
-
-    chunk_id: str
-    text: str
-    metadata: dict[str, Any]
-    score: float = 0.0
-
-    @property
-    def document_id(self) -> str:
-        return str(self.metadata["document_id"])
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentVersion:
-    """One version of one document, ready to write: its chunks and their vectors, row for row."""
-
-    document_id: str
-    version: str
-    base_metadata: dict[str, Any]
-    chunks: Sequence[Chunk]
-    embeddings: np.ndarray
-    replaces_existing: bool = True
-
-
-def document_id_for(source: str) -> str:
-    """A document's stable id: the same source in a collection is always the same document."""
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:24]
-
-
-def validate_collection_name(name: str) -> str:
-    if not _COLLECTION_NAME.match(name) or ".." in name:
-        raise InvalidCollectionName(
-            f"invalid collection name {name!r}: use 3-63 characters of letters, digits, '.', '_' or '-', "
-            "starting and ending with a letter or digit"
-        )
-    return name
+def _is_not_found(exc: Exception) -> bool:
+    return "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError"
 
 
 def _connect(settings: Settings) -> Any:
@@ -96,173 +73,227 @@ def _connect(settings: Settings) -> Any:
     return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
 
 
-class ChunkStore:
+def _where(filters: Filters | None) -> dict[str, Any] | None:
+    """ragkb's validated `Filters` in Chroma's `where` syntax (the source glob is applied after)."""
+    if filters is None:
+        return None
+    clauses: list[dict[str, Any]] = [{key: value} for key, value in filters.where.items()]
+    if filters.document_ids:
+        clauses.append({"document_id": {"$in": list(filters.document_ids)}})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _rows(found: dict[str, Any], *, texts: bool = True) -> list[StoredChunk]:
+    documents = found.get("documents") if texts else None
+    return [
+        StoredChunk(cid, (documents[i] if documents else "") or "", dict(meta or {}))
+        for i, (cid, meta) in enumerate(zip(found["ids"], found["metadatas"], strict=True))
+    ]
+
+
+class ChromaStore(VectorStore):
     """Documents and their chunks in Chroma collections, one collection per knowledge base."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = _connect(settings)
-        self._max_batch = int(self.client.get_max_batch_size())
-        self._collections: dict[str, Any] = {}
+        with _reachable("connect"):
+            self.client = _connect(settings)
+            self._max_batch = int(self.client.get_max_batch_size())
+        self._natives: dict[str, Any] = {}
 
     # -- collections -----------------------------------------------------------------
 
-    def collection_names(self) -> list[str]:
-        return sorted(c.name if hasattr(c, "name") else str(c) for c in self.client.list_collections())
+    def heartbeat(self) -> None:
+        try:
+            self.client.heartbeat()
+        except Exception as exc:
+            raise StoreUnavailable(f"the vector store is unreachable: {exc}") from exc
 
-    def collections(self) -> list[tuple[str, int, dict[str, Any]]]:
-        """(name, chunk count, metadata) for every collection."""
+    def collection_names(self) -> list[str]:
+        with _reachable("list collections"):
+            return sorted(c.name if hasattr(c, "name") else str(c) for c in self.client.list_collections())
+
+    def collections(self) -> list[CollectionSummary]:
         result = []
-        for name in self.collection_names():
-            collection = self.client.get_collection(name, embedding_function=None)
-            result.append((name, collection.count(), dict(collection.metadata or {})))
+        with _reachable("list collections"):
+            for name in self.collection_names():
+                native = self.client.get_collection(name, embedding_function=None)
+                meta = native.metadata or {}
+                documents = len(native.get(where={"chunk_index": 0}, include=[])["ids"])
+                result.append(CollectionSummary(name, native.count(), documents, meta.get("ragkb_embed_model")))
         return result
 
-    def open(self, name: str, *, model: str, dimension: int, create: bool) -> Any:
-        """Open (or create) a collection, refusing one that was built with a different model."""
+    def get(self, name: str) -> Collection:
         validate_collection_name(name)
-        collection = self._collections.get(name)
-        if collection is not None:
-            self._check_model(collection, model, dimension)
-            return collection
-        if create:
-            # Chroma's default embedding function would download a model: ragkb always passes vectors.
-            collection = self.client.get_or_create_collection(
-                name,
-                embedding_function=None,
-                configuration={"hnsw": {"space": "cosine"}},
-                metadata={"ragkb_embed_model": model, "ragkb_embed_dim": dimension, "ragkb_schema": 1},
-            )
-        else:
-            if name not in self.collection_names():
-                raise CollectionNotFound(name, self.collection_names())
-            collection = self.client.get_collection(name, embedding_function=None)
-        self._check_model(collection, model, dimension)
-        self._collections[name] = collection
-        return collection
+        with _reachable(f"open {name}"):
+            try:
+                native = self.client.get_collection(name, embedding_function=None)
+            except Exception as exc:
+                if _is_not_found(exc):
+                    raise CollectionNotFound(name, self.collection_names()) from None
+                raise
+        return self._handle(native)
 
-    @staticmethod
-    def _check_model(collection: Any, model: str, dimension: int) -> None:
-        name = collection.name
-        meta = collection.metadata or {}
-        stored_model, stored_dim = meta.get("ragkb_embed_model"), meta.get("ragkb_embed_dim")
-        if stored_model is not None and (stored_model != model or int(stored_dim or 0) != dimension):
+    def open(self, name: str, *, model: str, dimension: int, create: bool) -> Collection:
+        validate_collection_name(name)
+        with _reachable(f"open {name}"):
+            native = self._natives.get(name)
+            if native is None:
+                if create:
+                    # Chroma's default embedding function would download a model: ragkb always passes vectors.
+                    native = self.client.get_or_create_collection(
+                        name,
+                        embedding_function=None,
+                        configuration={"hnsw": {"space": "cosine"}},
+                        metadata={"ragkb_embed_model": model, "ragkb_embed_dim": dimension, "ragkb_schema": 1},
+                    )
+                else:
+                    try:
+                        native = self.client.get_collection(name, embedding_function=None)
+                    except Exception as exc:
+                        if _is_not_found(exc):
+                            raise CollectionNotFound(name, self.collection_names()) from None
+                        raise
+        handle = self._handle(native)
+        if handle.model is not None and (handle.model != model or handle.dimension != dimension):
             raise EmbeddingModelError(
-                f"collection {name!r} was built with {stored_model} ({stored_dim} dimensions); the configured "
+                f"collection {name!r} was built with {handle.model} ({handle.dimension} dimensions); the configured "
                 f"model is {model} ({dimension} dimensions). Use the same RAGKB_EMBED_MODEL, or another "
                 "collection, or re-ingest into a new one: vectors of different models are never mixed."
             )
+        self._natives[name] = native
+        return handle
+
+    @staticmethod
+    def _handle(native: Any) -> Collection:
+        meta = native.metadata or {}
+        model, dimension = meta.get("ragkb_embed_model"), meta.get("ragkb_embed_dim")
+        return Collection(
+            name=native.name,
+            model=str(model) if model is not None else None,
+            dimension=int(dimension) if dimension is not None else None,
+            native=native,
+        )
 
     def drop(self, name: str) -> None:
-        if name not in self.collection_names():
-            raise CollectionNotFound(name, self.collection_names())
-        self._collections.pop(name, None)
-        self.client.delete_collection(name)
+        with _reachable(f"drop {name}"):
+            if name not in self.collection_names():
+                raise CollectionNotFound(name, self.collection_names())
+            self._natives.pop(name, None)
+            self.client.delete_collection(name)
+
+    # -- generation ------------------------------------------------------------------
+
+    def _fresh_metadata(self, name: str) -> dict[str, Any]:
+        try:
+            native = self.client.get_collection(name, embedding_function=None)
+        except Exception as exc:
+            if _is_not_found(exc):
+                self._natives.pop(name, None)
+                raise CollectionNotFound(name, self.collection_names()) from None
+            raise
+        return dict(native.metadata or {})
+
+    def generation(self, name: str) -> str:
+        validate_collection_name(name)
+        with _reachable(f"read {name}"):
+            return str(self._fresh_metadata(name).get(_GENERATION, "0"))
+
+    def _set_generation(self, collection: Collection, *, pending: bool) -> None:
+        metadata = self._fresh_metadata(collection.name)
+        metadata[_GENERATION] = uuid.uuid4().hex
+        metadata[_PENDING] = metadata[_GENERATION] if pending else ""
+        self._native(collection).modify(metadata=metadata)
+
+    def repair_generation(self, collection: Collection) -> None:
+        with _reachable(f"read {collection.name}"):
+            if self._fresh_metadata(collection.name).get(_PENDING):
+                self._set_generation(collection, pending=False)
+
+    def _native(self, collection: Collection) -> Any:
+        return self._natives.get(collection.name, collection.native)
 
     # -- documents -------------------------------------------------------------------
 
-    def committed_versions(self, collection: Any) -> dict[str, set[str]]:
-        """document id -> committed versions (more than one means an interrupted replace)."""
-        found = collection.get(where={"chunk_index": 0}, include=["metadatas"])
+    def count(self, collection: Collection) -> int:
+        with _reachable(f"count {collection.name}"):
+            return int(self._native(collection).count())
+
+    def committed_versions(self, collection: Collection) -> dict[str, set[str]]:
+        with _reachable(f"read {collection.name}"):
+            found = self._native(collection).get(where={"chunk_index": 0}, include=["metadatas"])
         versions: dict[str, set[str]] = {}
         for meta in found["metadatas"] or []:
             versions.setdefault(str(meta["document_id"]), set()).add(str(meta["doc_version"]))
         return versions
 
-    def write_documents(self, collection: Any, documents: Sequence[DocumentVersion]) -> None:
+    def write_documents(self, collection: Collection, documents: Sequence[DocumentVersion]) -> None:
         """Write document versions in as few calls as possible, committing each with its chunk 0.
 
-        All non-marker chunks of the batch go first, then every marker, then the old versions of the
-        documents that were updated are dropped. New documents have no old version to look for.
+        The generation changes first (marked pending) and again when done, so a reader never keeps an
+        index built from a half-written state, even if this process dies in between. All non-marker
+        chunks go first, then every marker, then the old versions of updated documents are dropped.
         """
-        ids: list[str] = []
-        texts: list[str] = []
-        metadatas: list[dict[str, Any]] = []
-        vectors: list[np.ndarray] = []
-        markers: list[int] = []
+        rows: list[tuple[str, str, dict[str, Any], np.ndarray]] = []
+        markers: list[tuple[str, str, dict[str, Any], np.ndarray]] = []
         for doc in documents:
             if not doc.chunks:
                 raise ValueError(f"document {doc.document_id} has no chunks")
             for chunk, vector in zip(doc.chunks, doc.embeddings, strict=True):
-                if chunk.index == 0:
-                    markers.append(len(ids))
-                ids.append(f"{doc.document_id}:{doc.version}:{chunk.index}")
-                texts.append(chunk.text)
-                vectors.append(vector)
-                metadatas.append(
-                    self._chunk_metadata(doc.base_metadata, doc.document_id, doc.version, len(doc.chunks), chunk)
+                row = (
+                    chunk_id(doc.document_id, doc.version, chunk.index),
+                    chunk.text,
+                    chunk_metadata(doc.base_metadata, doc, chunk),
+                    vector,
                 )
-        marker_set = set(markers)
-        order = [i for i in range(len(ids)) if i not in marker_set] + markers  # markers last: they commit
-        for start in range(0, len(order), self._max_batch):
-            batch = order[start : start + self._max_batch]
-            collection.upsert(
-                ids=[ids[i] for i in batch],
-                embeddings=np.stack([vectors[i] for i in batch]),
-                documents=[texts[i] for i in batch],
-                metadatas=[metadatas[i] for i in batch],
+                (markers if chunk.index == 0 else rows).append(row)
+        with _reachable(f"write {collection.name}"):
+            self._set_generation(collection, pending=True)
+            self._upsert(collection, rows)
+            self._upsert(collection, markers)  # markers last: they commit
+            native = self._native(collection)
+            for doc in documents:
+                if doc.replaces_existing:
+                    native.delete(
+                        where={"$and": [{"document_id": doc.document_id}, {"doc_version": {"$ne": doc.version}}]}
+                    )
+            self._set_generation(collection, pending=False)
+
+    def _upsert(self, collection: Collection, rows: list[tuple[str, str, dict[str, Any], np.ndarray]]) -> None:
+        native = self._native(collection)
+        for start in range(0, len(rows), self._max_batch):
+            batch = rows[start : start + self._max_batch]
+            native.upsert(
+                ids=[r[0] for r in batch],
+                documents=[r[1] for r in batch],
+                metadatas=[r[2] for r in batch],
+                embeddings=np.stack([r[3] for r in batch]),
             )
-        for doc in documents:
-            if doc.replaces_existing:
-                collection.delete(
-                    where={"$and": [{"document_id": doc.document_id}, {"doc_version": {"$ne": doc.version}}]}
-                )
-        self.bump_generation(collection)
 
-    def bump_generation(self, collection: Any) -> None:
-        """Mark the collection changed, so derived indexes (BM25) in every process know to rebuild."""
-        metadata = dict(collection.metadata or {})
-        metadata["ragkb_generation"] = uuid.uuid4().hex
-        collection.modify(metadata=metadata)
+    def delete_stale_versions(self, collection: Collection, document_id: str, *, keep: str) -> None:
+        with _reachable(f"write {collection.name}"):
+            self._set_generation(collection, pending=True)
+            self._native(collection).delete(
+                where={"$and": [{"document_id": document_id}, {"doc_version": {"$ne": keep}}]}
+            )
+            self._set_generation(collection, pending=False)
 
-    def generation(self, name: str) -> str:
-        """The collection's current generation, read fresh from Chroma (another process may have written)."""
-        validate_collection_name(name)
-        try:
-            collection = self.client.get_collection(name, embedding_function=None)
-        except Exception as exc:
-            if "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError":
-                self._collections.pop(name, None)
-                raise CollectionNotFound(name, self.collection_names()) from None
-            raise
-        return str((collection.metadata or {}).get("ragkb_generation", "0"))
-
-    @staticmethod
-    def _chunk_metadata(
-        base: dict[str, Any], document_id: str, version: str, count: int, chunk: Chunk
-    ) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            **base,
-            "document_id": document_id,
-            "doc_version": version,
-            "chunk_index": chunk.index,
-            "chunk_count": count,
-            "start": chunk.start,
-            "end": chunk.end,
-            "token_count": chunk.token_count,
-            "content_hash": chunk.content_hash,
-        }
-        if chunk.page is not None:
-            meta["page"] = chunk.page
-        if chunk.heading:
-            meta["heading"] = chunk.heading
-        return meta
-
-    def delete_stale_versions(self, collection: Any, document_id: str, *, keep: str) -> None:
-        collection.delete(where={"$and": [{"document_id": document_id}, {"doc_version": {"$ne": keep}}]})
-        self.bump_generation(collection)
-
-    def delete_document(self, collection: Any, document_id: str) -> int:
-        existing = collection.get(where={"document_id": document_id}, include=[])
-        count = len(existing["ids"])
-        if not count:
-            raise DocumentNotFound(f"no document with id {document_id!r} in collection {collection.name!r}")
-        collection.delete(where={"document_id": document_id})
-        self.bump_generation(collection)
+    def delete_document(self, collection: Collection, document_id: str) -> int:
+        with _reachable(f"write {collection.name}"):
+            native = self._native(collection)
+            count = len(native.get(where={"document_id": document_id}, include=[])["ids"])
+            if not count:
+                raise DocumentNotFound(f"no document with id {document_id!r} in collection {collection.name!r}")
+            self._set_generation(collection, pending=True)
+            native.delete(where={"document_id": document_id})
+            self._set_generation(collection, pending=False)
         return count
 
-    def documents(self, collection: Any) -> list[DocumentInfo]:
-        found = collection.get(where={"chunk_index": 0}, include=["metadatas"])
+    def documents(self, collection: Collection) -> list[DocumentInfo]:
+        with _reachable(f"read {collection.name}"):
+            found = self._native(collection).get(where={"chunk_index": 0}, include=["metadatas"])
         docs = [
             DocumentInfo(
                 document_id=str(m["document_id"]),
@@ -276,7 +307,7 @@ class ChunkStore:
         ]
         return sorted(docs, key=lambda d: d.source)
 
-    def find_document(self, collection: Any, id_or_source: str) -> DocumentInfo:
+    def find_document(self, collection: Collection, id_or_source: str) -> DocumentInfo:
         for doc in self.documents(collection):
             if id_or_source in (doc.document_id, doc.source):
                 return doc
@@ -284,30 +315,63 @@ class ChunkStore:
             f"no document {id_or_source!r} in collection {collection.name!r} (give a document id or its source)"
         )
 
-    def chunks(self, collection: Any, ids: Iterable[str]) -> list[StoredChunk]:
-        found = collection.get(ids=list(ids), include=["documents", "metadatas"])
-        return [
-            StoredChunk(chunk_id, text or "", dict(meta or {}))
-            for chunk_id, text, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
-        ]
+    def chunks(self, collection: Collection, ids: Sequence[str]) -> list[StoredChunk]:
+        if not ids:
+            return []
+        with _reachable(f"read {collection.name}"):
+            return _rows(self._native(collection).get(ids=list(ids), include=["documents", "metadatas"]))
+
+    def document_chunks(self, collection: Collection, document_id: str) -> list[StoredChunk]:
+        with _reachable(f"read {collection.name}"):
+            found = self._native(collection).get(where={"document_id": document_id}, include=["documents", "metadatas"])
+        return sorted(_rows(found), key=lambda c: int(c.metadata.get("chunk_index", 0)))
+
+    def iter_chunks(self, collection: Collection, *, page_size: int = 5000) -> Iterator[list[StoredChunk]]:
+        total = self.count(collection)
+        for offset in range(0, total, page_size):
+            with _reachable(f"read {collection.name}"):
+                page = self._native(collection).get(include=["documents", "metadatas"], limit=page_size, offset=offset)
+            yield _rows(page)
+
+    def matching_ids(self, collection: Collection, filters: Filters) -> set[str]:
+        with _reachable(f"read {collection.name}"):
+            found = self._native(collection).get(where=_where(filters), include=["metadatas"])
+        return {
+            cid
+            for cid, meta in zip(found["ids"], found["metadatas"], strict=True)
+            if filters.accepts_source(str((meta or {}).get("source", "")))
+        }
 
     def query(
         self,
-        collection: Any,
+        collection: Collection,
         embedding: np.ndarray,
         *,
         k: int,
-        where: dict[str, Any] | None = None,
+        filters: Filters | None = None,
         with_text: bool = True,
     ) -> list[StoredChunk]:
-        """Nearest chunks by cosine similarity (score = 1 - cosine distance). Without `with_text` only
-        ids, scores and metadata come back, which is cheaper when most candidates are thrown away."""
+        """Without `with_text` only ids, scores and metadata come back (cheaper when most are discarded).
+        A source glob is applied after the search, so more are fetched to still return `k`."""
+        glob = filters is not None and filters.source_glob is not None
+        fetch = max(k * 10, 100) if glob else k
         include = ["documents", "metadatas", "distances"] if with_text else ["metadatas", "distances"]
-        result = collection.query(query_embeddings=[embedding], n_results=k, where=where or None, include=include)
+        with _reachable(f"query {collection.name}"):
+            result = self._native(collection).query(
+                query_embeddings=[embedding], n_results=fetch, where=_where(filters), include=include
+            )
         texts = result["documents"][0] if with_text else [""] * len(result["ids"][0])
-        return [
-            StoredChunk(chunk_id, text or "", dict(meta or {}), score=1.0 - float(distance))
-            for chunk_id, text, meta, distance in zip(
+        hits = [
+            StoredChunk(cid, text or "", dict(meta or {}), score=1.0 - float(distance))
+            for cid, text, meta, distance in zip(
                 result["ids"][0], texts, result["metadatas"][0], result["distances"][0], strict=True
             )
         ]
+        if glob and filters is not None:
+            hits = [h for h in hits if filters.accepts_source(str(h.metadata.get("source", "")))]
+        return hits[:k]
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The configured vector store (Chroma, embedded or a server; the one backend today)."""
+    return ChromaStore(settings)

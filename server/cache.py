@@ -16,22 +16,17 @@ import logging
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ingest.config import Settings
-from ingest.store import StoredChunk
+from ingest.vectorstore import StoredChunk
 
 from .metrics import CACHE_EVENTS
+from .questions import question_key
 
 log = logging.getLogger("ragkb.cache")
-
-
-def normalize_question(question: str) -> str:
-    text = unicodedata.normalize("NFKC", question).casefold()
-    return " ".join(text.split()).rstrip("?!. ")
 
 
 def cache_key(
@@ -46,9 +41,9 @@ def cache_key(
     parameters: dict[str, Any],
 ) -> str:
     material = {
-        "q": normalize_question(question),
+        "q": question_key(question),
         "collection": collection,
-        "chunks": [[c.chunk_id, c.metadata.get("content_hash", "")] for c in chunks],
+        "chunks": [[c.chunk_id, c.content_hash] for c in chunks],
         "prompt": [prompt_name, prompt_version],
         "provider": provider,
         "model": model,
@@ -66,6 +61,7 @@ class CacheBackend(Protocol):
     def count(self) -> int: ...
     def incr(self, counter: str) -> None: ...
     def counters(self) -> dict[str, int]: ...
+    def ping(self) -> None: ...
 
 
 class SQLiteBackend:
@@ -136,6 +132,10 @@ class SQLiteBackend:
                 (counter,),
             )
 
+    def ping(self) -> None:
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
+
     def counters(self) -> dict[str, int]:
         with self._lock:
             return {str(n): int(v) for n, v in self._db.execute("SELECT name, value FROM counters")}
@@ -175,6 +175,9 @@ class RedisBackend:
 
     def incr(self, counter: str) -> None:
         self._redis.incr(f"{self.PREFIX}counter:{counter}")
+
+    def ping(self) -> None:
+        self._redis.ping()
 
     def counters(self) -> dict[str, int]:
         names = ["hits", "misses"]
@@ -236,6 +239,14 @@ class AnswerCache:
 
     def clear(self) -> int:
         return self.backend.clear()
+
+    def health(self) -> str:
+        """ "ok", or why the cache is being bypassed (queries still work, just uncached)."""
+        try:
+            self.backend.ping()
+        except Exception as exc:
+            return f"degraded: the {self.backend.name} cache is unreachable and bypassed ({type(exc).__name__})"
+        return "ok"
 
     def _bypass(self, action: str, exc: Exception) -> None:
         CACHE_EVENTS.labels(outcome="error").inc()

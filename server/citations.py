@@ -11,28 +11,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
+from ingest.vectorstore import StoredChunk
 
-from ingest.store import StoredChunk
+from .schemas import ChunkRef, Citation
 
 _MARKER = re.compile(r"([ \t]*)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 SNIPPET_CHARS = 240
-
-
-class Citation(BaseModel):
-    """A numbered source of an answer, pointing at a retrieved chunk and its place in the document."""
-
-    n: int = Field(description="The marker number used in the answer text, e.g. 1 for [1].")
-    chunk_id: str
-    document_id: str
-    source: str
-    title: str
-    page: int | None = Field(None, description="1-based page number (PDF only).")
-    heading: str | None = Field(None, description="Heading path such as 'Guide > Install' (Markdown/HTML).")
-    start: int = Field(description="Character offset of the chunk in the document's extracted text.")
-    end: int
-    score: float = Field(description="Retrieval score of the chunk (higher is more relevant).")
-    snippet: str = Field(description="The start of the cited chunk's text.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +31,9 @@ class ValidatedAnswer:
 
 
 def citation_for(number: int, chunk: StoredChunk) -> Citation:
-    meta = chunk.metadata
     text = chunk.text.strip()
     snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
-    page = meta.get("page")
-    heading = meta.get("heading")
-    return Citation(
-        n=number,
-        chunk_id=chunk.chunk_id,
-        document_id=str(meta.get("document_id", "")),
-        source=str(meta.get("source", "")),
-        title=str(meta.get("title", "")),
-        page=int(page) if page is not None else None,
-        heading=str(heading) if heading else None,
-        start=int(meta.get("start", 0)),
-        end=int(meta.get("end", 0)),
-        score=round(float(chunk.score), 6),
-        snippet=snippet,
-    )
+    return Citation(n=number, snippet=snippet, **ChunkRef.fields_of(chunk))
 
 
 def validate(answer: str, retrieved: Sequence[StoredChunk]) -> ValidatedAnswer:

@@ -1,4 +1,4 @@
-"""The `ragkb` entry point: the ingestion commands plus serve, ask, cache, llm and eval."""
+"""The query-side commands of `ragkb`: serve, ask, cache and llm (mounted by `ragkb/cli.py`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from eval.cli import eval_app
-from ingest.cli import CollectionOption, JsonOption, app, console, err, exit_with_error
+from ingest.cli import CollectionOption, JsonOption, console, err, exit_with_error
 from ingest.config import get_settings
 from ingest.errors import RagkbError
 
@@ -19,16 +18,18 @@ cache_app = typer.Typer(help="Inspect or clear the answer cache.", no_args_is_he
 llm_app = typer.Typer(
     help="Run a local OpenAI-compatible LLM server (optional extra: local-llm).", no_args_is_help=True
 )
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(cache_app, name="cache")
 app.add_typer(llm_app, name="llm")
-app.add_typer(eval_app, name="eval")
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes (each loads the model).")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (each loads the model; /metrics sums all of them).")
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -36,12 +37,24 @@ def serve(
     from .observability import configure_logging
 
     configure_logging()
+    if workers > 1:
+        _prometheus_multiprocess_dir()
     console.print(f"ragkb serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     console.print(
         f"try: curl -s http://{host}:{port}/v1/query -H 'content-type: application/json' "
         f'-d \'{{"question": "How do I install ragkb?", "collection": "{get_settings().default_collection}"}}\''
     )
     uvicorn.run("server.app:app", host=host, port=port, workers=workers, log_config=None, access_log=False)
+
+
+def _prometheus_multiprocess_dir() -> None:
+    """Give the worker processes a fresh, shared directory for prometheus_client's multiprocess mode
+    (set before they start, which is when prometheus_client reads it)."""
+    import os
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ragkb-metrics-")
 
 
 def _print_answer(data: dict[str, Any]) -> None:

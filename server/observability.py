@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .metrics import REQUEST_SECONDS
+from .metrics import ERRORS, REQUEST_SECONDS
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -48,8 +49,35 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def accepted_request_id(incoming: str) -> str:
+    """The caller's X-Request-ID when it is 1-64 safe characters (letters, digits, `._:-`), else a new one,
+    so ids can be logged, echoed and searched without escaping."""
+    return incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
 class RequestContextMiddleware:
-    """Request id in (X-Request-ID, or a new one) and out (header and logs); latency by route template."""
+    """Request id in (a safe X-Request-ID, or a new one) and out (header, logs, every error body, 500s
+    included); latency by route template. Errors nobody expected become a 500 JSON body here, inside the
+    request's context, with no stack trace."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -59,22 +87,37 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")[:64]
-        request_id = incoming or uuid.uuid4().hex
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = accepted_request_id(incoming)
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        started_response = False
         started = time.perf_counter()
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                status, started_response = message["status"], True
+                message.setdefault("headers", []).append(id_header)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            self.log.exception("unhandled error", extra={"request_id": request_id})
+            if started_response:  # a stream already began: nothing more can be said to the client
+                raise
+            status = 500
+            ERRORS.labels(kind="internal").inc()
+            body = {
+                "error": "internal error; see the server log for this request id",
+                "code": "internal",
+                "detail": None,
+                "request_id": request_id,
+            }
+            await send_json(send, 500, body, [id_header])
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -93,42 +136,57 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class UploadSizeLimit:
-    """Refuse a multipart upload whose declared size is over the limit before reading any of it (413).
+class BodyTooLarge(Exception):
+    pass
 
-    FastAPI parses a multipart body before the route runs, so without this a huge upload would be
-    received and spooled to disk only to be refused. Bodies without Content-Length are still checked
-    file by file in the route.
+
+class BodySizeLimit:
+    """Refuse a request body over its limit before it is parsed (413): multipart uploads against
+    RAGKB_MAX_UPLOAD_BYTES, everything else (JSON) against RAGKB_MAX_JSON_BYTES.
+
+    A declared Content-Length over the limit is refused before any byte is read; a body without one is
+    counted as it arrives and refused as soon as it passes the limit, so no handler ever buffers it.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_upload_bytes: int, max_json_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_json_bytes = max_json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = dict(scope.get("headers") or [])
-            declared = headers.get(b"content-length", b"").decode("latin-1")
-            is_form = headers.get(b"content-type", b"").startswith(b"multipart/")
-            if is_form and declared.isdigit() and int(declared) > self.max_bytes + 64 * 1024:
-                body = json.dumps(
-                    {
-                        "error": f"the upload is {int(declared):,} bytes; the limit is {self.max_bytes:,} "
-                        "(RAGKB_MAX_UPLOAD_BYTES)",
-                        "detail": None,
-                        "request_id": request_id_var.get(),
-                    }
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 413,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        is_form = headers.get(b"content-type", b"").startswith(b"multipart/")
+        # a multipart body carries boundaries and part headers besides the files: allow 64 KiB for them
+        limit = self.max_upload_bytes + 64 * 1024 if is_form else self.max_json_bytes
+        setting = "RAGKB_MAX_UPLOAD_BYTES" if is_form else "RAGKB_MAX_JSON_BYTES"
+        declared = headers.get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, int(declared), limit - (64 * 1024 if is_form else 0), setting)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except BodyTooLarge:
+            await self._refuse(send, received, limit - (64 * 1024 if is_form else 0), setting)
+
+    @staticmethod
+    async def _refuse(send: Send, size: int, limit: int, setting: str) -> None:
+        body = {
+            "error": f"the request body is {size:,} bytes or more; the limit is {limit:,} ({setting})",
+            "code": "too_large",
+            "detail": None,
+            "request_id": request_id_var.get(),
+        }
+        await send_json(send, 413, body, [])

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ingest.errors import RagkbError
-from ingest.store import StoredChunk
+from ingest.vectorstore import StoredChunk
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 _BLOCK = re.compile(r"^\[(system|user)\]\s*$", re.MULTILINE)

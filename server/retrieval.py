@@ -1,50 +1,41 @@
 """Retrieval strategies behind one small protocol, registered by name: `dense`, `bm25`, `hybrid`.
 
 The server, the CLI and the eval harness all retrieve through `get_retriever`,
-so what the eval harness scores is exactly what users get.
+so what the eval harness scores is exactly what users get. Every retriever is
+given the process's `Reader` (store, embedder, BM25 indexes) when it is built.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 
 from ingest.errors import RagkbError
-from ingest.pipeline import Ingestor
-from ingest.store import StoredChunk
+from ingest.vectorstore import Filters, StoredChunk, document_of
+
+from .reader import Reader
+
+__all__ = [
+    "RETRIEVERS",
+    "BM25Retriever",
+    "DenseRetriever",
+    "Filters",
+    "Fusion",
+    "HybridRetriever",
+    "Retriever",
+    "UnknownRetriever",
+    "fuse_rrf",
+    "fuse_weighted",
+    "get_retriever",
+    "retriever_names",
+]
 
 
 class UnknownRetriever(RagkbError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """Metadata filters: document ids, a glob on the source, and equality on any stored field."""
-
-    document_ids: list[str] = field(default_factory=list)
-    source_glob: str | None = None
-    where: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.document_ids or self.source_glob or self.where)
-
-    def chroma_where(self) -> dict[str, Any] | None:
-        clauses: list[dict[str, Any]] = [{key: value} for key, value in self.where.items()]
-        if self.document_ids:
-            clauses.append({"document_id": {"$in": list(self.document_ids)}})
-        if not clauses:
-            return None
-        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-    def accepts(self, chunk: StoredChunk) -> bool:
-        """Checks what Chroma cannot: the source glob."""
-        return self.source_glob is None or fnmatch.fnmatch(str(chunk.metadata.get("source", "")), self.source_glob)
 
 
 class Retriever(Protocol):
@@ -57,39 +48,21 @@ class Retriever(Protocol):
     ) -> list[StoredChunk]: ...
 
 
-def hydrate(ingestor: Ingestor, collection: str, scored: list[tuple[str, float]]) -> list[StoredChunk]:
-    """The chunks behind (id, score) pairs, in that order, read from Chroma; ids it no longer has are
-    dropped, so nothing deleted is ever returned whatever an index remembers."""
-    if not scored:
-        return []
-    target = ingestor.open_collection(collection, create=False)
-    stored = {c.chunk_id: c for c in ingestor.store.chunks(target, [chunk_id for chunk_id, _ in scored])}
-    return [
-        StoredChunk(chunk_id, stored[chunk_id].text, stored[chunk_id].metadata, score=score)
-        for chunk_id, score in scored
-        if chunk_id in stored
-    ]
-
-
 class DenseRetriever:
-    """Cosine nearest neighbours of the question embedding, from Chroma's HNSW index."""
+    """Cosine nearest neighbours of the question embedding, from the vector store's index."""
 
     name = "dense"
 
-    def __init__(self, ingestor: Ingestor) -> None:
-        self.ingestor = ingestor
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
 
     def retrieve(
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None, with_text: bool = True
     ) -> list[StoredChunk]:
         """Best chunks first; `with_text=False` leaves the text out (a fusion that keeps few of them)."""
-        filters = filters or Filters()
-        target = self.ingestor.open_collection(collection, create=False)
-        vector = self.ingestor.embedder.embed_query(question)
-        # a source glob is applied after the search, so ask for more to still return top_k
-        fetch = top_k if filters.source_glob is None else max(top_k * 10, 100)
-        hits = self.ingestor.store.query(target, vector, k=fetch, where=filters.chroma_where(), with_text=with_text)
-        return [hit for hit in hits if filters.accepts(hit)][:top_k]
+        target = self.reader.collection(collection)
+        vector = self.reader.embedder.embed_query(question)
+        return self.reader.store.query(target, vector, k=top_k, filters=filters, with_text=with_text)
 
 
 class BM25Retriever:
@@ -97,18 +70,8 @@ class BM25Retriever:
 
     name = "bm25"
 
-    def __init__(self, ingestor: Ingestor) -> None:
-        self.ingestor = ingestor
-
-    def _allowed(self, target: Any, filters: Filters) -> set[str] | None:
-        if filters.empty:
-            return None
-        found = target.get(where=filters.chroma_where(), include=["metadatas"])
-        return {
-            chunk_id
-            for chunk_id, meta in zip(found["ids"], found["metadatas"], strict=True)
-            if filters.accepts(StoredChunk(chunk_id, "", dict(meta or {})))
-        }
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
 
     def search(
         self, question: str, *, collection: str, k: int, filters: Filters | None = None
@@ -120,9 +83,9 @@ class BM25Retriever:
         self, question: str, *, collection: str, k: int, filters: Filters | None = None, documents: bool = True
     ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
         """Chunk hits and (with `documents`) whole-document hits as (document id, score), from one index read."""
-        target = self.ingestor.open_collection(collection, create=False)
-        index = self.ingestor.lexical.get(collection, target)
-        allowed = self._allowed(target, filters or Filters())
+        target = self.reader.collection(collection)
+        index = self.reader.lexical(target)
+        allowed = None if filters is None or filters.empty else self.reader.store.matching_ids(target, filters)
         chunk_hits = index.search(question, k, allowed)
         if not documents:
             return chunk_hits, []
@@ -132,17 +95,16 @@ class BM25Retriever:
     def retrieve(
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
     ) -> list[StoredChunk]:
-        return hydrate(
-            self.ingestor, collection, self.search(question, collection=collection, k=top_k, filters=filters)
-        )
+        scored = self.search(question, collection=collection, k=top_k, filters=filters)
+        return self.reader.chunks(self.reader.collection(collection), scored)
 
 
-Fusion = Literal["weighted", "rrf", "document-aware"]
+class Fusion(StrEnum):
+    """How `HybridRetriever` combines the dense and BM25 rankings (one function per mode below)."""
 
-
-def document_of(chunk_id: str) -> str:
-    """Chunk ids are `<document id>:<version>:<index>` (see ingest.store)."""
-    return chunk_id.split(":", 1)[0]
+    WEIGHTED = "weighted"
+    RRF = "rrf"
+    DOCUMENT_AWARE = "document-aware"
 
 
 def _zscores(scores: list[float]) -> list[float]:
@@ -179,23 +141,37 @@ def fuse_rrf(rankings: list[list[tuple[str, float]]], k: int) -> dict[str, float
     return fused
 
 
+def fuse_document_aware(
+    dense: list[tuple[str, float]],
+    lexical: list[tuple[str, float]],
+    lexical_documents: list[tuple[str, float]],
+    dense_weight: float,
+    document_weight: float,
+) -> dict[str, float]:
+    """The weighted chunk score mixed with the same fusion over whole documents (dense: a document's best
+    chunk; BM25: the whole-document index), so a chunk of a document that matches as a whole ranks higher."""
+    chunks = fuse_weighted(dense, lexical, dense_weight)
+    best_dense: dict[str, float] = {}
+    for chunk_id, score in dense:
+        best_dense.setdefault(document_of(chunk_id), score)  # dense is sorted: the first is the best
+    documents = fuse_weighted(list(best_dense.items()), lexical_documents, dense_weight)
+    floor = min(documents.values(), default=0.0)
+    return {
+        chunk_id: document_weight * documents.get(document_of(chunk_id), floor) + (1 - document_weight) * score
+        for chunk_id, score in chunks.items()
+    }
+
+
 class HybridRetriever:
-    """Dense and BM25 candidates fused into one ranking.
+    """Dense and BM25 candidates fused into one ranking; see `Fusion` for the modes."""
 
-    - `rrf`: reciprocal rank fusion of the two chunk rankings.
-    - `weighted`: z-scored dense and BM25 chunk scores, summed with `hybrid_dense_weight`.
-    - `document-aware` (the default, best measured): the `weighted` chunk score, mixed with the same
-      fusion done for whole documents (dense: a document's best chunk; BM25: the whole-document index),
-      weighted by `hybrid_doc_weight`. A chunk of a document that matches as a whole ranks higher.
-    """
-
-    def __init__(self, ingestor: Ingestor, fusion: Fusion = "document-aware", name: str = "hybrid") -> None:
-        settings = ingestor.settings
+    def __init__(self, reader: Reader, fusion: Fusion = Fusion.DOCUMENT_AWARE, name: str = "hybrid") -> None:
+        settings = reader.settings
         self.name = name
-        self.ingestor = ingestor
-        self.fusion: Fusion = fusion
-        self.dense = DenseRetriever(ingestor)
-        self.lexical = BM25Retriever(ingestor)
+        self.reader = reader
+        self.fusion = fusion
+        self.dense = DenseRetriever(reader)
+        self.lexical = BM25Retriever(reader)
         self.dense_weight = settings.hybrid_dense_weight
         self.doc_weight = settings.hybrid_doc_weight
         self.rrf_k = settings.hybrid_rrf_k
@@ -205,22 +181,13 @@ class HybridRetriever:
         self, question: str, collection: str, pool: int, filters: Filters | None, dense: list[tuple[str, float]]
     ) -> dict[str, float]:
         lexical, lexical_documents = self.lexical.search_both(
-            question, collection=collection, k=pool, filters=filters, documents=self.fusion == "document-aware"
+            question, collection=collection, k=pool, filters=filters, documents=self.fusion is Fusion.DOCUMENT_AWARE
         )
-        if self.fusion == "rrf":
+        if self.fusion is Fusion.RRF:
             return fuse_rrf([dense, lexical], self.rrf_k)
-        chunks = fuse_weighted(dense, lexical, self.dense_weight)
-        if self.fusion == "weighted":
-            return chunks
-        best_dense: dict[str, float] = {}
-        for chunk_id, score in dense:
-            best_dense.setdefault(document_of(chunk_id), score)  # dense is sorted: the first is the best
-        documents = fuse_weighted(list(best_dense.items()), lexical_documents, self.dense_weight)
-        floor = min(documents.values(), default=0.0)
-        return {
-            chunk_id: self.doc_weight * documents.get(document_of(chunk_id), floor) + (1 - self.doc_weight) * score
-            for chunk_id, score in chunks.items()
-        }
+        if self.fusion is Fusion.WEIGHTED:
+            return fuse_weighted(dense, lexical, self.dense_weight)
+        return fuse_document_aware(dense, lexical, lexical_documents, self.dense_weight, self.doc_weight)
 
     def retrieve(
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
@@ -229,17 +196,18 @@ class HybridRetriever:
         dense = self.dense.retrieve(question, collection=collection, top_k=pool, filters=filters, with_text=False)
         fused = self._fuse(question, collection, pool, filters, [(c.chunk_id, c.score) for c in dense])
         ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top_k]
-        return hydrate(self.ingestor, collection, [(chunk_id, round(score, 6)) for chunk_id, score in ranked])
+        target = self.reader.collection(collection)
+        return self.reader.chunks(target, [(chunk_id, round(score, 6)) for chunk_id, score in ranked])
 
 
-RetrieverFactory = Callable[[Ingestor], Retriever]
+RetrieverFactory = Callable[[Reader], Retriever]
 
 RETRIEVERS: dict[str, RetrieverFactory] = {
     "dense": DenseRetriever,
     "bm25": BM25Retriever,
     "hybrid": HybridRetriever,
-    "hybrid-weighted": lambda ingestor: HybridRetriever(ingestor, "weighted", "hybrid-weighted"),
-    "hybrid-rrf": lambda ingestor: HybridRetriever(ingestor, "rrf", "hybrid-rrf"),
+    "hybrid-weighted": lambda reader: HybridRetriever(reader, Fusion.WEIGHTED, "hybrid-weighted"),
+    "hybrid-rrf": lambda reader: HybridRetriever(reader, Fusion.RRF, "hybrid-rrf"),
 }
 
 
@@ -247,9 +215,9 @@ def retriever_names() -> list[str]:
     return sorted(RETRIEVERS)
 
 
-def get_retriever(name: str, ingestor: Ingestor) -> Retriever:
+def get_retriever(name: str, reader: Reader) -> Retriever:
     try:
         factory = RETRIEVERS[name]
     except KeyError:
         raise UnknownRetriever(f"unknown retriever {name!r}; choose one of: {', '.join(retriever_names())}") from None
-    return factory(ingestor)
+    return factory(reader)

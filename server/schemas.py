@@ -6,17 +6,58 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .citations import Citation
+from ingest.vectorstore import FILTERABLE_FIELDS, MAX_FILTER_IDS, StoredChunk
 
 
 class QueryFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    document_ids: list[str] = Field(default_factory=list, description="Only chunks of these documents.")
-    source_glob: str | None = Field(None, description="Only documents whose source matches this glob.")
-    where: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description='Equality on any stored chunk field, e.g. {"kind": "pdf", "page": 3}.'
+    document_ids: list[str] = Field(
+        default_factory=list, max_length=MAX_FILTER_IDS, description="Only chunks of these documents."
     )
+    source_glob: str | None = Field(None, max_length=1000, description="Only documents whose source matches this glob.")
+    where: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description='Equality on a stored chunk field, e.g. {"kind": "pdf", "page": 3}. Fields: '
+        + ", ".join(sorted(FILTERABLE_FIELDS))
+        + ".",
+    )
+
+
+class ChunkRef(BaseModel):
+    """A stored chunk and where it comes from (shared by citations and retrieval results)."""
+
+    chunk_id: str
+    document_id: str
+    source: str
+    title: str
+    page: int | None = Field(None, description="1-based page number (PDF only).")
+    heading: str | None = Field(None, description="Heading path such as 'Guide > Install' (Markdown/HTML).")
+    start: int = Field(description="Character offset of the chunk in the document's extracted text.")
+    end: int
+    score: float = Field(description="Retrieval score of the chunk (higher is more relevant).")
+
+    @staticmethod
+    def fields_of(chunk: StoredChunk) -> dict[str, Any]:
+        where = chunk.provenance()
+        return {
+            "chunk_id": chunk.chunk_id,
+            "document_id": where.document_id,
+            "source": where.source,
+            "title": where.title,
+            "page": where.page,
+            "heading": where.heading,
+            "start": where.start,
+            "end": where.end,
+            "score": round(float(chunk.score), 6),
+        }
+
+
+class Citation(ChunkRef):
+    """A numbered source of an answer, pointing at a retrieved chunk and its place in the document."""
+
+    n: int = Field(description="The marker number used in the answer text, e.g. 1 for [1].")
+    snippet: str = Field(description="The start of the cited chunk's text.")
 
 
 class RetrieveRequest(BaseModel):
@@ -43,17 +84,12 @@ class QueryRequest(RetrieveRequest):
     stream: bool = Field(False, description="Stream Server-Sent Events: tokens, then a final event with citations.")
 
 
-class RetrievedChunk(BaseModel):
-    chunk_id: str
-    document_id: str
-    source: str
-    title: str
-    page: int | None = None
-    heading: str | None = None
-    start: int
-    end: int
-    score: float
+class RetrievedChunk(ChunkRef):
     text: str
+
+    @classmethod
+    def of(cls, chunk: StoredChunk) -> RetrievedChunk:
+        return cls(text=chunk.text, **ChunkRef.fields_of(chunk))
 
 
 class RetrieveResponse(BaseModel):
@@ -94,6 +130,11 @@ class QueryResponse(BaseModel):
     )
 
 
+class JobsQueued(BaseModel):
+    collection: str
+    jobs: list[dict[str, str]]
+
+
 class CollectionInfo(BaseModel):
     name: str
     chunks: int
@@ -122,6 +163,7 @@ class UploadResult(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
+    error: str = Field(description="What went wrong, in words a user can act on.")
+    code: str = Field("error", description="A stable machine-readable kind, e.g. collection_not_found.")
     detail: Any = None
     request_id: str | None = None

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from pypdf import PdfReader, PdfWriter
 
+from ingest.pipeline import Ingestor
+from server.reader import Reader
+
 
 def encrypted_pdf(source: Path, password: str = "s3cret") -> bytes:
     writer = PdfWriter()
@@ -31,3 +34,8 @@ def blank_pdf(pages: int = 2) -> bytes:
 def truncated_pdf(source: Path) -> bytes:
     data = source.read_bytes()
     return data[: len(data) // 3]
+
+
+def reader_for(ingestor: Ingestor) -> Reader:
+    """The read side over the same store and model as a write side (as one server process holds them)."""
+    return Reader(ingestor.settings, store=ingestor.store, embedder=ingestor.embedder)

@@ -12,7 +12,8 @@ import redis
 
 from ingest.config import Settings
 from ingest.store import StoredChunk
-from server.cache import AnswerCache, RedisBackend, SQLiteBackend, cache_key, normalize_question
+from server.cache import AnswerCache, RedisBackend, SQLiteBackend, cache_key
+from server.questions import question_key
 
 from .servers import free_port
 
@@ -57,7 +58,7 @@ def test_key_changes_with_everything_that_changes_the_answer(change: dict[str, o
 def test_key_ignores_case_spacing_and_trailing_punctuation() -> None:
     variant = {**BASE, "question": "  how do   BACKUPS work "}
     assert cache_key(**variant) == cache_key(**BASE)  # type: ignore[arg-type]
-    assert normalize_question("Ｆｕｌｌ width?") == "full width"
+    assert question_key("Ｆｕｌｌ width?") == "full width"
 
 
 class TestSQLite:

@@ -10,7 +10,8 @@ import pytest
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from ingest.store import ChunkStore, StoreUnavailable
+from ingest.store import ChromaStore
+from ingest.vectorstore import StoreUnavailable
 
 from .servers import ChromaServer, free_port
 
@@ -33,7 +34,7 @@ def test_ingest_query_and_delete_through_a_chroma_server(
     assert not (tmp_path / "unused").exists(), "server mode must not create an embedded store"
 
     # a second client (another process in production) sees the same data
-    other = ChunkStore(settings)
+    other = ChromaStore(settings)
     collection = other.open("remote", model=embedder.identity, dimension=embedder.dimension, create=False)
     hits = other.query(collection, embedder.embed_query("where do backups go?"), k=2)
     assert hits[0].metadata["source"] == str((tmp_path / "ops.md").resolve())
@@ -48,4 +49,4 @@ def test_ingest_query_and_delete_through_a_chroma_server(
 
 def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="cannot reach the Chroma server"):
-        ChunkStore(Settings(chroma_url=f"http://127.0.0.1:{free_port()}", data_dir=tmp_path))
+        ChromaStore(Settings(chroma_url=f"http://127.0.0.1:{free_port()}", data_dir=tmp_path))

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from ingest.cli import app
-from server.cli import app as server_app
+from ragkb.cli import app
 
 from .servers import free_port
 
@@ -93,28 +92,26 @@ def test_ask_in_process_prints_answer_and_numbered_sources(cli_env: Path, tmp_pa
     note = tmp_path / "backups.md"
     note.write_text("# Backups\n\nThe nightly backup copies the data directory to the archive server.\n")
     assert _ingest(str(note), "-c", "ops")[0] == 0
-    result = runner.invoke(server_app, ["ask", "Where does the nightly backup go?", "-c", "ops"])
+    result = runner.invoke(app, ["ask", "Where does the nightly backup go?", "-c", "ops"])
     assert result.exit_code == 0, result.output
     assert "archive server" in result.stdout and "[1]" in result.stdout
     assert "[1] Backups (" in result.stdout and str(note.resolve()) in result.stdout
 
-    data = json.loads(
-        runner.invoke(server_app, ["ask", "Where does the nightly backup go?", "-c", "ops", "--json"]).stdout
-    )
+    data = json.loads(runner.invoke(app, ["ask", "Where does the nightly backup go?", "-c", "ops", "--json"]).stdout)
     assert data["grounded"] and data["cached"] and data["citations"][0]["title"] == "Backups"
 
-    stats = json.loads(runner.invoke(server_app, ["cache", "stats", "--json"]).stdout)
+    stats = json.loads(runner.invoke(app, ["cache", "stats", "--json"]).stdout)
     # one answer, stored under its exact key and its fast-path key
     assert (stats["backend"], stats["entries"], stats["hits"], stats["misses"]) == ("sqlite", 2, 1, 1)
-    cleared = runner.invoke(server_app, ["cache", "clear"])
+    cleared = runner.invoke(app, ["cache", "clear"])
     assert "removed 2 cache entries" in cleared.stdout
 
 
 def test_ask_unknown_collection_fails_clearly(cli_env: Path) -> None:
-    result = runner.invoke(server_app, ["ask", "anything", "-c", "ghost"])
+    result = runner.invoke(app, ["ask", "anything", "-c", "ghost"])
     assert result.exit_code == 1 and "'ghost' does not exist" in result.stderr
 
 
 def test_ask_through_a_server_that_is_not_there(cli_env: Path) -> None:
-    result = runner.invoke(server_app, ["ask", "anything", "--server", f"http://127.0.0.1:{free_port()}"])
+    result = runner.invoke(app, ["ask", "anything", "--server", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 2 and "cannot reach" in result.stderr

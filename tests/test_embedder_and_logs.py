@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,33 @@ def test_a_local_folder_is_used_as_is(embedder: Embedder, tmp_path: Path) -> Non
     assert (source.load_from, source.needs_hub) == (str(folder.resolve()), False)
 
 
+def test_two_models_in_folders_of_the_same_name_have_different_identities(tmp_path: Path) -> None:
+    packaged = Path(resolve_model("all-MiniLM-L6-v2").load_from)
+    first, second = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    shutil.copytree(packaged, first)
+    shutil.copytree(packaged, second)
+    assert resolve_model(str(first)).identity == resolve_model(str(second)).identity, "same files: same model"
+    config = json.loads((second / "config.json").read_text())
+    config["hidden_dropout_prob"] = 0.2  # another model, same folder name
+    (second / "config.json").write_text(json.dumps(config))
+    assert resolve_model(str(first)).identity != resolve_model(str(second)).identity
+    assert resolve_model(str(first)).identity.startswith("local:model:")
+
+
+def test_loading_the_packaged_model_leaves_the_process_environment_alone() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from ingest.embedder import Embedder; Embedder('all-MiniLM-L6-v2'); "
+        "print(os.environ.get('HF_HUB_OFFLINE'), os.environ.get('TRANSFORMERS_OFFLINE'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "None"]
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [("/nowhere/models/minilm", "no model folder at /nowhere/models/minilm"), ("./missing-model", "no model folder")],
@@ -55,12 +84,12 @@ def test_request_log_is_json_with_the_request_id(
     from fastapi.testclient import TestClient
 
     from ingest.config import Settings
-    from ingest.pipeline import Ingestor
     from server.api import create_app
+    from server.reader import Reader
     from server.service import QueryService
 
     settings = Settings(data_dir=tmp_path)
-    app = create_app(settings, QueryService(settings, ingestor=Ingestor(settings, embedder=embedder)))
+    app = create_app(settings, QueryService(settings, reader=Reader(settings, embedder=embedder)))
     with caplog.at_level(logging.INFO, logger="ragkb.http"), TestClient(app) as client:
         response = client.get("/healthz", headers={"X-Request-ID": "req-42"})
     [record] = [r for r in caplog.records if r.name == "ragkb.http"]

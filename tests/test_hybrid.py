@@ -11,6 +11,8 @@ import pytest
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
+from server.lexical import document_text
+from server.reader import Reader
 from server.retrieval import (
     BM25Retriever,
     Filters,
@@ -22,6 +24,8 @@ from server.retrieval import (
     retriever_names,
 )
 
+from .helpers import reader_for
+
 DOCS = {
     "pump.md": "# Pump maintenance\n\nReplace the impeller seal on pump model XK-4471-B every 2,000 hours.\n",
     "valves.md": "# Valves\n\nGate valves should be exercised quarterly so they do not seize.\n",
@@ -32,39 +36,39 @@ DOCS = {
 
 
 @pytest.fixture
-def kb(tmp_path: Path, settings: Settings, embedder: Embedder) -> tuple[Ingestor, Path]:
+def kb(tmp_path: Path, settings: Settings, embedder: Embedder) -> tuple[Reader, Path]:
     root = tmp_path / "docs"
     root.mkdir()
     for name, text in DOCS.items():
         (root / name).write_text(text)
     ingestor = Ingestor(settings, embedder=embedder)
     assert ingestor.ingest_paths([root], collection="plant").added == len(DOCS)
-    return ingestor, root
+    return reader_for(ingestor), root
 
 
 def _sources(chunks: list) -> list[str]:  # type: ignore[type-arg]
     return [Path(c.metadata["source"]).name for c in chunks]
 
 
-def test_registry_names_and_unknown_names(kb: tuple[Ingestor, Path]) -> None:
-    ingestor, _ = kb
+def test_registry_names_and_unknown_names(kb: tuple[Reader, Path]) -> None:
+    reader, _ = kb
     assert retriever_names() == ["bm25", "dense", "hybrid", "hybrid-rrf", "hybrid-weighted"]
     with pytest.raises(UnknownRetriever, match="choose one of: bm25, dense, hybrid"):
-        get_retriever("sparse", ingestor)
+        get_retriever("sparse", reader)
 
 
-def test_bm25_finds_exact_part_numbers(kb: tuple[Ingestor, Path]) -> None:
-    ingestor, _ = kb
-    hits = BM25Retriever(ingestor).retrieve("XK-4471-B", collection="plant", top_k=3)
+def test_bm25_finds_exact_part_numbers(kb: tuple[Reader, Path]) -> None:
+    reader, _ = kb
+    hits = BM25Retriever(reader).retrieve("XK-4471-B", collection="plant", top_k=3)
     assert _sources(hits)[0] == "pump.md"
     assert hits[0].score > 0 and hits[0].text.startswith("# Pump maintenance")
-    assert BM25Retriever(ingestor).retrieve("the of and", collection="plant", top_k=3) == []
+    assert BM25Retriever(reader).retrieve("the of and", collection="plant", top_k=3) == []
 
 
 @pytest.mark.parametrize("name", ["hybrid", "hybrid-rrf", "hybrid-weighted"])
-def test_hybrid_ranks_the_right_document_first(kb: tuple[Ingestor, Path], name: str) -> None:
-    ingestor, _ = kb
-    retriever = get_retriever(name, ingestor)
+def test_hybrid_ranks_the_right_document_first(kb: tuple[Reader, Path], name: str) -> None:
+    reader, _ = kb
+    retriever = get_retriever(name, reader)
     assert _sources(retriever.retrieve("pump XK-4471-B seal", collection="plant", top_k=2))[0] == "pump.md"
     assert _sources(retriever.retrieve("medicine for diabetes", collection="plant", top_k=2))[0] == "drugs.txt"
     scores = [c.score for c in retriever.retrieve("valves", collection="plant", top_k=4)]
@@ -72,9 +76,9 @@ def test_hybrid_ranks_the_right_document_first(kb: tuple[Ingestor, Path], name: 
 
 
 @pytest.mark.parametrize("name", ["bm25", "hybrid", "dense"])
-def test_filters_apply_on_every_side(kb: tuple[Ingestor, Path], name: str) -> None:
-    ingestor, _ = kb
-    retriever = get_retriever(name, ingestor)
+def test_filters_apply_on_every_side(kb: tuple[Reader, Path], name: str) -> None:
+    reader, _ = kb
+    retriever = get_retriever(name, reader)
     only_html = retriever.retrieve(
         "pump seal gloves", collection="plant", top_k=5, filters=Filters(where={"kind": "html"})
     )
@@ -83,7 +87,7 @@ def test_filters_apply_on_every_side(kb: tuple[Ingestor, Path], name: str) -> No
         "pump seal gloves valves", collection="plant", top_k=5, filters=Filters(source_glob="*/valves.md")
     )
     assert _sources(by_glob) == ["valves.md"]
-    docs = ingestor.store.documents(ingestor.open_collection("plant"))
+    docs = reader.documents("plant")
     pump = next(d for d in docs if d.source.endswith("pump.md"))
     by_id = retriever.retrieve(
         "seal gloves", collection="plant", top_k=5, filters=Filters(document_ids=[pump.document_id])
@@ -91,25 +95,25 @@ def test_filters_apply_on_every_side(kb: tuple[Ingestor, Path], name: str) -> No
     assert _sources(by_id) == ["pump.md"]
 
 
-def test_deleted_document_never_comes_back_from_the_lexical_side(kb: tuple[Ingestor, Path]) -> None:
-    ingestor, root = kb
-    bm25 = BM25Retriever(ingestor)
+def test_deleted_document_never_comes_back_from_the_lexical_side(kb: tuple[Reader, Path]) -> None:
+    reader, root = kb
+    bm25 = BM25Retriever(reader)
     assert _sources(bm25.retrieve("XK-4471-B", collection="plant", top_k=3)) == ["pump.md"]
-    ingestor.delete("plant", str((root / "pump.md").resolve()))
-    assert bm25.retrieve("XK-4471-B impeller", collection="plant", top_k=3) == []
-    assert "pump.md" not in _sources(
-        get_retriever("hybrid", ingestor).retrieve("XK-4471-B", collection="plant", top_k=4)
+    Ingestor(reader.settings, store=reader.store, embedder=reader.embedder).delete(
+        "plant", str((root / "pump.md").resolve())
     )
+    assert bm25.retrieve("XK-4471-B impeller", collection="plant", top_k=3) == []
+    assert "pump.md" not in _sources(get_retriever("hybrid", reader).retrieve("XK-4471-B", collection="plant", top_k=4))
 
 
 def test_changes_by_another_process_are_seen_without_a_restart(
-    kb: tuple[Ingestor, Path], settings: Settings, embedder: Embedder
+    kb: tuple[Reader, Path], settings: Settings, embedder: Embedder
 ) -> None:
     server_side, root = kb
     bm25 = BM25Retriever(server_side)
     assert bm25.retrieve("centrifuge", collection="plant", top_k=3) == []  # index built and cached now
     (root / "valves.md").write_text("# Valves\n\nThe centrifuge bypass valve opens at 6 bar.\n")
-    cli_side = Ingestor(settings, embedder=embedder)  # another process: its own store client and indexes
+    cli_side = Ingestor(settings, embedder=embedder)  # another process: its own store client
     report = cli_side.ingest_paths([root], collection="plant")
     assert report.updated == 1
     assert _sources(bm25.retrieve("centrifuge", collection="plant", top_k=3)) == ["valves.md"]
@@ -117,24 +121,24 @@ def test_changes_by_another_process_are_seen_without_a_restart(
 
 
 def test_restart_with_a_stale_or_missing_lexical_index_rebuilds_it(
-    kb: tuple[Ingestor, Path], settings: Settings, embedder: Embedder
+    kb: tuple[Reader, Path], settings: Settings, embedder: Embedder
 ) -> None:
-    ingestor, root = kb
-    BM25Retriever(ingestor).retrieve("pump", collection="plant", top_k=1)
+    reader, root = kb
+    BM25Retriever(reader).retrieve("pump", collection="plant", top_k=1)
     folder = settings.data_dir / "lexical" / "plant"
-    assert (folder / "ragkb.json").exists()
+    assert (folder / "CURRENT").exists()
     stale = folder.with_name("plant-stale-copy")
     shutil.copytree(folder, stale)
     (root / "new.md").write_text("# Boiler\n\nThe boiler feedwater pump is the Grundfos CR-95.\n")
-    ingestor.ingest_paths([root], collection="plant")
+    Ingestor(settings, embedder=embedder).ingest_paths([root], collection="plant")
     # "restart": a new process finds the stale index on disk (built before new.md) and must rebuild it
     shutil.rmtree(folder)
     stale.rename(folder)
-    restarted = Ingestor(settings, embedder=embedder)
+    restarted = Reader(settings, embedder=embedder)
     assert _sources(BM25Retriever(restarted).retrieve("Grundfos CR-95", collection="plant", top_k=2)) == ["new.md"]
     # and with no index on disk at all
     shutil.rmtree(folder)
-    again = Ingestor(settings, embedder=embedder)
+    again = Reader(settings, embedder=embedder)
     assert _sources(BM25Retriever(again).retrieve("Grundfos", collection="plant", top_k=1)) == ["new.md"]
 
 
@@ -156,10 +160,10 @@ def test_rrf_adds_reciprocal_ranks() -> None:
     assert fused["a"] == pytest.approx(1 / 61) and fused["c"] == pytest.approx(1 / 62)
 
 
-def test_hybrid_of_an_empty_lexical_side_is_dense(kb: tuple[Ingestor, Path]) -> None:
-    ingestor, _ = kb
-    hybrid = HybridRetriever(ingestor)
-    dense = get_retriever("dense", ingestor)
+def test_hybrid_of_an_empty_lexical_side_is_dense(kb: tuple[Reader, Path]) -> None:
+    reader, _ = kb
+    hybrid = HybridRetriever(reader)
+    dense = get_retriever("dense", reader)
     question = "the of and"  # only stop words: BM25 has nothing
     assert [c.chunk_id for c in hybrid.retrieve(question, collection="plant", top_k=3)] == [
         c.chunk_id for c in dense.retrieve(question, collection="plant", top_k=3)
@@ -173,17 +177,14 @@ def test_document_index_sees_each_document_once_with_overlaps_removed(tmp_path: 
     (tmp_path / "long.txt").write_text(" ".join(sentences) + "\n")
     (tmp_path / "short.txt").write_text("A short note about zebra crossings.\n")
     ingestor.ingest_paths([tmp_path / "long.txt", tmp_path / "short.txt"], collection="grains")
-    collection = ingestor.open_collection("grains")
-    assert collection.count() > 5, "the long document is split into overlapping chunks"
-    index = ingestor.lexical.get("grains", collection)
-    assert sorted(index.documents.ids) == sorted(d.document_id for d in ingestor.store.documents(collection))
-    long_id = next(d.document_id for d in ingestor.store.documents(collection) if d.source.endswith("long.txt"))
-    found = collection.get(where={"document_id": long_id}, include=["documents", "metadatas"])
-    parts = [
-        (int(m["start"]), int(m["end"]), text, dict(m))
-        for text, m in zip(found["documents"], found["metadatas"], strict=True)
-    ]
-    rebuilt = ingestor.lexical._document_text(parts)
+    reader = reader_for(ingestor)
+    collection = reader.collection("grains")
+    assert reader.store.count(collection) > 5, "the long document is split into overlapping chunks"
+    index = reader.lexical(collection)
+    documents = reader.documents("grains")
+    assert sorted(index.documents.ids) == sorted(d.document_id for d in documents)
+    long_id = next(d.document_id for d in documents if d.source.endswith("long.txt"))
+    rebuilt = document_text(reader.store.document_chunks(collection, long_id), index.config)
     assert rebuilt.split() == ["long", *" ".join(sentences).split()]  # the title, then every word exactly once
     hits = index.search_documents("zebra", 5)
-    assert {doc for doc, _ in hits} == {d.document_id for d in ingestor.store.documents(collection)}
+    assert {doc for doc, _ in hits} == {d.document_id for d in documents}

@@ -14,12 +14,13 @@ from ingest.embedder import Embedder
 from ingest.errors import EmbeddingModelError
 from ingest.loaders import load_bytes
 from ingest.pipeline import Ingestor
-from ingest.store import ChunkStore, document_id_for
+from ingest.store import ChromaStore
+from ingest.vectorstore import chunk_id, document_id_for
 
 
 def _all_chunks(ingestor: Ingestor, collection: str) -> dict[str, Any]:
-    found = ingestor.open_collection(collection).get(include=["metadatas", "documents"])
-    return {i: (m, d) for i, m, d in zip(found["ids"], found["metadatas"], found["documents"], strict=True)}
+    target = ingestor.open_collection(collection)
+    return {c.chunk_id: (dict(c.metadata), c.text) for page in ingestor.store.iter_chunks(target) for c in page}
 
 
 @pytest.fixture
@@ -93,9 +94,9 @@ def test_interrupted_write_is_completed_by_the_next_run(ingestor: Ingestor, kb: 
     extracted = load_bytes(notes.read_bytes(), "notes.txt")
     chunks = ingestor.chunker.chunk(extracted)
     vectors = ingestor.embedder.embed([c.text for c in chunks])
-    # write every chunk but the marker (chunk 0), as a crash mid-write would leave it
-    collection.upsert(
-        ids=[f"{doc_id}:{version}:{c.index}" for c in chunks[1:]],
+    # write every chunk but the marker (chunk 0), as a crash mid-write would leave it (raw Chroma on purpose)
+    collection.native.upsert(
+        ids=[chunk_id(doc_id, version, c.index) for c in chunks[1:]],
         embeddings=vectors[1:],
         documents=[c.text for c in chunks[1:]],
         metadatas=[
@@ -120,10 +121,9 @@ def test_leftover_old_version_is_cleaned_up(ingestor: Ingestor, kb: Path) -> Non
     ingestor.ingest_paths([kb], collection="docs")
     # put the old version back, as if the delete had never happened
     ids = list(old_notes)
-    stored = collection.get(ids=ids, include=["embeddings"])
-    assert stored["ids"] == []
+    assert ingestor.store.chunks(collection, ids) == []
     got = ingestor.embedder.embed([v[1] for v in old_notes.values()])
-    collection.upsert(
+    collection.native.upsert(  # raw Chroma on purpose: a state only a crash leaves behind
         ids=ids,
         embeddings=got,
         documents=[v[1] for v in old_notes.values()],
@@ -138,7 +138,7 @@ def test_leftover_old_version_is_cleaned_up(ingestor: Ingestor, kb: Path) -> Non
 
 
 def test_concurrent_runs_leave_no_duplicates(settings: Settings, embedder: Embedder, kb: Path) -> None:
-    store = ChunkStore(settings)
+    store = ChromaStore(settings)
     reports = []
 
     def run() -> None:
@@ -171,7 +171,7 @@ def test_collection_built_with_another_model_is_refused(ingestor: Ingestor, kb: 
 def test_collections_are_separate(ingestor: Ingestor, kb: Path) -> None:
     ingestor.ingest_paths([kb / "notes.txt"], collection="one")
     ingestor.ingest_paths([kb / "guide.md"], collection="two")
-    counts = {name: count for name, count, _ in ingestor.store.collections()}
+    counts = {c.name: c.chunks for c in ingestor.store.collections()}
     assert counts == {"one": 1, "two": 2}
     assert [d.title for d in ingestor.store.documents(ingestor.open_collection("two"))] == ["Guide"]
 

@@ -15,12 +15,13 @@ import pytest
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from ingest.store import StoredChunk
+from ingest.vectorstore import StoredChunk
 from server.prompting import format_context, load_template
 from server.providers import GenerationRequest, LLMError, OpenAIProvider
 from server.schemas import QueryResponse
 from server.service import QueryService
 
+from .helpers import reader_for
 from .servers import LlamaCppServer, smollm2_gguf
 
 CONTEXTS = [
@@ -218,7 +219,7 @@ def test_query_service_validates_a_real_model_answer(llama_server: str, tmp_path
     (tmp_path / "cache.md").write_text("# Cache\n\nThe answer cache keeps answers for seven days.\n")
     ingestor.ingest_paths([tmp_path / "ops.md", tmp_path / "cache.md"], collection="ops")
     provider = OpenAIProvider(base_url=llama_server, model="smollm2", max_tokens=48, timeout=120, retries=0)
-    service = QueryService(settings, ingestor=ingestor, provider=provider)
+    service = QueryService(settings, reader=reader_for(ingestor), provider=provider)
 
     async def ask() -> QueryResponse:
         return await service.answer("Where does the nightly backup go?", collection="ops", top_k=2)

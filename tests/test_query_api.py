@@ -19,6 +19,7 @@ from server.cache import AnswerCache
 from server.providers import OpenAIProvider
 from server.service import QueryService
 
+from .helpers import reader_for
 from .servers import ChromaServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def service(kb_settings: Settings, embedder: Embedder, shared_pdfs: Path) -> Que
         [REPO / "data" / "guides", shared_pdfs / "docling" / "amt_handbook_sample.pdf"], collection="demo"
     )
     assert report.failed == 0 and report.added == 4
-    return QueryService(kb_settings, ingestor=ingestor)
+    return QueryService(kb_settings, reader=reader_for(ingestor))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,8 @@ def _ask(client: TestClient, **body: Any) -> httpx.Response:
 
 
 class TestQuery:
-    def test_answer_is_cited_and_grounded(self, client: TestClient) -> None:
+    def test_answer_is_cited_and_grounded(self, client: TestClient, service: QueryService) -> None:
+        service.cache.clear()  # `cached is False` below must not depend on which tests ran before
         response = _ask(client, question="Which environment variable points ragkb at a Chroma server?")
         assert response.status_code == 200
         data = response.json()
@@ -69,7 +71,8 @@ class TestQuery:
         data = _ask(client, question="aircraft maintenance handbook", filters={"where": {"kind": "pdf"}}).json()
         assert data["citations"] and all(c["page"] == 1 for c in data["citations"])
 
-    def test_second_identical_question_is_served_from_cache(self, client: TestClient) -> None:
+    def test_second_identical_question_is_served_from_cache(self, client: TestClient, service: QueryService) -> None:
+        service.cache.clear()
         question = "How are chunk size and overlap configured?"
         first = _ask(client, question=question).json()
         second = _ask(client, question="  How are chunk size and  overlap configured?\n").json()
@@ -230,7 +233,7 @@ def test_degrades_to_extractive_when_the_llm_fails(kb_settings: Settings, servic
     provider = OpenAIProvider(
         base_url="http://llm.test/v1", model="m", retries=1, backoff=0.01, transport=httpx.MockTransport(failing)
     )
-    degraded_service = QueryService(kb_settings, ingestor=service.ingestor, provider=provider, cache=service.cache)
+    degraded_service = QueryService(kb_settings, reader=service.reader, provider=provider, cache=service.cache)
     with TestClient(create_app(kb_settings, degraded_service)) as client:
         data = _ask(client, question="How do I configure the cache?").json()
     assert len(calls) == 2
@@ -244,7 +247,7 @@ def test_unreachable_store_is_503(tmp_path: Path, embedder: Embedder) -> None:
         ingestor = Ingestor(settings, embedder=embedder)
         (tmp_path / "a.txt").write_text("The store lives on another machine.\n")
         ingestor.ingest_paths([tmp_path / "a.txt"], collection="remote")
-        svc = QueryService(settings, ingestor=ingestor, cache=AnswerCache.from_settings(settings))
+        svc = QueryService(settings, reader=reader_for(ingestor), cache=AnswerCache.from_settings(settings))
     # the server is stopped now
     with TestClient(create_app(settings, svc), raise_server_exceptions=False) as client:
         response = _ask(client, question="Where is the store?")

@@ -15,10 +15,11 @@ from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from ingest.queue import PREFIX, JobQueue, QueueUnavailable
+from ragkb.cli import app as cli_app
 from server.api import create_app
-from server.cli import app as cli_app
 from server.service import QueryService
 
+from .helpers import reader_for
 from .servers import free_port
 
 QUEUE_URL = "redis://127.0.0.1:6379/13"  # a database of its own, emptied around each test
@@ -39,7 +40,7 @@ def test_uploads_are_queued_then_ingested_by_a_worker(
 ) -> None:
     settings = Settings(data_dir=tmp_path / "kb", queue_url=queue_url)
     ingestor = Ingestor(settings, embedder=embedder)
-    service = QueryService(settings, ingestor=ingestor)
+    service = QueryService(settings, reader=reader_for(ingestor))
     files = [
         ("files", ("runbook.md", b"# Runbook\n\nRotate the TLS certificates every March.\n", "text/markdown")),
         ("files", ("broken.pdf", b"%PDF-1.4 not really", "application/pdf")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ingest.config import Settings
 from ingest.errors import RagkbError
 
-from .base import Generation, GenerationRequest, LLMError, LLMProvider
+from .base import Generation, GenerationRequest, LLMError, LLMProvider, Usage
 from .extractive import ExtractiveProvider
 from .openai import OpenAIProvider
 
@@ -28,5 +28,6 @@ __all__ = [
     "LLMError",
     "LLMProvider",
     "OpenAIProvider",
+    "Usage",
     "make_provider",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ingest.errors import RagkbError
-from ingest.store import StoredChunk
+from ingest.vectorstore import StoredChunk
 
 from ..prompting import RenderedPrompt
 
@@ -30,7 +30,18 @@ class Generation:
     completion_tokens: int = 0
 
 
+@dataclass(slots=True)
+class Usage:
+    """Token counts a provider reports while streaming (filled in as they become known)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 class LLMProvider(Protocol):
+    """One way to turn a rendered prompt into text. The query service uses only `stream`; `generate`
+    (one non-streamed call) is for callers that want the whole text at once."""
+
     name: str
     model: str
 
@@ -40,8 +51,9 @@ class LLMProvider(Protocol):
 
     async def generate(self, request: GenerationRequest) -> Generation: ...
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        """Text pieces as they are produced."""
+    def stream(self, request: GenerationRequest, usage: Usage | None = None) -> AsyncIterator[str]:
+        """Text pieces as they are produced; token counts go into `usage` when given. Any failure,
+        before or during the stream, is an `LLMError`."""
         ...
 
     async def aclose(self) -> None: ...

@@ -13,7 +13,7 @@ from typing import Any
 
 import Stemmer
 
-from .base import Generation, GenerationRequest
+from .base import Generation, GenerationRequest, Usage
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n{2,}")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -76,7 +76,7 @@ class ExtractiveProvider:
     async def generate(self, request: GenerationRequest) -> Generation:
         return Generation(self.answer(request))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+    async def stream(self, request: GenerationRequest, usage: Usage | None = None) -> AsyncIterator[str]:
         text = self.answer(request)
         for piece in re.findall(r"\S+\s*", text):
             yield piece

@@ -16,7 +16,7 @@ import httpx
 
 from ingest.config import Settings
 
-from .base import Generation, GenerationRequest, LLMError
+from .base import Generation, GenerationRequest, LLMError, Usage
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -120,8 +120,12 @@ class OpenAIProvider:
         usage = payload.get("usage") or {}
         return Generation(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        response = await self._send(self._body(request, stream=True), stream=True)
+    async def stream(self, request: GenerationRequest, usage: Usage | None = None) -> AsyncIterator[str]:
+        body = self._body(request, stream=True)
+        body["stream_options"] = {"include_usage": True}
+        response = await self._send(body, stream=True)
+        pieces = 0
+        reported = False
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -131,15 +135,26 @@ class OpenAIProvider:
                     break
                 try:
                     event = json.loads(data)
-                    delta = event["choices"][0].get("delta", {}).get("content")
+                    choices = event.get("choices") or []
+                    delta = choices[0].get("delta", {}).get("content") if choices else None
+                    counts = event.get("usage")
                 except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
                     raise LLMError(f"the LLM stream has a malformed event: {data[:120]!r}") from exc
+                if isinstance(counts, dict) and usage is not None:
+                    usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
+                    usage.completion_tokens = int(counts.get("completion_tokens") or 0)
+                    reported = True
                 if delta:
+                    pieces += 1
                     yield delta
         except httpx.TimeoutException as exc:
-            raise LLMError(f"the LLM at {self.base_url} timed out while streaming") from exc
+            raise LLMError("the LLM timed out while streaming") from exc
+        except httpx.HTTPError as exc:  # the connection broke mid-stream (ReadError, protocol errors)
+            raise LLMError(f"the LLM stream broke off after {pieces} pieces ({type(exc).__name__})") from exc
         finally:
             await response.aclose()
+        if usage is not None and not reported:  # servers that do not report usage: one delta is one token
+            usage.completion_tokens = pieces
 
     async def aclose(self) -> None:
         await self._client.aclose()

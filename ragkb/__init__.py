@@ -1,0 +1,1 @@
+"""The `ragkb` command: one root that mounts the commands of `ingest`, `server` and `eval`."""

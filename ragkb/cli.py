@@ -1,0 +1,43 @@
+"""`ragkb`, the one command-line entry point.
+
+It only assembles: the ingestion commands (`ingest/cli.py`), the query-side
+commands (`server/cli.py`) and `ragkb eval ...` (`eval/cli.py`). Imports go one
+way: this module imports the three packages; none of them imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from eval.cli import eval_app
+from ingest.cli import app as ingest_app
+from server.cli import app as server_app
+
+app = typer.Typer(
+    name="ragkb",
+    help="ragkb: a self-hosted knowledge base that answers questions from your documents, with citations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+app.add_typer(ingest_app)  # no name: its commands sit at the top (ragkb ingest, ragkb documents, ...)
+app.add_typer(server_app)  # ragkb serve, ragkb ask, ragkb cache ..., ragkb llm ...
+app.add_typer(eval_app, name="eval")
+
+if __name__ == "__main__":
+    app()

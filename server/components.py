@@ -1,0 +1,51 @@
+"""The parts one server process is built from, made once at start-up and handed to routes by `Depends`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from ingest.config import Settings
+from ingest.pipeline import Ingestor
+from ingest.queue import JobQueue, QueueNotConfigured
+
+from .service import QueryService
+
+
+@dataclass(slots=True)
+class Components:
+    """Read side (`service`), write side (`ingestor`, sharing the reader's store and model) and the job
+    queue (None when uploads are ingested in-process)."""
+
+    settings: Settings
+    service: QueryService
+    ingestor: Ingestor
+    queue: JobQueue | None
+
+    @classmethod
+    def build(cls, settings: Settings, service: QueryService | None = None) -> Components:
+        service = service or QueryService(settings)
+        reader = service.reader
+        ingestor = Ingestor(settings, store=reader.store, embedder=reader.embedder)
+        queue = JobQueue(settings.queue_url) if settings.queue_url else None
+        return cls(settings, service, ingestor, queue)
+
+    def require_queue(self) -> JobQueue:
+        if self.queue is None:
+            raise QueueNotConfigured(
+                "no job queue is configured (RAGKB_QUEUE_URL), so uploads are ingested at once and have no jobs"
+            )
+        return self.queue
+
+
+def components(request: Request) -> Components:
+    """FastAPI dependency: the process's components (503 while the model is still loading)."""
+    found: Components | None = getattr(request.app.state, "components", None)
+    if found is None:
+        raise RuntimeError("the server is still starting")
+    return found
+
+
+def query_service(request: Request) -> QueryService:
+    return components(request).service
