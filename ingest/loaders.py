@@ -8,54 +8,77 @@ from __future__ import annotations
 
 import io
 import logging
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from pypdf import PageObject, PdfReader
+from pypdf.generic import DictionaryObject, PdfObject, StreamObject
 
 from .errors import (
     BinaryContent,
     CorruptDocument,
     EmptyDocument,
     EncryptedDocument,
+    IngestError,
     UnsupportedFileType,
 )
 from .models import ExtractedDocument, Section
+from .pdftext import clean_pages
 
 Loader = Callable[[bytes, str], ExtractedDocument]
+logger = logging.getLogger(__name__)
 
 # pypdf's warnings about odd-but-readable PDFs would flood the log on every page.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
+# The first bytes looked at for NUL and control characters: enough to tell text from binary.
+_SNIFF_BYTES = 8192
 
-def _disable_pypdf_fonttools() -> None:
-    """Keep pypdf from decoding CFF fonts with fontTools, whether or not fontTools is installed.
 
-    Measured on the shared test PDFs: with fontTools, the Senate expenditures PDF comes out as
-    garbage (`o(hô..i.p3xSTRxtT3x…`) while every other PDF extracts identically; without it all of
-    them are clean. Fixing it here makes extraction independent of what else happens to be installed.
+@contextmanager
+def _unreadable_as(error: type[IngestError], message: str) -> Iterator[None]:
+    """Turn whatever a parsing library raises on hostile input into `error(message: reason)`.
+
+    pypdf, bs4 and lxml raise a wide and changing set of exceptions on crafted files (pypdf's
+    `LimitReachedError` for a 101-level page tree, `RecursionError`, `struct.error`, ...); one of
+    them escaping a loader aborts a whole batch, so everything becomes an `IngestError`, except
+    `MemoryError` (the process is in trouble, not the file) and what is not an `Exception` at all
+    (KeyboardInterrupt, SystemExit).
     """
     try:
-        from pypdf.generic import _font
+        yield
+    except (IngestError, MemoryError):
+        raise
+    except Exception as exc:
+        raise error(f"{message} ({_reason(exc)})") from exc
 
-        _font.HAS_FONTTOOLS = False
-    except (ImportError, AttributeError):  # a pypdf without the switch: nothing to do
-        pass
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a short reason for a message: pypdf may put a whole object's repr in one."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
-_disable_pypdf_fonttools()
+def _check_bytes(data: bytes, name: str, *, kind: str, binary_ok: bool = False) -> None:
+    """The checks every loader makes before parsing: the file is not empty and, for text formats, not binary.
+
+    Empty or whitespace-only input is `EmptyDocument` for every type; callers rely on loaders for that.
+    """
+    if not data.strip():
+        raise EmptyDocument(f"{name}: the file is empty")
+    if not binary_ok and b"\x00" in data[:_SNIFF_BYTES]:
+        raise BinaryContent(f"{name}: the file holds binary data, not {kind} (NUL bytes found)")
 
 
 def _decode_text(data: bytes, name: str) -> str:
-    if not data.strip():
-        raise EmptyDocument(f"{name}: the file is empty")
-    if b"\x00" in data[:8192]:
-        raise BinaryContent(f"{name}: the file holds binary data, not text (NUL bytes found)")
+    _check_bytes(data, name, kind="text")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    controls = sum(1 for ch in text[:8192] if ord(ch) < 32 and ch not in "\n\r\t\f")
-    if controls > 0.05 * min(len(text), 8192):
+    controls = sum(1 for ch in text[:_SNIFF_BYTES] if ord(ch) < 32 and ch not in "\n\r\t\f")
+    if controls > 0.05 * min(len(text), _SNIFF_BYTES):
         raise BinaryContent(f"{name}: the file holds binary data, not text ({controls} control characters)")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -78,38 +101,65 @@ def _first_line_title(text: str, name: str) -> str:
     return first[:120] if 0 < len(first) <= 120 else Path(name).stem
 
 
-_ATX_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
+# A heading is one short line; anything longer is body text and never reaches the heading parser.
+_MAX_HEADING_LINE = 10_000
 
 
-def _has_body(block: str) -> bool:
-    return any(line.strip() and not _ATX_HEADING.match(line) for line in block.splitlines())
+def atx_heading(line: str) -> tuple[int, str] | None:
+    """The level and text of a Markdown ATX heading line (`## Install ##`), or None.
+
+    Written with str methods rather than a regular expression: the former `^(#{1,6})[ \\t]+(.+?)[ \\t#]*$`
+    backtracked quadratically on a heading line full of spaces (60,000 of them took 25 s). A closing run
+    of `#` only counts when a space precedes it, so `# C#` is the heading `C#`.
+    """
+    if len(line) > _MAX_HEADING_LINE or not line.startswith("#"):
+        return None
+    level = len(line) - len(line.lstrip("#"))
+    rest = line[level:]
+    if level > 6 or rest[:1] not in (" ", "\t"):
+        return None
+    text = rest.strip(" \t\n")
+    closing = text.rstrip("#")
+    if not closing or closing[-1] in " \t":
+        text = closing.rstrip(" \t")
+    return (level, text) if text else None
+
+
+def _is_fence(line: str) -> bool:
+    """A code fence line (three backticks or tildes, after optional indentation)."""
+    return line.lstrip().startswith(("```", "~~~"))
 
 
 def load_markdown(data: bytes, name: str) -> ExtractedDocument:
-    """Markdown keeps its text as written; each section carries its heading path ("A > B > C")."""
+    """Markdown keeps its text as written; each section carries its heading path ("A > B > C").
+
+    One pass over the lines, constant work per line, so a hostile file costs time linear in its size.
+    """
     text = _decode_text(data, name)
     _require_text(text, name)
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
     section_start = 0
+    section_has_body = False
     current_heading: str | None = None
     title: str | None = None
     in_fence = False
     offset = 0
     for line in text.splitlines(keepends=True):
-        if _FENCE.match(line):
+        if _is_fence(line):
             in_fence = not in_fence
-        match = None if in_fence else _ATX_HEADING.match(line.rstrip("\n"))
-        if match:
-            level, heading = len(match.group(1)), match.group(2).strip()
-            title = title or heading
-            path = [(lvl, h) for lvl, h in path if lvl < level] + [(level, heading)]
-            if _has_body(text[section_start:offset]):
+        heading = None if in_fence else atx_heading(line.rstrip("\n"))
+        if heading:
+            level, heading_text = heading
+            title = title or heading_text
+            path = [(lvl, h) for lvl, h in path if lvl < level] + [(level, heading_text)]
+            if section_has_body:
                 sections.append(Section(section_start, offset, heading=current_heading))
-                section_start = offset
+                section_start, section_has_body = offset, False
             # else: a heading with no body of its own joins the section that follows it
             current_heading = " > ".join(h for _, h in path)
+        elif line.strip():
+            section_has_body = True
         offset += len(line)
     if text[section_start:].strip():
         sections.append(Section(section_start, len(text), heading=current_heading))
@@ -124,12 +174,17 @@ _HTML_HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
 
 def load_html(data: bytes, name: str) -> ExtractedDocument:
     """HTML through a real parser: scripts, styles and navigation chrome dropped, headings kept as paths."""
+    _check_bytes(data, name, kind="HTML")
+    with _unreadable_as(CorruptDocument, f"{name}: not a readable HTML file"):
+        text, sections, title = _html_text(data)
+    _require_text(text, name)
+    return ExtractedDocument(text=text, title=title or Path(name).stem, sections=sections, kind="html")
+
+
+def _html_text(data: bytes) -> tuple[str, list[Section], str]:
+    """The visible text of an HTML document in blocks, its heading sections and its title (or "")."""
     from bs4 import BeautifulSoup
 
-    if not data.strip():
-        raise EmptyDocument(f"{name}: the file is empty")
-    if b"\x00" in data[:8192]:
-        raise BinaryContent(f"{name}: the file holds binary data, not HTML (NUL bytes found)")
     soup = BeautifulSoup(data, "lxml")
     for tag in soup(["script", "style", "noscript", "template", "svg", "nav", "iframe"]):
         tag.decompose()
@@ -166,51 +221,31 @@ def load_html(data: bytes, name: str) -> ExtractedDocument:
         loose = body.get_text("\n", strip=True)
         if loose:
             parts, offset = [loose + "\n"], len(loose) + 1
-    full = "".join(parts)
-    _require_text(full, name)
     if offset > section_start:
         sections.append(Section(section_start, offset, heading=heading))
-    return ExtractedDocument(
-        text=full, title=page_title or first_heading or Path(name).stem, sections=sections, kind="html"
-    )
+    return "".join(parts), sections, page_title or first_heading or ""
 
 
 def load_pdf(data: bytes, name: str) -> ExtractedDocument:
-    """PDF through pypdf, page by page; page numbers (1-based) are kept on every section."""
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    if not data.strip():
-        raise EmptyDocument(f"{name}: the file is empty")
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            try:
-                opened = reader.decrypt("")
-            except Exception as exc:
-                raise EncryptedDocument(f"{name}: the PDF is encrypted and cannot be opened ({exc})") from exc
-            if not opened:
-                raise EncryptedDocument(f"{name}: the PDF is password-protected; ragkb cannot read it")
-        pages = list(reader.pages)
-    except EncryptedDocument:
-        raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError, AssertionError) as exc:
-        raise CorruptDocument(f"{name}: not a readable PDF ({exc})") from exc
-    if not pages:
+    """PDF through pypdf, page by page, cleaned of page furniture (see `pdftext`); one section per page,
+    with its 1-based page number, indexing the final text exactly.
+    """
+    _check_bytes(data, name, kind="PDF", binary_ok=True)
+    reader = _open_pdf(data, name)
+    with _unreadable_as(CorruptDocument, f"{name}: not a readable PDF"):
+        page_count = len(reader.pages)  # walks the whole page tree: a crafted one fails here
+    if not page_count:
         raise EmptyDocument(f"{name}: the PDF has no pages")
-
+    raw, warnings = _extract_pages(reader, page_count)
+    cleaned = clean_pages([page or "" for page in raw])
     parts: list[str] = []
     sections: list[Section] = []
-    warnings: list[str] = []
     offset = 0
-    for number, page in enumerate(pages, start=1):
-        try:
-            text = (page.extract_text() or "").strip()
-        except Exception as exc:  # one damaged page should not lose the rest of the document
-            warnings.append(f"page {number}: text extraction failed ({exc})")
-            continue
+    for number, (before, text) in enumerate(zip(raw, cleaned, strict=True), start=1):
         if not text:
-            warnings.append(f"page {number}: no extractable text (scanned image?)")
+            if before is not None:
+                reason = "no extractable text (scanned image?)" if not before.strip() else "only page furniture"
+                warnings.append(f"page {number}: {reason}")
             continue
         sections.append(Section(offset, offset + len(text), page=number))
         parts.append(text + "\n\n")
@@ -218,18 +253,109 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
     full = "".join(parts)
     if not full.strip():
         raise EmptyDocument(
-            f"{name}: no extractable text in {len(pages)} page(s); it looks like a scanned or image-only "
+            f"{name}: no extractable text in {page_count} page(s); it looks like a scanned or image-only "
             "PDF (run OCR first)"
         )
-    title = ""
+    return ExtractedDocument(
+        text=full, title=_pdf_title(reader) or Path(name).stem, sections=sections, kind="pdf", warnings=warnings
+    )
+
+
+def _open_pdf(data: bytes, name: str) -> PdfReader:
+    """A reader for the PDF, decrypted if it opens with the empty password; every failure is an `IngestError`."""
+    with _unreadable_as(CorruptDocument, f"{name}: not a readable PDF"):
+        reader = PdfReader(io.BytesIO(data))
+        encrypted = reader.is_encrypted
+    if encrypted:
+        with _unreadable_as(EncryptedDocument, f"{name}: the PDF is encrypted and cannot be opened"):
+            opened = reader.decrypt("")
+        if not opened:
+            raise EncryptedDocument(f"{name}: the PDF is password-protected; ragkb cannot read it")
+    return reader
+
+
+def _extract_pages(reader: PdfReader, page_count: int) -> tuple[list[str | None], list[str]]:
+    """Each page's raw text (None where extraction failed) and a warning per failed page.
+
+    One damaged page should not lose the rest of the document, so a page's failure is a warning.
+    """
+    texts: list[str | None] = []
+    warnings: list[str] = []
+    for index in range(page_count):
+        try:
+            page = reader.pages[index]
+            ignore_embedded_cff_encodings(page)
+            texts.append(page.extract_text() or "")
+        except MemoryError:
+            raise
+        except Exception as exc:
+            texts.append(None)
+            warnings.append(f"page {index + 1}: text extraction failed ({_reason(exc)})")
+    return texts, warnings
+
+
+def _pdf_title(reader: PdfReader) -> str:
+    """The title from the document information, or "" when it is missing or unreadable."""
     try:
         metadata = reader.metadata
-        title = str(metadata.get("/Title") or "").strip() if metadata else ""
-    except Exception:
-        title = ""
-    return ExtractedDocument(
-        text=full, title=title or Path(name).stem, sections=sections, kind="pdf", warnings=warnings
-    )
+        return str(metadata.get("/Title") or "").strip() if metadata else ""
+    except MemoryError:
+        raise
+    except Exception:  # a broken info dictionary costs the title, not the document
+        return ""
+
+
+# How deep form XObjects may nest inside each other before the font walk stops looking.
+_MAX_RESOURCE_DEPTH = 8
+
+
+def ignore_embedded_cff_encodings(page: PageObject) -> None:
+    """Make pypdf read Type1 CFF fonts by their declared encoding, not the one embedded in the font program.
+
+    With fontTools installed, pypdf decodes a Type1 font's embedded CFF program (`/FontFile3` of
+    subtype `/Type1C`) for its encoding when the font has no `/ToUnicode` map. On the shared test PDFs
+    that turns the Senate expenditures table into noise (`o(hô..i.p3xSTRxtT3x…`) and changes nothing
+    else, so ragkb must behave the same whether or not fontTools happens to be installed.
+
+    This used to be done by setting pypdf's private `_font.HAS_FONTTOOLS` at import time, which
+    changed pypdf for the whole process. Instead, the reference to the font program is dropped from
+    the font descriptors of this page's fonts, in this reader's copy of the document only: pypdf then
+    takes the same path as without fontTools (the program is used for nothing else when extracting
+    text). Without fontTools this changes nothing.
+    """
+    resources = page.get("/Resources")
+    for font in _fonts(resources, depth=0, seen=set()):
+        if font.get("/Subtype") not in ("/Type1", "/MMType1") or "/ToUnicode" in font:
+            continue
+        descriptor = _resolved(font.get("/FontDescriptor"))
+        if isinstance(descriptor, DictionaryObject):
+            program = _resolved(descriptor.get("/FontFile3"))
+            if isinstance(program, StreamObject) and program.get("/Subtype") == "/Type1C":
+                del descriptor["/FontFile3"]
+
+
+def _fonts(resources: object, depth: int, seen: set[int]) -> Iterator[DictionaryObject]:
+    """The font dictionaries of a resource dictionary and of the form XObjects it holds, each once."""
+    resources = _resolved(resources)
+    if not isinstance(resources, DictionaryObject) or id(resources) in seen or depth > _MAX_RESOURCE_DEPTH:
+        return
+    seen.add(id(resources))
+    fonts = _resolved(resources.get("/Font"))
+    if isinstance(fonts, DictionaryObject):
+        for font in fonts.values():
+            font = _resolved(font)
+            if isinstance(font, DictionaryObject):
+                yield font
+    xobjects = _resolved(resources.get("/XObject"))
+    if isinstance(xobjects, DictionaryObject):
+        for xobject in xobjects.values():
+            xobject = _resolved(xobject)
+            if isinstance(xobject, StreamObject) and xobject.get("/Subtype") == "/Form":
+                yield from _fonts(xobject.get("/Resources"), depth + 1, seen)
+
+
+def _resolved(value: object) -> object:
+    return value.get_object() if isinstance(value, PdfObject) else value
 
 
 LOADERS: dict[str, Loader] = {
@@ -259,5 +385,17 @@ def loader_for(name: str) -> Loader:
 
 
 def load_bytes(data: bytes, name: str) -> ExtractedDocument:
-    """Load a document from its bytes, choosing the loader by the name's extension."""
-    return loader_for(name)(data, name)
+    """Load a document from its bytes, choosing the loader by the name's extension.
+
+    Whatever goes wrong inside a loader on one file ends as an `IngestError` naming that file, so a
+    batch goes on; an exception no loader anticipated is also logged with its traceback, since it may
+    be a bug in ragkb rather than in the file.
+    """
+    loader = loader_for(name)
+    try:
+        return loader(data, name)
+    except (IngestError, MemoryError):
+        raise
+    except Exception as exc:
+        logger.warning("unexpected error loading %s", name, exc_info=True)
+        raise CorruptDocument(f"{name}: could not be read ({_reason(exc)})") from exc
