@@ -58,6 +58,13 @@ def run(
     retriever: Annotated[str, typer.Option(help="Retrieval strategy from the server's registry.")] = "dense",
     top_k: Annotated[int, typer.Option("--top-k", help="Documents ranked per query.")] = 100,
     limit: Annotated[int | None, typer.Option(help="Score only the first N queries (smoke runs).")] = None,
+    query_ids: Annotated[
+        Path | None,
+        typer.Option(
+            "--query-ids",
+            help="Score only the query ids in this file, one a line (e.g. eval/splits/scifact-train-check.txt).",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
         "reports/eval.json"
     ),
@@ -75,7 +82,7 @@ def run(
             report = run_eval(
                 reader,
                 dataset,
-                EvalOptions(split=split, retriever=retriever, top_k=top_k, limit_queries=limit),
+                EvalOptions(split, retriever, top_k, limit, query_ids),
                 on_ingest=track("ingest corpus"),
                 on_query=track("score queries"),
             )
@@ -110,7 +117,8 @@ def compare(
             raise typer.Exit(2)
     if (base.get("dataset"), base.get("split")) != (cand.get("dataset"), cand.get("split")):
         err.print("[yellow]warning:[/yellow] the reports are for different datasets or splits")
-    table, regressions = compare_reports(base, cand, max_drop, HEADLINE)
+    headline = tuple(cand.get("headline") or base.get("headline") or HEADLINE)
+    table, regressions = compare_reports(base, cand, max_drop, headline)
     console.print(table, markup=False, highlight=False)
     if regressions:
         console.print(f"REGRESSION: {', '.join(regressions)} dropped by more than {max_drop}", markup=False)
@@ -143,3 +151,56 @@ def answers(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
     print(text)
+
+
+@eval_app.command("qa")
+def qa(
+    question_set: Annotated[Path, typer.Argument(help="JSONL: {question, answer|null, source, page} per line.")],
+    documents: Annotated[
+        list[Path], typer.Option("--documents", "-d", help="Folder or file holding the documents (repeatable).")
+    ],
+    half: Annotated[
+        str | None, typer.Option(help="Only questions whose `split` is this (tune or check); all when omitted.")
+    ] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Glob of documents to ingest [default: *.pdf].")] = None,
+    collection: Annotated[str, typer.Option(help="Collection the documents are ingested into.")] = "eval-qa",
+    baseline: Annotated[Path | None, typer.Option(help="A previous qa report to gate against.")] = None,
+    max_drop: Annotated[float, typer.Option(help="Largest allowed drop of a headline metric vs --baseline.")] = 0.02,
+    out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
+        "reports/qa.json"
+    ),
+) -> None:
+    """Answer-level eval: right page cited, answer found, abstention precision/recall, citations supported,
+    latency; exit 1 when --baseline is given and a headline metric dropped by more than --max-drop."""
+    from server.service import QueryService
+
+    from .harness import compare_reports
+    from .qa import QA_HEADLINE, evaluate_qa, markdown_summary
+
+    try:
+        with _progress() as track:
+            report = evaluate_qa(
+                QueryService(), question_set, documents, half=half, collection=collection, include=include,
+                on_item=track("answer"),
+            )  # fmt: skip
+    except RagkbError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    summary = markdown_summary(report)
+    out.with_suffix(".md").write_text(summary)
+    console.print(summary, markup=False, highlight=False)
+    console.print(f"report: {out} and {out.with_suffix('.md')}")
+    if baseline is not None:
+        try:
+            base = json.loads(baseline.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            err.print(f"[red]error:[/red] cannot read the baseline: {exc}")
+            raise typer.Exit(2) from None
+        table, regressions = compare_reports(base, report, max_drop, QA_HEADLINE)
+        console.print(table, markup=False, highlight=False)
+        if regressions:
+            console.print(f"REGRESSION: {', '.join(regressions)} dropped by more than {max_drop}", markup=False)
+            raise typer.Exit(1)
+        console.print(f"OK: no headline metric dropped by more than {max_drop}")

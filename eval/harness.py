@@ -21,7 +21,7 @@ from ingest.vectorstore import StoredChunk
 from server.reader import Reader
 from server.retrieval import get_retriever
 
-from .beir import read_corpus, read_qrels, read_queries
+from .beir import DatasetError, read_corpus, read_qrels, read_queries
 from .metrics import evaluate
 
 SOURCE_PREFIX = "beir://"
@@ -72,6 +72,14 @@ def document_ranking(chunks: list[StoredChunk], limit: int) -> dict[str, float]:
     return best
 
 
+def read_query_ids(path: Path) -> list[str]:
+    """Query ids, one a line (blank lines ignored); a missing file is a DatasetError naming it."""
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise DatasetError(f"cannot read query ids from {path}: {exc.strerror or exc}") from None
+
+
 def percentile(values: list[float], q: float) -> float:
     """The nearest-rank q-quantile (0 for no values); one definition for reports and benchmarks."""
     if not values:
@@ -87,6 +95,7 @@ class EvalOptions:
     retriever: str = "dense"
     top_k: int = 100
     limit_queries: int | None = None
+    query_ids_file: Path | None = None  # score only these queries (one id per line, e.g. eval/splits/*-check.txt)
 
 
 def run_eval(
@@ -111,6 +120,9 @@ def run_eval(
     queries = read_queries(dataset)
     qrels = read_qrels(dataset, options.split)
     query_ids = [q for q in qrels if q in queries]
+    if options.query_ids_file is not None:
+        wanted = set(read_query_ids(options.query_ids_file))
+        query_ids = [q for q in query_ids if q in wanted]
     if options.limit_queries:
         query_ids = query_ids[: options.limit_queries]
     qrels = {q: qrels[q] for q in query_ids}
@@ -147,6 +159,7 @@ def run_eval(
             "document_scoring": "max over chunks (a document ranks where its best chunk ranks)",
             "chunks_fetched_per_query": options.top_k * CHUNK_FETCH_FACTOR,
             "limit_queries": options.limit_queries,
+            "query_ids": options.query_ids_file.name if options.query_ids_file else None,
         },
         "corpus": {
             "documents_added": ingest_report.added + ingest_report.updated,

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
         "(MiniLM WordPiece by default), not the LLM's: an estimate of the LLM's count, usually within 10-20%.",
     )
     max_question_chars: int = Field(2000, ge=1)
+    abstain_below: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Answer 'not in the documents' when the answer's confidence is below this (see docs/answers.md).",
+    )
+    support_threshold: float = Field(
+        0.0, ge=0, le=1, description="A citation whose passage supports its sentence less than this is removed."
+    )
     prompt_template: str = Field("answer", description="Name of the prompt template in server/prompts/.")
 
     llm_provider: str = Field("extractive", description="extractive (offline, default) or openai.")

@@ -138,24 +138,18 @@ class ChromaStore(VectorStore):
 
     def open(self, name: str, *, model: str, dimension: int, create: bool) -> Collection:
         validate_collection_name(name)
-        with _reachable(f"open {name}"):
-            native = self._natives.get(name)
-            if native is None:
-                if create:
-                    # Chroma's default embedding function would download a model: ragkb always passes vectors.
-                    native = self.client.get_or_create_collection(
-                        name,
-                        embedding_function=None,
-                        configuration={"hnsw": {"space": "cosine"}},
-                        metadata={"ragkb_embed_model": model, "ragkb_embed_dim": dimension, "ragkb_schema": 1},
-                    )
-                else:
-                    try:
-                        native = self.client.get_collection(name, embedding_function=None)
-                    except Exception as exc:
-                        if _is_not_found(exc):
-                            raise CollectionNotFound(name, self.collection_names()) from None
-                        raise
+        native = self._natives.get(name)
+        if native is None and not create:
+            native = self.get(name).native
+        elif native is None:
+            with _reachable(f"open {name}"):
+                # Chroma's default embedding function would download a model: ragkb always passes vectors.
+                native = self.client.get_or_create_collection(
+                    name,
+                    embedding_function=None,
+                    configuration={"hnsw": {"space": "cosine"}},
+                    metadata={"ragkb_embed_model": model, "ragkb_embed_dim": dimension, "ragkb_schema": 1},
+                )
         handle = self._handle(native)
         if handle.model is not None and (handle.model != model or handle.dimension != dimension):
             raise EmbeddingModelError(

@@ -114,7 +114,9 @@ class Timings(BaseModel):
 class QueryResponse(BaseModel):
     answer: str = Field(description="The answer, citing sources with [n] markers that match `citations`.")
     citations: list[Citation]
-    grounded: bool = Field(description="True when the answer cites at least one retrieved chunk.")
+    grounded: bool = Field(
+        description="True when every sentence of the answer that makes a claim cites a passage that supports it."
+    )
     cached: bool
     model: str
     provider: str
@@ -127,6 +129,21 @@ class QueryResponse(BaseModel):
     error: str | None = Field(None, description="Why the response is degraded.")
     invalid_citations: list[int] = Field(
         default_factory=list, description="Markers the model produced that point at no retrieved chunk (removed)."
+    )
+    unsupported_citations: list[int] = Field(
+        default_factory=list,
+        description="Markers that point at a retrieved chunk that does not support their sentence (removed).",
+    )
+    confidence: float = Field(
+        0.0, ge=0, le=1, description="How well the retrieved passages support an answer, from 0 to 1."
+    )
+    abstained: bool = Field(
+        False,
+        description="True when the documents do not contain the answer: the answer says so, `citations` is "
+        "empty and the closest passages are in `related`.",
+    )
+    related: list[RetrievedChunk] = Field(
+        default_factory=list, description="When abstaining: the closest passages, for the user to look at."
     )
 
 

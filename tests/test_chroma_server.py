@@ -22,6 +22,7 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
 def test_ingest_query_and_delete_through_a_chroma_server(
     chroma_server: str, tmp_path: Path, embedder: Embedder
 ) -> None:

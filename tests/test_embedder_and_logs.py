@@ -50,6 +50,7 @@ def test_two_models_in_folders_of_the_same_name_have_different_identities(tmp_pa
     assert resolve_model(str(first)).identity.startswith("local:model:")
 
 
+@pytest.mark.slow
 def test_loading_the_packaged_model_leaves_the_process_environment_alone() -> None:
     import subprocess
     import sys

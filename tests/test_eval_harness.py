@@ -55,6 +55,7 @@ def mini_kb(mini_beir: Path, tmp_path_factory: pytest.TempPathFactory, embedder:
     return data_dir, report
 
 
+@pytest.mark.slow
 def test_report_has_the_contract_keys_and_reuses_the_index(
     mini_beir: Path,
     mini_kb: tuple[Path, dict],
@@ -85,6 +86,7 @@ def test_report_has_the_contract_keys_and_reuses_the_index(
     assert again["metrics"] == metrics
 
 
+@pytest.mark.slow
 def test_cli_run_writes_json_and_markdown_then_compare_gates(
     mini_beir: Path,
     mini_kb: tuple[Path, dict],
@@ -147,6 +149,7 @@ def test_missing_split_names_the_available_ones(mini_beir: Path) -> None:
         read_qrels(mini_beir, "test")
 
 
+@pytest.mark.slow
 def test_answer_level_eval_scores_grounding_citations_and_cache(
     mini_beir: Path,
     mini_kb: tuple[Path, dict],

@@ -194,6 +194,7 @@ def llama_server() -> Iterator[str]:
         yield base_url
 
 
+@pytest.mark.slow
 def test_real_llama_cpp_server_generates_and_streams(llama_server: str) -> None:
     provider = OpenAIProvider(base_url=llama_server, model="smollm2", max_tokens=24, timeout=120, retries=0)
 
@@ -210,6 +211,7 @@ def test_real_llama_cpp_server_generates_and_streams(llama_server: str) -> None:
     assert len(pieces) > 1 and "".join(pieces).strip()
 
 
+@pytest.mark.slow
 def test_query_service_validates_a_real_model_answer(llama_server: str, tmp_path: Path, embedder: Embedder) -> None:
     """Whatever a real small model writes, only citations of retrieved chunks survive, and only a
     grounded answer is cached."""

@@ -241,6 +241,7 @@ def test_degrades_to_extractive_when_the_llm_fails(kb_settings: Settings, servic
     assert data["provider"] == "extractive" and data["grounded"] is True and data["cached"] is False
 
 
+@pytest.mark.slow
 def test_unreachable_store_is_503(tmp_path: Path, embedder: Embedder) -> None:
     with ChromaServer(tmp_path / "chroma") as url:
         settings = Settings(data_dir=tmp_path / "kb", chroma_url=url, default_collection="remote")

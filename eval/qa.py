@@ -1,0 +1,238 @@
+"""Answer-level evaluation over a question set: is the right page cited, is the answer in the answer, and
+does ragkb abstain when (and only when) the documents do not hold the answer?
+
+A question set is JSONL, one object a line:
+`{"question": str, "answer": str | null, "source": str | null, "page": int | null}` plus optional `id`,
+`kind` and `split` (`tune` / `check`). `answer: null` marks a question the documents do not answer.
+`source` is the file name of the document holding the answer; a citation counts as the right page when
+its source ends with that file name and its page is `page`.
+
+The documents are ingested first (once; unchanged files are skipped) into a collection of their own,
+then every question goes through the real query path (`QueryService.answer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ingest.errors import RagkbError
+from ingest.pipeline import Ingestor
+from server.schemas import QueryResponse
+from server.service import QueryService
+
+from .harness import percentile
+
+QA_HEADLINE = ("right_page_cited", "answer_found", "abstention_precision", "abstention_recall", "citations_supported")
+
+
+class QuestionSetError(RagkbError):
+    """A question set is missing or has a malformed line."""
+
+
+@dataclass(frozen=True, slots=True)
+class QAItem:
+    id: str
+    question: str
+    answer: str | None
+    source: str | None
+    page: int | None
+    kind: str = ""
+    split: str = ""
+
+    @property
+    def answerable(self) -> bool:
+        return self.answer is not None
+
+
+def read_question_set(path: Path, *, half: str | None = None) -> list[QAItem]:
+    """The questions of a set (only those of `half` when given), with line-numbered errors."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise QuestionSetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    items: list[QAItem] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            item = QAItem(
+                id=str(record.get("id") or f"line{number}"),
+                question=str(record["question"]),
+                answer=None if record.get("answer") is None else str(record["answer"]),
+                source=None if record.get("source") is None else str(record["source"]),
+                page=None if record.get("page") is None else int(record["page"]),
+                kind=str(record.get("kind") or ""),
+                split=str(record.get("split") or ""),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            message = f"{path}:{number}: expected an object with question/answer/source/page ({exc})"
+            raise QuestionSetError(message) from None
+        if item.answerable and (item.source is None or item.page is None):
+            raise QuestionSetError(f"{path}:{number}: an answerable question needs its source and page")
+        items.append(item)
+    if half is not None:
+        items = [item for item in items if item.split == half]
+    if not items:
+        raise QuestionSetError(f"{path}: no questions" + (f" in half {half!r}" if half else ""))
+    return items
+
+
+def normalized(text: str) -> str:
+    """Case, width, dashes and spacing folded, so "737–8" in a PDF matches "737-8" in an answer key."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"[\u2010-\u2015\u2212]", "-", text)
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one question."""
+
+    id: str
+    kind: str
+    answerable: bool
+    abstained: bool
+    right_page: bool
+    answer_found: bool
+    citations: int
+    unsupported: int
+    confidence: float
+    ms: float
+    cited: list[str]
+
+
+def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
+    cited = [f"{Path(c.source).name}#{c.page}" for c in response.citations]
+    right_page = item.source is not None and any(
+        Path(c.source).name == item.source and c.page == item.page for c in response.citations
+    )
+    found = item.answer is not None and normalized(item.answer) in normalized(response.answer)
+    return Outcome(
+        id=item.id,
+        kind=item.kind,
+        answerable=item.answerable,
+        abstained=response.abstained,
+        right_page=right_page and not response.abstained,
+        answer_found=found and not response.abstained,
+        citations=len(response.citations),
+        unsupported=len(response.unsupported_citations),
+        confidence=response.confidence,
+        ms=ms,
+        cited=cited,
+    )
+
+
+def _share(numerator: int, denominator: int) -> float:
+    return round(numerator / denominator, 4) if denominator else 0.0
+
+
+def score(outcomes: Sequence[Outcome]) -> dict[str, float]:
+    answerable = [o for o in outcomes if o.answerable]
+    unanswerable = [o for o in outcomes if not o.answerable]
+    abstained = [o for o in outcomes if o.abstained]
+    citations = sum(o.citations for o in outcomes)
+    return {
+        "right_page_cited": _share(sum(o.right_page for o in answerable), len(answerable)),
+        "answer_found": _share(sum(o.answer_found for o in answerable), len(answerable)),
+        "abstention_precision": _share(sum(not o.answerable for o in abstained), len(abstained)),
+        "abstention_recall": _share(sum(o.abstained for o in unanswerable), len(unanswerable)),
+        "false_abstention": _share(sum(o.abstained for o in answerable), len(answerable)),
+        "citations_supported": _share(citations, citations + sum(o.unsupported for o in outcomes)),
+    }
+
+
+def ingest_documents(ingestor: Ingestor, folders: Sequence[Path], collection: str, include: list[str]) -> None:
+    report = ingestor.ingest_paths(list(folders), collection=collection, include=include)
+    if report.added + report.updated + report.unchanged == 0:
+        raise QuestionSetError(f"no documents matching {', '.join(include)} in {', '.join(map(str, folders))}")
+
+
+async def _answer_all(
+    service: QueryService, items: Sequence[QAItem], collection: str, on_item: Callable[[int, int], None] | None
+) -> list[Outcome]:
+    outcomes = []
+    for number, item in enumerate(items, start=1):
+        started = time.perf_counter()
+        response = await service.answer(item.question, collection=collection, request_id=f"qa-{item.id}")
+        outcomes.append(judge(item, response, (time.perf_counter() - started) * 1000))
+        if on_item:
+            on_item(number, len(items))
+    return outcomes
+
+
+def evaluate_qa(
+    service: QueryService,
+    question_set: Path,
+    folders: Sequence[Path],
+    *,
+    half: str | None = None,
+    collection: str = "eval-qa",
+    include: list[str] | None = None,
+    on_item: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Ingest the documents, answer every question (cache bypassed: a fresh answer each time) and score."""
+    items = read_question_set(question_set, half=half)
+    reader = service.reader
+    ingest_documents(
+        Ingestor(reader.settings, store=reader.store, embedder=reader.embedder),
+        folders,
+        collection,
+        include or ["*.pdf"],
+    )
+
+    async def run() -> list[Outcome]:
+        try:
+            return await _answer_all(service, items, collection, on_item)
+        finally:
+            await service.aclose()
+
+    service.cache.clear()
+    outcomes = asyncio.run(run())
+    latencies = [o.ms for o in outcomes]
+    settings = service.settings
+    return {
+        "kind": "qa",
+        "dataset": question_set.name,
+        "split": half or "all",
+        "headline": list(QA_HEADLINE),
+        "provider": service.provider.name,
+        "model": service.provider.model,
+        "prompt": {"name": service.template.name, "version": service.template.version},
+        "retriever": settings.retriever,
+        "settings": {"top_k": settings.top_k, "abstain_below": settings.abstain_below},
+        "num_questions": len(items),
+        "num_answerable": sum(item.answerable for item in items),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": score(outcomes),
+        "latency_ms": {"p50": round(percentile(latencies, 0.5), 1), "p95": round(percentile(latencies, 0.95), 1)},
+        "questions": [asdict(o) for o in outcomes],
+    }
+
+
+def markdown_summary(report: dict[str, Any]) -> str:
+    metrics = report["metrics"]
+    lines = [
+        f"### Answer eval: {report['dataset']} ({report['split']}), provider `{report['provider']}`",
+        "",
+        f"{report['num_questions']} questions ({report['num_answerable']} answerable), retriever "
+        f"`{report['retriever']}`, prompt {report['prompt']['name']} v{report['prompt']['version']}, "
+        f"{report['created_at']}.",
+        "",
+        "| metric | value |",
+        "| --- | ---: |",
+        *[f"| {name} | {value:.4f} |" for name, value in metrics.items()],
+        f"| latency p50 (ms) | {report['latency_ms']['p50']:.1f} |",
+        f"| latency p95 (ms) | {report['latency_ms']['p95']:.1f} |",
+        "",
+    ]
+    return "\n".join(lines)
