@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -60,22 +64,27 @@ def ingest(
     Unchanged files are skipped without re-embedding; changed files replace their old chunks.
     Exits non-zero when any file failed; one bad file never stops the others.
     """
+    from .datadir import refuse_if_served
     from .pipeline import Ingestor
 
     name = _collection(collection)
     try:
+        refuse_if_served(get_settings(), "ingest")
         ingestor = Ingestor()
         show_bar = err.is_terminal and not as_json
-        with Progress(
-            TextColumn("[bold]ingest[/bold]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=err,
-            disable=not show_bar,
-            transient=True,
-        ) as progress:
+        with (
+            Progress(
+                TextColumn("[bold]ingest[/bold]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=err,
+                disable=not show_bar,
+                transient=True,
+            ) as progress,
+            _stopping_on_signals(ingestor.stop),
+        ):
             task = progress.add_task("discovering", total=None)
             report = ingestor.ingest_paths(
                 paths,
@@ -102,7 +111,29 @@ def ingest(
             err.print(f"[yellow]warning:[/yellow] {warning}")
         for failure in report.failures:
             err.print(f"[red]failed:[/red] {failure.path}: {failure.error}")
+    if report.interrupted:
+        err.print("[yellow]stopped:[/yellow] what was embedded is stored; run the same command again to finish")
+        raise typer.Exit(130)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@contextmanager
+def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and Ctrl-C ask ingestion to stop between files and batches (what is written stays consistent)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        err.print("[yellow]stopping after the current batch ...[/yellow]")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()
@@ -112,10 +143,12 @@ def delete(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a document and every one of its chunks."""
+    from .datadir import refuse_if_served
     from .pipeline import Ingestor
 
     name = _collection(collection)
     try:
+        refuse_if_served(get_settings(), "delete")
         info, removed = Ingestor().delete(name, document)
     except RagkbError as exc:
         raise exit_with_error(str(exc), 1) from None
@@ -171,6 +204,7 @@ def worker(
     ] = False,
 ) -> None:
     """Process queued ingestion jobs (uploads made while RAGKB_QUEUE_URL is set). Run as many as you like."""
+    from .datadir import refuse_if_served
     from .pipeline import Ingestor
     from .queue import JobQueue
 
@@ -180,6 +214,7 @@ def worker(
             "RAGKB_QUEUE_URL is not set: there is no queue to work on (e.g. redis://127.0.0.1:6379/0)"
         )
     try:
+        refuse_if_served(settings, "queued ingestion")
         queue = JobQueue(settings.queue_url)
         ingestor = Ingestor()
         if requeue_stalled:

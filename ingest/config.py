@@ -29,6 +29,16 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(200, ge=16, description="Target chunk size in embedder tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared between neighbouring chunks.")
     max_file_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Files larger than this are refused.")
+    max_extracted_chars: int = Field(
+        5_000_000, ge=1, description="A file whose extracted text is longer than this is refused (a budget)."
+    )
+    max_chunks_per_file: int = Field(10_000, ge=1, description="A file that makes more chunks is refused.")
+    max_chunks_per_request: int = Field(
+        20_000, ge=1, description="Chunks one upload request may add in all; files past it fail with a reason."
+    )
+    extract_timeout: float = Field(
+        120.0, gt=0, description="Seconds the server gives one large file's text extraction (in a worker process)."
+    )
     default_collection: str = DEFAULT_COLLECTION
 
     # -- query service ---------------------------------------------------------------
@@ -66,6 +76,10 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(512, ge=1)
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_retries: int = Field(2, ge=0, le=10, description="Retries on 429, 5xx and connection errors.")
+    llm_breaker_failures: int = Field(
+        3, ge=0, description="After this many LLM failures in a row, answer extractively at once (0: never)."
+    )
+    llm_breaker_cooldown: float = Field(30.0, gt=0, description="Seconds the LLM is left alone after that.")
 
     cache_url: str | None = Field(
         None, description="redis://host:port/db for a shared cache; unset means SQLite under data_dir."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from .config import Settings, get_settings
 from .discovery import Failure, discover
 from .embedder import Embedder, get_embedder
 from .errors import EmptyDocument, FileTooLarge, IngestError
-from .loaders import load_bytes, loader_for
+from .extraction import Extractor, extract_in_process
+from .loaders import loader_for
 from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
 from .models import Chunk, DocumentInfo, ExtractedDocument
 from .store import open_store
@@ -50,6 +52,7 @@ class IngestReport:
     failures: list[Failure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     documents: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,7 @@ class IngestReport:
             "failures": [f.as_dict() for f in self.failures],
             "warnings": self.warnings,
             "documents": self.documents,
+            "interrupted": self.interrupted,
         }
 
 
@@ -88,15 +92,52 @@ class _Pending:
     chunks: list[Chunk]
 
 
+class Budget:
+    """The work one file, and one call, may cost: extracted characters and chunks (clear errors past them)."""
+
+    def __init__(self, settings: Settings, max_chunks: int | None) -> None:
+        self.max_chars = settings.max_extracted_chars
+        self.max_file_chunks = settings.max_chunks_per_file
+        self.left = max_chunks
+
+    def check_text(self, name: str, characters: int) -> None:
+        if characters > self.max_chars:
+            raise FileTooLarge(
+                f"{name}: {characters:,} characters of text is over the {self.max_chars:,}-character budget "
+                "per file (RAGKB_MAX_EXTRACTED_CHARS)"
+            )
+
+    def spend(self, name: str, chunks: int) -> None:
+        if chunks > self.max_file_chunks:
+            raise FileTooLarge(
+                f"{name}: {chunks:,} chunks is over the {self.max_file_chunks:,}-chunk budget per file "
+                "(RAGKB_MAX_CHUNKS_PER_FILE)"
+            )
+        if self.left is not None:
+            if chunks > self.left:
+                raise FileTooLarge(
+                    f"{name}: {chunks:,} chunks is over what is left of this request's chunk budget "
+                    f"({self.left:,} of RAGKB_MAX_CHUNKS_PER_REQUEST); upload it on its own"
+                )
+            self.left -= chunks
+
+
 class Ingestor:
     """The write side: ingests files into a collection; holds the model, chunker and store for the process."""
 
     FLUSH_CHUNKS = 1024  # chunks gathered across files before one embedding call (sorted by length inside)
 
     def __init__(
-        self, settings: Settings | None = None, *, store: VectorStore | None = None, embedder: Embedder | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        store: VectorStore | None = None,
+        embedder: Embedder | None = None,
+        extractor: Extractor | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        self.extract: Extractor = extractor or extract_in_process
+        self.stop = threading.Event()  # set it (SIGTERM, shutdown) to stop between files and batches
         self.embedder = embedder or get_embedder(self.settings.embed_model, self.settings.embed_batch_size)
         self.store = store or open_store(self.settings)
         self.chunker = Chunker(
@@ -168,13 +209,15 @@ class Ingestor:
         *,
         collection: str,
         on_file_done: ProgressCallback | None = None,
+        max_chunks: int | None = None,
     ) -> IngestReport:
         """Ingest in-memory documents given as (name, source, bytes); the name's extension picks the loader.
-        `source` names a document in citations and listings (an upload's is `upload://<file name>`)."""
+        `source` names a document in citations and listings (an upload's is `upload://<file name>`).
+        `max_chunks` is a budget for the whole call (an upload request): files past it fail with a reason."""
         started = time.perf_counter()
         report = IngestReport(collection=collection)
         target = self.open_collection(collection)
-        self._ingest(target, items, report, on_file_done)
+        self._ingest(target, items, report, on_file_done, max_chunks)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -205,11 +248,17 @@ class Ingestor:
         items: Iterable[tuple[str, str, Path | bytes]],
         report: IngestReport,
         on_file_done: ProgressCallback | None,
+        max_chunks: int | None = None,
     ) -> None:
         committed = self.store.committed_versions(collection)
         pending: list[_Pending] = []
         pending_chunks = 0
+        budget = Budget(self.settings, max_chunks)
         for name, source, item in items:
+            if self.stop.is_set():
+                report.interrupted = True
+                self._failed(report, name, "not ingested: ingestion was stopped (shutdown or Ctrl-C)", on_file_done)
+                continue
             try:
                 loader_for(name)  # unknown types fail before any bytes are read
                 data = self._read(item, name)
@@ -224,10 +273,12 @@ class Ingestor:
                     if on_file_done:
                         on_file_done(name)
                     continue
-                extracted = load_bytes(data, name)
+                extracted = self.extract(data, name)
+                budget.check_text(name, len(extracted.text))
                 chunks = self.chunker.chunk(extracted)
                 if not chunks:
                     raise EmptyDocument(f"{name}: no text to index after extraction")
+                budget.spend(name, len(chunks))
                 report.warnings.extend(f"{name}: {w}" for w in extracted.warnings)
                 pending.append(_Pending(name, source, document_id, version, bool(known), extracted, chunks))
                 pending_chunks += len(chunks)
@@ -240,7 +291,7 @@ class Ingestor:
             if pending_chunks >= self.FLUSH_CHUNKS:
                 self._flush(collection, pending, report, on_file_done)
                 pending, pending_chunks = [], 0
-        self._flush(collection, pending, report, on_file_done)
+        self._flush(collection, pending, report, on_file_done)  # chunks already made are still written
 
     def _failed(self, report: IngestReport, name: str, error: str, on_file_done: ProgressCallback | None) -> None:
         log.warning("ingest failed", extra={"path": name, "error": error})

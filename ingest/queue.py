@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +22,8 @@ log = logging.getLogger("ragkb.queue")
 
 PREFIX = "ragkb:ingest:"
 JOB_TTL_SECONDS = 7 * 24 * 3600
+HEARTBEAT_SECONDS = 5.0
+STALLED_AFTER_SECONDS = 30.0
 
 
 class QueueUnavailable(RagkbError):
@@ -79,6 +82,9 @@ class JobQueue:
         if not raw:
             raise JobNotFound(f"no ingestion job {job_id!r} (jobs are kept for 7 days)")
         state: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        beat = float(state.get("heartbeat_at") or state.get("started_at") or 0)
+        if state.get("status") == "running" and time.time() - beat > STALLED_AFTER_SECONDS:
+            state["status"] = "stalled"  # its worker died: `ragkb worker --requeue-stalled` puts it back
         if "report" in state:
             state["report"] = json.loads(state["report"])
         return state
@@ -100,7 +106,11 @@ class JobQueue:
             return None
         job_id = str(raw_id.decode())
         key = self._job(job_id)
-        self.redis.hset(key, mapping={"status": "running", "started_at": str(time.time())})
+        now = str(time.time())
+        self.redis.hset(key, mapping={"status": "running", "started_at": now, "heartbeat_at": now})
+        beating = threading.Event()
+        heart = threading.Thread(target=self._beat, args=(key, beating), daemon=True)
+        heart.start()
         try:
             job = self.status(job_id)
             data = self.redis.get(self._blob(job_id))
@@ -115,6 +125,16 @@ class JobQueue:
             log.exception("ingestion job failed", extra={"job_id": job_id})
             self.redis.hset(key, mapping={"status": "failed", "error": str(exc), "finished_at": str(time.time())})
         finally:
+            beating.set()
+            heart.join()
             self.redis.delete(self._blob(job_id))
             self.redis.lrem(self.processing, 1, job_id)
         return job_id
+
+    def _beat(self, key: str, stop: threading.Event) -> None:
+        """While a job runs, say so every HEARTBEAT_SECONDS; `status` calls a silent running job stalled."""
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.redis.hset(key, "heartbeat_at", str(time.time()))
+            except Exception:  # a Redis blip: the next beat tries again
+                log.warning("cannot record the job's heartbeat", extra={"job": key})

@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
         try:
             yield
         finally:
+            app.state.components.close()
             await app.state.components.service.aclose()
 
     app = FastAPI(

@@ -15,7 +15,8 @@ from ingest.vectorstore import StoredChunk
 
 from .schemas import ChunkRef, Citation
 
-_MARKER = re.compile(r"([ \t]*)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+# no leading-whitespace group: `[ \t]*\[` would rescan a run of spaces from every position (quadratic)
+_MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 SNIPPET_CHARS = 240
 
 
@@ -40,17 +41,20 @@ def validate(answer: str, retrieved: Sequence[StoredChunk]) -> ValidatedAnswer:
     """Keep the markers that name a retrieved chunk (1..len(retrieved)); drop and report the rest."""
     cited: list[int] = []
     invalid: list[int] = []
-
-    def keep_valid(match: re.Match[str]) -> str:
-        numbers = [int(part) for part in match.group(2).split(",")]
+    pieces: list[str] = []
+    position = 0
+    for match in _MARKER.finditer(answer):
+        numbers = [int(part) for part in match.group(1).split(",")]
         valid = [n for n in numbers if 1 <= n <= len(retrieved)]
         invalid.extend(n for n in numbers if not 1 <= n <= len(retrieved))
-        for n in valid:
-            if n not in cited:
-                cited.append(n)
-        # a removed marker takes the space before it along, so no gap is left before the punctuation
-        return match.group(1) + "".join(f"[{n}]" for n in valid) if valid else ""
-
-    cleaned = _MARKER.sub(keep_valid, answer).strip()
+        cited.extend(n for n in valid if n not in cited)
+        pieces.append(answer[position : match.start()])
+        if valid:
+            pieces.append("".join(f"[{n}]" for n in valid))
+        else:  # a removed marker takes the space before it along, so no gap is left before the punctuation
+            pieces[-1] = pieces[-1].rstrip(" \t")
+        position = match.end()
+    pieces.append(answer[position:])
+    cleaned = "".join(pieces).strip()
     citations = [citation_for(n, retrieved[n - 1]) for n in sorted(cited)]
     return ValidatedAnswer(cleaned, citations, sorted(set(invalid)))

@@ -34,17 +34,33 @@ def serve(
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from ingest.datadir import hold_for_server
+
     from .observability import configure_logging
 
     configure_logging()
+    settings = get_settings()
+    if workers > 1 and not settings.chroma_url:
+        raise exit_with_error(
+            "--workers > 1 needs a Chroma server (RAGKB_CHROMA_URL): each worker process would hold its own copy "
+            "of the embedded store and miss the others' writes"
+        )
+    try:
+        lock = hold_for_server(settings)  # CLI writers on this embedded store now refuse, saying why
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
     if workers > 1:
         _prometheus_multiprocess_dir()
     console.print(f"ragkb serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     console.print(
         f"try: curl -s http://{host}:{port}/v1/query -H 'content-type: application/json' "
-        f'-d \'{{"question": "How do I install ragkb?", "collection": "{get_settings().default_collection}"}}\''
+        f'-d \'{{"question": "How do I install ragkb?", "collection": "{settings.default_collection}"}}\''
     )
-    uvicorn.run("server.app:app", host=host, port=port, workers=workers, log_config=None, access_log=False)
+    try:
+        uvicorn.run("server.app:app", host=host, port=port, workers=workers, log_config=None, access_log=False)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _prometheus_multiprocess_dir() -> None:
@@ -118,12 +134,23 @@ def ask(
         _print_answer(data)
 
 
+def _cache() -> Any:
+    from .cache import AnswerCache
+
+    try:
+        return AnswerCache.from_settings(get_settings())
+    except ValueError as exc:
+        raise exit_with_error(str(exc)) from None
+
+
 @cache_app.command("stats")
 def cache_stats(as_json: JsonOption = False) -> None:
     """Entries, hits, misses and hit rate of the configured cache."""
-    from .cache import AnswerCache
-
-    stats = AnswerCache.from_settings(get_settings()).stats()
+    cache = _cache()
+    try:
+        stats = cache.stats()
+    except Exception as exc:  # Redis down, disk unreadable: say so, no traceback
+        raise exit_with_error(f"cannot reach the cache ({cache.backend.name}): {exc}") from None
     if as_json:
         print(json.dumps(stats))
     else:
@@ -134,9 +161,11 @@ def cache_stats(as_json: JsonOption = False) -> None:
 @cache_app.command("clear")
 def cache_clear() -> None:
     """Remove every cached answer."""
-    from .cache import AnswerCache
-
-    removed = AnswerCache.from_settings(get_settings()).clear()
+    cache = _cache()
+    try:
+        removed = cache.clear()
+    except Exception as exc:
+        raise exit_with_error(f"cannot reach the cache ({cache.backend.name}): {exc}") from None
     console.print(f"removed {removed} cache entries")
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from ingest.config import Settings
+from ingest.extraction import ProcessExtractor
 from ingest.pipeline import Ingestor
 from ingest.queue import JobQueue, QueueNotConfigured
 
@@ -27,9 +28,17 @@ class Components:
     def build(cls, settings: Settings, service: QueryService | None = None) -> Components:
         service = service or QueryService(settings)
         reader = service.reader
-        ingestor = Ingestor(settings, store=reader.store, embedder=reader.embedder)
+        # large uploads are parsed in a worker process, so they never hold this process's GIL for long
+        extractor = ProcessExtractor(timeout=settings.extract_timeout)
+        ingestor = Ingestor(settings, store=reader.store, embedder=reader.embedder, extractor=extractor)
         queue = JobQueue(settings.queue_url) if settings.queue_url else None
         return cls(settings, service, ingestor, queue)
+
+    def close(self) -> None:
+        """Stop in-flight ingestion between batches and end the extraction worker."""
+        self.ingestor.stop.set()
+        if isinstance(self.ingestor.extract, ProcessExtractor):
+            self.ingestor.extract.close()
 
     def require_queue(self) -> JobQueue:
         if self.queue is None:

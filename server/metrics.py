@@ -20,6 +20,9 @@ RETRIEVE_SECONDS = Histogram(
 LLM_SECONDS = Histogram("ragkb_llm_seconds", "LLM call latency by provider.", ["provider"], buckets=_LATENCY_BUCKETS)
 LLM_TOKENS = Counter("ragkb_llm_tokens_total", "Tokens reported by the LLM.", ["provider", "kind"])
 LLM_ERRORS = Counter("ragkb_llm_errors_total", "LLM calls that failed after retries.", ["provider"])
+LLM_SKIPPED = Counter(
+    "ragkb_llm_skipped_total", "Answers given extractively without calling the LLM (circuit breaker open)."
+)
 CACHE_EVENTS = Counter("ragkb_cache_events_total", "Answer cache lookups by outcome (hit, miss, error).", ["outcome"])
 ERRORS = Counter("ragkb_errors_total", "Requests answered with an error, by kind.", ["kind"])
 

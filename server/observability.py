@@ -136,10 +136,6 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """Refuse a request body over its limit before it is parsed (413): multipart uploads against
     RAGKB_MAX_UPLOAD_BYTES, everything else (JSON) against RAGKB_MAX_JSON_BYTES.
@@ -167,18 +163,28 @@ class BodySizeLimit:
             await self._refuse(send, int(declared), limit - (64 * 1024 if is_form else 0), setting)
             return
         received = 0
+        exceeded = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise BodyTooLarge
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # the app sees the client go away and stops reading
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
+        async def unless_exceeded(message: Message) -> None:
+            if not exceeded:  # whatever the app says about a body it saw cut short is replaced by the 413
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
-        except BodyTooLarge:
+            await self.app(scope, counted, unless_exceeded)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded:
             await self._refuse(send, received, limit - (64 * 1024 if is_form else 0), setting)
 
     @staticmethod

@@ -22,9 +22,10 @@ from starlette.concurrency import run_in_threadpool
 from ingest.config import Settings, get_settings
 from ingest.vectorstore import Filters, StoredChunk
 
+from .breaker import CircuitBreaker
 from .cache import AnswerCache, cache_key
 from .citations import ValidatedAnswer, validate
-from .metrics import LLM_ERRORS, LLM_SECONDS, LLM_TOKENS, RETRIEVE_SECONDS
+from .metrics import LLM_ERRORS, LLM_SECONDS, LLM_SKIPPED, LLM_TOKENS, RETRIEVE_SECONDS
 from .prompting import fit_to_budget, format_context, load_template
 from .providers import ExtractiveProvider, GenerationRequest, LLMError, LLMProvider, Usage, make_provider
 from .questions import clean_question, question_key
@@ -106,6 +107,7 @@ class QueryService:
         self.reader = reader or Reader(self.settings)
         self.provider = provider or make_provider(self.settings)
         self.fallback = ExtractiveProvider()
+        self.breaker = CircuitBreaker(self.settings.llm_breaker_failures, self.settings.llm_breaker_cooldown)
         self.cache = cache or AnswerCache.from_settings(self.settings)
         self.template = load_template(self.settings.prompt_template)
         self._retrievers: dict[str, Retriever] = {}
@@ -236,13 +238,22 @@ class QueryService:
         usage = Usage()
         llm_started = time.perf_counter()
         try:
+            if not self.breaker.allows():
+                LLM_SKIPPED.inc()
+                raise LLMError(
+                    f"the LLM failed {self.breaker.failures} times in a row; answering extractively for "
+                    f"{self.breaker.seconds_left():.0f} s more"
+                )
             async for piece in provider.stream(plan.request, usage):
                 pieces.append(piece)
                 yield Token(piece)
+            self.breaker.record(ok=True)
         except LLMError as exc:
-            LLM_ERRORS.labels(provider=provider.name).inc()
+            if self.breaker.allows():  # a real failure, not the breaker's refusal
+                self.breaker.record(ok=False)
+                LLM_ERRORS.labels(provider=provider.name).inc()
             log.warning("LLM failed, answering extractively: %s", exc, extra={"request_id": request_id})
-            error, provider = str(exc), self.fallback
+            error, provider = exc.public, self.fallback
             yield Failure(error, provider.name)
             pieces = [self.fallback.answer(plan.request)]
             yield Token(pieces[0])

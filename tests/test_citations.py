@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.store import StoredChunk
+from ingest.vectorstore import StoredChunk
 from server.citations import validate
 
 
@@ -68,3 +68,17 @@ def test_citation_carries_provenance_and_a_snippet() -> None:
 def test_no_chunks_means_nothing_is_grounded() -> None:
     result = validate("Confident claim [1].", [])
     assert not result.grounded and result.invalid_markers == [1]
+
+
+def test_marker_parsing_is_linear_on_long_runs_of_spaces() -> None:
+    """A marker pattern that starts with `[ \\t]*` rescans a run of spaces from every position."""
+    import time
+
+    def seconds(text: str) -> float:
+        started = time.perf_counter()
+        validate(text, [])
+        return time.perf_counter() - started
+
+    spaces = " " * 60_000 + "x"
+    prose = ("The nightly backup copies the data directory [1]. " * 1200)[:60_001]
+    assert seconds(spaces) < 5 * max(seconds(prose), 1e-3)

@@ -13,38 +13,9 @@ import pytest
 from ingest.errors import CorruptDocument, EmptyDocument, IngestError
 from ingest.loaders import atx_heading, load_bytes, load_markdown, load_pdf
 
+from .helpers import page_tree_pdf, raw_pdf
+
 SHARED_PDFS = sorted((Path(__file__).resolve().parents[2] / "shared" / "pdfs").glob("*/*.pdf"))
-
-
-def raw_pdf(objects: list[bytes]) -> bytes:
-    """A PDF file from object bodies (object n is objects[n - 1]; object 1 is the catalog), with a correct xref."""
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
-def page_tree_pdf(depth: int, text: str = "Deep page tree") -> bytes:
-    """One page under `depth` nested /Pages nodes (pypdf refuses more than 100 levels)."""
-    first_node, leaf = 2, 2 + depth
-    content = b"BT /F1 12 Tf 72 720 Td (%s) Tj ET" % text.encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>"]
-    for node in range(first_node, leaf):
-        parent = b" /Parent %d 0 R" % (node - 1) if node > first_node else b""
-        objects.append(b"<< /Type /Pages /Kids [%d 0 R] /Count 1%s >>" % (node + 1, parent))
-    objects.append(
-        b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
-        b" /Resources << /Font << /F1 %d 0 R >> >> >>" % (leaf - 1, leaf + 1, leaf + 2)
-    )
-    objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    return raw_pdf(objects)
 
 
 def test_shallow_page_tree_pdf_reads() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +98,15 @@ def test_unreachable_queue_is_a_clear_error() -> None:
 def test_worker_without_a_queue_url_explains(cli_env: Path) -> None:
     result = CliRunner().invoke(cli_app, ["worker", "--once"])
     assert result.exit_code == 2 and "RAGKB_QUEUE_URL is not set" in result.stderr
+
+
+def test_a_job_whose_worker_died_shows_as_stalled(queue_url: str) -> None:
+    queue = JobQueue(queue_url)
+    job_id = queue.enqueue(collection="ops", name="a.txt", source="upload://a.txt", data=b"text")
+    queue.redis.lmove(queue.pending, queue.processing, "LEFT", "RIGHT")
+    beat = time.time()
+    queue.redis.hset(queue._job(job_id), mapping={"status": "running", "started_at": beat, "heartbeat_at": beat})
+    assert queue.status(job_id)["status"] == "running"
+    old = beat - 120  # the worker was killed two minutes ago: no heartbeat since
+    queue.redis.hset(queue._job(job_id), "heartbeat_at", old)
+    assert queue.status(job_id)["status"] == "stalled"

@@ -114,3 +114,26 @@ def test_a_streamed_answer_fills_the_fast_path_too(kb: Ingestor, tmp_path: Path)
     assert first["cached"] is False and first["grounded"]
     assert again["cached"] is True and again["answer"] == first["answer"]
     assert again["timings"]["retrieve_ms"] == 0.0, "answered from the fast path, without retrieving"
+
+
+def test_after_repeated_failures_the_llm_is_left_alone_for_a_cool_down(kb: Ingestor, tmp_path: Path) -> None:
+    calls: list[httpx.Request] = []
+
+    def hangs(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    settings = Settings(data_dir=tmp_path, default_collection="ops", llm_breaker_failures=3, llm_breaker_cooldown=60)
+    provider = OpenAIProvider(
+        base_url="http://llm.internal.test:8080/v1", model="m", retries=0, transport=httpx.MockTransport(hangs)
+    )
+    service = QueryService(settings, reader=reader_for(kb), provider=provider)
+    with TestClient(create_app(settings, service)) as client:
+        answers = [
+            client.post("/v1/query", json={"question": f"Where does the backup go? ({i})"}).json() for i in range(5)
+        ]
+    assert len(calls) == 3, "the fourth and fifth questions do not wait on a dead LLM"
+    assert all(a["degraded"] and a["provider"] == "extractive" and a["grounded"] for a in answers)
+    assert answers[0]["error"] == "the LLM timed out"
+    assert "answering extractively for" in answers[4]["error"]
+    assert all("llm.internal.test" not in a["error"] for a in answers), "clients never see the LLM's address"

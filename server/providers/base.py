@@ -13,7 +13,12 @@ from ..prompting import RenderedPrompt
 
 
 class LLMError(RagkbError):
-    """The LLM could not produce an answer (after retries); the message says why."""
+    """The LLM could not produce an answer (after retries). `str(error)` says why in full, for the log;
+    `public` says it without internals (the LLM's address, its response body), for clients."""
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 @dataclass(frozen=True, slots=True)

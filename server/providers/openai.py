@@ -79,42 +79,52 @@ class OpenAIProvider:
 
     async def _send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
         """POST with retries; returns an open response with a 2xx status."""
-        last_error = "no attempt made"
+        last_error = public = "no attempt made"
         for attempt in range(self.retries + 1):
             try:
                 request = self._client.build_request("POST", "/chat/completions", json=body)
                 response = await self._client.send(request, stream=stream)
             except httpx.TimeoutException as exc:
-                raise LLMError(f"the LLM at {self.base_url} timed out ({type(exc).__name__})") from exc
+                raise LLMError(
+                    f"the LLM at {self.base_url} timed out ({type(exc).__name__})", public="the LLM timed out"
+                ) from exc
             except httpx.TransportError as exc:
                 last_error = f"cannot connect to the LLM at {self.base_url}: {exc}"
+                public = "cannot connect to the LLM"
                 retry_after = None
             else:
                 if response.is_success:
                     return response
                 await response.aread()
                 last_error = f"the LLM at {self.base_url} answered HTTP {response.status_code}: {response.text[:200]}"
+                public = f"the LLM answered HTTP {response.status_code}"
                 await response.aclose()
                 if response.status_code not in RETRYABLE_STATUS:
-                    raise LLMError(last_error)
+                    raise LLMError(last_error, public=public)
                 retry_after = _retry_after(response)
             if attempt < self.retries:
                 await asyncio.sleep(retry_after if retry_after is not None else self.backoff * 2**attempt)
-        raise LLMError(f"{last_error} (after {self.retries + 1} attempts)")
+        attempts = f" (after {self.retries + 1} attempts)"
+        raise LLMError(last_error + attempts, public=public + attempts)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         response = await self._send(self._body(request, stream=False), stream=False)
         try:
             payload = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LLMError(f"the LLM returned malformed JSON: {response.text[:120]!r}") from exc
+            raise LLMError(
+                f"the LLM returned malformed JSON: {response.text[:120]!r}", public="the LLM returned malformed JSON"
+            ) from exc
         try:
             choices = payload["choices"]
             if not choices:
                 raise LLMError("the LLM returned no choices")
             text = choices[0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
-            raise LLMError(f"the LLM response has no choices[0].message.content: {str(payload)[:160]}") from exc
+            raise LLMError(
+                f"the LLM response has no choices[0].message.content: {str(payload)[:160]}",
+                public="the LLM response has no choices[0].message.content",
+            ) from exc
         if not isinstance(text, str) or not text.strip():
             raise LLMError("the LLM returned an empty answer")
         usage = payload.get("usage") or {}
@@ -139,7 +149,10 @@ class OpenAIProvider:
                     delta = choices[0].get("delta", {}).get("content") if choices else None
                     counts = event.get("usage")
                 except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                    raise LLMError(f"the LLM stream has a malformed event: {data[:120]!r}") from exc
+                    raise LLMError(
+                        f"the LLM stream has a malformed event: {data[:120]!r}",
+                        public="the LLM stream has a malformed event",
+                    ) from exc
                 if isinstance(counts, dict) and usage is not None:
                     usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
                     usage.completion_tokens = int(counts.get("completion_tokens") or 0)

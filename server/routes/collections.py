@@ -87,7 +87,9 @@ async def upload(
             job_id = await run_in_threadpool(queue.enqueue, collection=name, name=filename, source=source, data=data)
             jobs.append({"id": job_id, "name": filename, "status": "queued", "status_url": f"/v1/jobs/{job_id}"})
         return JSONResponse(JobsQueued(collection=name, jobs=jobs).model_dump(), status_code=202)
-    report = await run_in_threadpool(parts.ingestor.ingest_items, items, collection=name)
+    report = await run_in_threadpool(
+        parts.ingestor.ingest_items, items, collection=name, max_chunks=settings.max_chunks_per_request
+    )
     result = UploadResult(
         collection=name,
         added=report.added,
