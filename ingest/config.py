@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
     hybrid_doc_weight: float = Field(
         0.7, ge=0, le=1, description="Share of the whole-document score in `hybrid`'s chunk score."
     )
+    hybrid_unit: Literal["document", "section"] = Field(
+        "document",
+        description="Evidence unit of `hybrid`: whole documents, or their pages/sections (see docs/retrieval.md).",
+    )
     hybrid_rrf_k: int = Field(60, ge=1, description="k of reciprocal rank fusion: 1 / (k + rank).")
     hybrid_candidates: int = Field(100, ge=1, le=1000, description="Chunks each side contributes to fusion.")
     top_k: int = Field(5, ge=1, le=100, description="Chunks retrieved per question by default.")
@@ -86,6 +91,22 @@ class Settings(BaseSettings):
     )
     cache_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
     cache_max_entries: int = Field(100_000, ge=1)
+
+    # -- access control (server/state, server/auth) ------------------------------------
+    database_url: str | None = Field(
+        None, description="postgresql://user@host/db for the state database; unset means SQLite under data_dir."
+    )
+    rate_limit_per_minute: float = Field(120.0, gt=0, description="Requests a key may make per minute, sustained.")
+    rate_limit_burst: int = Field(30, ge=1, description="Requests a key may make at once before the rate applies.")
+    rate_limit_url: str | None = Field(
+        None,
+        description="redis:// URL shared by replicas for rate limits; unset means RAGKB_CACHE_URL or RAGKB_QUEUE_URL "
+        "when they are Redis, else in-process.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser (CORS); none by default."
+    )
+    protect_ops: bool = Field(False, description="Serve /metrics, /docs and /openapi.json to admin keys only.")
 
     queue_url: str | None = Field(
         None, description="redis:// URL of the ingestion job queue; set, uploads are queued for `ragkb worker`."

@@ -145,6 +145,16 @@ class StoredChunk:
     def with_score(self, score: float) -> StoredChunk:
         return StoredChunk(self.chunk_id, self.text, self.metadata, score)
 
+    def unit(self, grain: str) -> str:
+        """The evidence unit this chunk belongs to: its document (`grain="document"`), or its page or heading
+        section (`"section"`; a document with neither is one section). See `HybridRetriever`."""
+        if grain == "document":
+            return self.document_id
+        where = self.provenance()
+        if where.page is not None:
+            return f"{where.document_id}#p{where.page}"
+        return f"{where.document_id}#h{where.heading}" if where.heading else where.document_id
+
 
 @dataclass(frozen=True, slots=True)
 class DocumentVersion:

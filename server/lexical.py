@@ -50,6 +50,7 @@ class LexicalConfig:
     stopwords: str | None = "en"
     token_pattern: str = r"(?u)\b\w\w+\b"
     include_title: bool = True  # index "title + chunk text", so every chunk of a document matches its title
+    unit: str = "document"  # the grain of the second index: whole documents, or pages/sections ("section")
 
     def fingerprint(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -117,17 +118,21 @@ class _BM25:
 
 
 class LexicalIndex:
-    """BM25 over one collection, at two grains: chunks, and whole documents (their chunks joined).
+    """BM25 over one collection, at two grains: chunks, and evidence units — whole documents, or their pages
+    and sections (`LexicalConfig.unit`) — each unit's chunks joined.
 
-    Document-level BM25 sees a document's full term statistics, which a chunk cut in the middle of
-    an abstract does not; the hybrid retriever uses both.
+    Unit-level BM25 sees a unit's full term statistics, which a chunk cut in the middle of an abstract does
+    not; the hybrid retriever uses both. `unit_of` maps every chunk id to its unit.
     """
 
-    def __init__(self, chunks: _BM25, documents: _BM25, config: LexicalConfig, generation: str) -> None:
+    def __init__(
+        self, chunks: _BM25, documents: _BM25, config: LexicalConfig, generation: str, unit_of: dict[str, str]
+    ) -> None:
         self.chunks = chunks
         self.documents = documents
         self.config = config
         self.generation = generation
+        self.unit_of = unit_of
 
     @classmethod
     def build(
@@ -136,8 +141,11 @@ class LexicalIndex:
         config: LexicalConfig,
         generation: str,
         documents: Iterable[tuple[str, str]] = (),
+        unit_of: dict[str, str] | None = None,
     ) -> LexicalIndex:
-        return cls(_index(list(chunks), config), _index(list(documents), config), config, generation)
+        pairs = list(chunks)
+        units = unit_of if unit_of is not None else {chunk_id: chunk_id.split(":", 1)[0] for chunk_id, _ in pairs}
+        return cls(_index(pairs, config), _index(list(documents), config), config, generation, units)
 
     def terms(self, query: str) -> list[str]:
         return analyze([query], self.config)[0]
@@ -147,7 +155,7 @@ class LexicalIndex:
         return self.chunks.search(self.terms(query), k, allowed)
 
     def search_documents(self, query: str, k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
-        """(document id, score), best first, over whole documents."""
+        """(unit, score), best first, over whole documents or their sections (`config.unit`)."""
         return self.documents.search(self.terms(query), k, allowed)
 
     def save(self, folder: Path) -> None:
@@ -160,6 +168,7 @@ class LexicalIndex:
             "config": self.config.fingerprint(),
             "chunks": self.chunks.ids,
             "documents": self.documents.ids,
+            "units": [self.unit_of[chunk_id] for chunk_id in self.chunks.ids],
         }
         (folder / "ragkb.json").write_text(json.dumps(meta))
 
@@ -176,9 +185,10 @@ class LexicalIndex:
                 grain: _BM25(list(meta[grain]), bm25s.BM25.load(str(folder / grain)) if meta[grain] else None)
                 for grain in ("chunks", "documents")
             }
+            unit_of = dict(zip(meta["chunks"], meta["units"], strict=True))
         except (OSError, ValueError, KeyError):
             return None
-        return cls(parts["chunks"], parts["documents"], config, str(meta["generation"]))
+        return cls(parts["chunks"], parts["documents"], config, str(meta["generation"]), unit_of)
 
 
 def _index(pairs: list[tuple[str, str]], config: LexicalConfig) -> _BM25:
@@ -282,14 +292,16 @@ class LexicalIndexes:
         started = time.perf_counter()
         log.info("building lexical index", extra={"collection": collection.name})
         pairs: list[tuple[str, str]] = []
-        by_document: dict[str, list[StoredChunk]] = {}
+        by_unit: dict[str, list[StoredChunk]] = {}
+        unit_of: dict[str, str] = {}
         for page in self.store.iter_chunks(collection):
             for chunk in page:
                 pairs.append((chunk.chunk_id, indexed_text(chunk, self.config)))
-                by_document.setdefault(chunk.document_id, []).append(chunk)
+                unit = unit_of[chunk.chunk_id] = chunk.unit(self.config.unit)
+                by_unit.setdefault(unit, []).append(chunk)
             log.info("lexical index progress", extra={"collection": collection.name, "done": len(pairs)})
-        documents = [(doc_id, document_text(chunks, self.config)) for doc_id, chunks in by_document.items()]
-        index = LexicalIndex.build(pairs, self.config, generation, documents)
+        documents = [(unit, document_text(chunks, self.config)) for unit, chunks in by_unit.items()]
+        index = LexicalIndex.build(pairs, self.config, generation, documents, unit_of)
         log.info(
             "lexical index ready",
             extra={

@@ -40,6 +40,13 @@ class PromptTemplate:
     version: str
     system: string.Template
     user: string.Template
+    refusal: str | None = None  # the exact sentence the prompt asks for when the context lacks the answer
+
+    def is_refusal(self, answer: str) -> bool:
+        """Whether a model's answer is this prompt's refusal phrase (markers, case and punctuation aside)."""
+        if not self.refusal:
+            return False
+        return _plain(answer).startswith(_plain(self.refusal))
 
     @property
     def variables(self) -> set[str]:
@@ -79,9 +86,20 @@ def parse_template(text: str, origin: str) -> PromptTemplate:
     blocks = dict(zip(parts[1::2], parts[2::2], strict=True))
     if "user" not in blocks:
         raise PromptError(f"{origin}: a prompt needs a [user] block")
-    return PromptTemplate(
-        meta["name"], meta["version"], string.Template(blocks.get("system", "")), string.Template(blocks["user"])
+    template = PromptTemplate(
+        meta["name"],
+        meta["version"],
+        string.Template(blocks.get("system", "")),
+        string.Template(blocks["user"]),
+        meta.get("refusal") or None,
     )
+    if template.refusal and template.refusal not in template.system.template + template.user.template:
+        raise PromptError(f"{origin}: the refusal phrase in the front matter must appear in the prompt itself")
+    return template
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"\[[\d,\s]*\]|[^\w\s]", " ", text.casefold()).split())
 
 
 def available_templates() -> list[str]:

@@ -16,7 +16,7 @@ from ingest.models import DocumentInfo
 from ingest.store import open_store
 from ingest.vectorstore import Collection, CollectionSummary, StoredChunk, VectorStore
 
-from .lexical import LexicalIndex, LexicalIndexes
+from .lexical import LexicalConfig, LexicalIndex, LexicalIndexes
 
 
 class Reader:
@@ -33,7 +33,8 @@ class Reader:
         self.settings = settings or get_settings()
         self.embedder = embedder or get_embedder(self.settings.embed_model, self.settings.embed_batch_size)
         self.store = store or open_store(self.settings)
-        self.lexical_indexes = lexical or LexicalIndexes(self.store, self.settings.data_dir / "lexical")
+        config = LexicalConfig(unit=self.settings.hybrid_unit)
+        self.lexical_indexes = lexical or LexicalIndexes(self.store, self.settings.data_dir / "lexical", config)
 
     def collection(self, name: str) -> Collection:
         """An existing collection, checked against this process's embedding model."""

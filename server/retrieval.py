@@ -73,24 +73,25 @@ class BM25Retriever:
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
 
-    def search(
-        self, question: str, *, collection: str, k: int, filters: Filters | None = None
-    ) -> list[tuple[str, float]]:
-        """(chunk id, BM25 score) pairs, best first, without fetching the chunks."""
-        return self.search_both(question, collection=collection, k=k, filters=filters, documents=False)[0]
-
     def search_both(
         self, question: str, *, collection: str, k: int, filters: Filters | None = None, documents: bool = True
-    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-        """Chunk hits and (with `documents`) whole-document hits as (document id, score), from one index read."""
+    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]], dict[str, str]]:
+        """Chunk hits, (with `documents`) evidence-unit hits as (unit, score), and each chunk's unit, from one
+        index read. Units are whole documents or their sections (`RAGKB_HYBRID_UNIT`)."""
         target = self.reader.collection(collection)
         index = self.reader.lexical(target)
         allowed = None if filters is None or filters.empty else self.reader.store.matching_ids(target, filters)
         chunk_hits = index.search(question, k, allowed)
         if not documents:
-            return chunk_hits, []
-        allowed_documents = None if allowed is None else {document_of(i) for i in allowed}
-        return chunk_hits, index.search_documents(question, k, allowed_documents)
+            return chunk_hits, [], index.unit_of
+        allowed_units = None if allowed is None else {index.unit_of.get(i, document_of(i)) for i in allowed}
+        return chunk_hits, index.search_documents(question, k, allowed_units), index.unit_of
+
+    def search(
+        self, question: str, *, collection: str, k: int, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score) pairs, best first, without fetching the chunks."""
+        return self.search_both(question, collection=collection, k=k, filters=filters, documents=False)[0]
 
     def retrieve(
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
@@ -144,20 +145,21 @@ def fuse_rrf(rankings: list[list[tuple[str, float]]], k: int) -> dict[str, float
 def fuse_document_aware(
     dense: list[tuple[str, float]],
     lexical: list[tuple[str, float]],
-    lexical_documents: list[tuple[str, float]],
+    lexical_units: list[tuple[str, float]],
+    unit_of: Callable[[str], str],
     dense_weight: float,
     document_weight: float,
 ) -> dict[str, float]:
-    """The weighted chunk score mixed with the same fusion over whole documents (dense: a document's best
-    chunk; BM25: the whole-document index), so a chunk of a document that matches as a whole ranks higher."""
+    """The weighted chunk score mixed with the same fusion over evidence units (dense: a unit's best chunk;
+    BM25: the unit-level index), so a chunk of a document or page that matches as a whole ranks higher."""
     chunks = fuse_weighted(dense, lexical, dense_weight)
     best_dense: dict[str, float] = {}
     for chunk_id, score in dense:
-        best_dense.setdefault(document_of(chunk_id), score)  # dense is sorted: the first is the best
-    documents = fuse_weighted(list(best_dense.items()), lexical_documents, dense_weight)
-    floor = min(documents.values(), default=0.0)
+        best_dense.setdefault(unit_of(chunk_id), score)  # dense is sorted: the first is the best
+    units = fuse_weighted(list(best_dense.items()), lexical_units, dense_weight)
+    floor = min(units.values(), default=0.0)
     return {
-        chunk_id: document_weight * documents.get(document_of(chunk_id), floor) + (1 - document_weight) * score
+        chunk_id: document_weight * units.get(unit_of(chunk_id), floor) + (1 - document_weight) * score
         for chunk_id, score in chunks.items()
     }
 
@@ -176,25 +178,32 @@ class HybridRetriever:
         self.doc_weight = settings.hybrid_doc_weight
         self.rrf_k = settings.hybrid_rrf_k
         self.candidates = settings.hybrid_candidates
+        self.unit = settings.hybrid_unit
 
     def _fuse(
-        self, question: str, collection: str, pool: int, filters: Filters | None, dense: list[tuple[str, float]]
+        self, question: str, collection: str, pool: int, filters: Filters | None, dense: list[StoredChunk]
     ) -> dict[str, float]:
-        lexical, lexical_documents = self.lexical.search_both(
+        lexical, lexical_units, unit_of = self.lexical.search_both(
             question, collection=collection, k=pool, filters=filters, documents=self.fusion is Fusion.DOCUMENT_AWARE
         )
+        dense_scores = [(c.chunk_id, c.score) for c in dense]
         if self.fusion is Fusion.RRF:
-            return fuse_rrf([dense, lexical], self.rrf_k)
+            return fuse_rrf([dense_scores, lexical], self.rrf_k)
         if self.fusion is Fusion.WEIGHTED:
-            return fuse_weighted(dense, lexical, self.dense_weight)
-        return fuse_document_aware(dense, lexical, lexical_documents, self.dense_weight, self.doc_weight)
+            return fuse_weighted(dense_scores, lexical, self.dense_weight)
+        units = {c.chunk_id: c.unit(self.unit) for c in dense}
+
+        def unit(chunk_id: str) -> str:
+            return units.get(chunk_id) or unit_of.get(chunk_id) or document_of(chunk_id)
+
+        return fuse_document_aware(dense_scores, lexical, lexical_units, unit, self.dense_weight, self.doc_weight)
 
     def retrieve(
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
     ) -> list[StoredChunk]:
         pool = max(top_k, self.candidates)
         dense = self.dense.retrieve(question, collection=collection, top_k=pool, filters=filters, with_text=False)
-        fused = self._fuse(question, collection, pool, filters, [(c.chunk_id, c.score) for c in dense])
+        fused = self._fuse(question, collection, pool, filters, dense)
         ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top_k]
         target = self.reader.collection(collection)
         return self.reader.chunks(target, [(chunk_id, round(score, 6)) for chunk_id, score in ranked])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.store import StoredChunk
+from ingest.vectorstore import StoredChunk
 from server.prompting import PromptError, fit_to_budget, format_context, load_template, parse_template
 
 
@@ -55,3 +55,14 @@ def test_context_budget_keeps_best_chunks_that_fit() -> None:
     kept = fit_to_budget(chunks, 250, lambda texts: [100 for _ in texts])
     assert [c.chunk_id for c in kept] == ["0", "1"]
     assert [c.chunk_id for c in fit_to_budget(chunks, 10, lambda texts: [100 for _ in texts])] == ["0"]
+
+
+def test_the_answer_prompt_names_its_refusal_phrase() -> None:
+    template = load_template("answer")
+    assert template.refusal == "The documents do not contain the answer."
+    assert template.refusal in template.system.template
+    assert template.is_refusal("The documents do not contain the answer.")
+    assert template.is_refusal("the documents do not contain the answer [1]")
+    assert not template.is_refusal("The answer cache keeps answers for seven days [1].")
+    with pytest.raises(PromptError, match="refusal phrase"):
+        parse_template("---\nname: x\nversion: 1\nrefusal: Nope.\n---\n[user]\nhi $question", "x.md")

@@ -58,7 +58,7 @@ class TestQuery:
         data = response.json()
         assert data["grounded"] is True and data["cached"] is False
         assert (data["model"], data["provider"]) == ("extractive", "extractive")
-        assert data["prompt"] == {"name": "answer", "version": "1"}
+        assert data["prompt"] == {"name": "answer", "version": "2"}  # v2: the fixed refusal phrase
         assert data["request_id"] == response.headers["x-request-id"]
         assert set(data["timings"]) == {"retrieve_ms", "llm_ms", "total_ms"}
         assert data["citations"], "a grounded answer has citations"
