@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest bench bench-ingest bench-query clean
+.PHONY: install run test lint typecheck pytest bench bench-ingest bench-query bench-auth clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-ingest: install
 
 bench-query: install
 	$(BIN)/python -m eval.bench_query
+
+bench-auth: install
+	$(BIN)/python -m eval.bench_auth
 
 bench: install
 	$(BIN)/python -m eval.bench

@@ -61,3 +61,4 @@ class DocumentInfo:
     chunk_count: int
     version: str
     kind: str
+    display_source: str = ""  # what clients see (never an absolute server path); `source` is the identity

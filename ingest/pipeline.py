@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,12 +27,26 @@ from .loaders import loader_for
 from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
 from .models import Chunk, DocumentInfo, ExtractedDocument
 from .store import open_store
-from .vectorstore import Collection, DocumentVersion, VectorStore, document_id_for
+from .vectorstore import Collection, DocumentVersion, VectorStore, document_id_for, fallback_display_source
 
 log = logging.getLogger("ragkb.ingest")
 
 ProgressCallback = Callable[[str], None]
 """Called once per file when it is done (ingested, skipped or failed), with its path."""
+
+
+def display_source_for(path: Path, roots: list[Path]) -> str:
+    """How a file ingested from disk is shown to API clients (its `source`, the absolute path, stays its
+    identity): `<directory name>/<path inside it>` for a file found in a directory given on the command
+    line, else the file's name. Never an absolute path."""
+    for root in roots:
+        try:
+            relative = path.relative_to(root).as_posix()
+        except ValueError:
+            continue
+        name = root.name or root.resolve().name  # `.` or `..` name no directory: use the one they point at
+        return f"{name}/{relative}" if name else relative
+    return path.name
 
 
 @dataclass(slots=True)
@@ -90,6 +104,7 @@ class _Pending:
     is_update: bool
     extracted: ExtractedDocument
     chunks: list[Chunk]
+    display_source: str
 
 
 class Budget:
@@ -185,8 +200,10 @@ class Ingestor:
         if on_discovered:
             on_discovered(len(found.files))
         target = self.open_collection(collection)
+        roots = [p for p in paths if p.is_dir()]
         items = ((str(p), str(p.resolve()), p) for p in found.files)
-        self._ingest(target, items, report, on_file_done)
+        displays = {str(p.resolve()): display_source_for(p, roots) for p in found.files}
+        self._ingest(target, items, report, on_file_done, displays=displays)
         if prune:
             self._prune(target, [p for p in paths if p.is_dir()], {str(p.resolve()) for p in found.files}, report)
         report.seconds = time.perf_counter() - started
@@ -249,7 +266,9 @@ class Ingestor:
         report: IngestReport,
         on_file_done: ProgressCallback | None,
         max_chunks: int | None = None,
+        displays: Mapping[str, str] | None = None,
     ) -> None:
+        """`displays` maps a source to how it is shown (`display_source`); others show the fallback."""
         committed = self.store.committed_versions(collection)
         pending: list[_Pending] = []
         pending_chunks = 0
@@ -280,7 +299,8 @@ class Ingestor:
                     raise EmptyDocument(f"{name}: no text to index after extraction")
                 budget.spend(name, len(chunks))
                 report.warnings.extend(f"{name}: {w}" for w in extracted.warnings)
-                pending.append(_Pending(name, source, document_id, version, bool(known), extracted, chunks))
+                shown = (displays or {}).get(source) or fallback_display_source(source)
+                pending.append(_Pending(name, source, document_id, version, bool(known), extracted, chunks, shown))
                 pending_chunks += len(chunks)
             except IngestError as exc:
                 self._failed(report, name, str(exc), on_file_done)
@@ -320,6 +340,7 @@ class Ingestor:
             count = len(doc.chunks)
             base = {
                 "source": doc.source,
+                "display_source": doc.display_source,
                 "title": doc.extracted.title,
                 "kind": doc.extracted.kind,
                 "ingested_at": now,

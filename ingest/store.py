@@ -30,6 +30,7 @@ from .vectorstore import (
     VectorStore,
     chunk_id,
     chunk_metadata,
+    fallback_display_source,
     validate_collection_name,
 )
 
@@ -296,6 +297,7 @@ class ChromaStore(VectorStore):
                 chunk_count=int(m.get("chunk_count", 0)),
                 version=str(m.get("doc_version", "")),
                 kind=str(m.get("kind", "")),
+                display_source=str(m.get("display_source") or fallback_display_source(str(m.get("source", "")))),
             )
             for m in found["metadatas"] or []
         ]

@@ -97,12 +97,22 @@ def validate_collection_name(name: str) -> str:
     return name
 
 
+def fallback_display_source(source: str) -> str:
+    """What to show for a source with no stored `display_source` (chunks ingested before it existed):
+    an upload's `upload://name` as it is, a path as its file name (never an absolute server path)."""
+    if "://" in source:
+        return source
+    return source.replace("\\", "/").rsplit("/", 1)[-1] or source
+
+
 @dataclass(frozen=True, slots=True)
 class Provenance:
-    """Where a chunk comes from; parsed from stored metadata here and nowhere else."""
+    """Where a chunk comes from; parsed from stored metadata here and nowhere else. `source` is the
+    document's identity (an absolute path for CLI ingestion); `display_source` is what clients see."""
 
     document_id: str
     source: str
+    display_source: str
     title: str
     kind: str
     page: int | None
@@ -131,9 +141,11 @@ class StoredChunk:
     def provenance(self) -> Provenance:
         meta = self.metadata
         page, heading = meta.get("page"), meta.get("heading")
+        source = str(meta.get("source", ""))
         return Provenance(
             document_id=self.document_id,
-            source=str(meta.get("source", "")),
+            source=source,
+            display_source=str(meta.get("display_source") or fallback_display_source(source)),
             title=str(meta.get("title", "")),
             kind=str(meta.get("kind", "")),
             page=int(page) if page is not None else None,

@@ -16,6 +16,7 @@ import typer
 from eval.cli import eval_app
 from ingest.cli import app as ingest_app
 from server.cli import app as server_app
+from server.keys_cli import audit_app, keys_app
 
 app = typer.Typer(
     name="ragkb",
@@ -38,6 +39,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log deb
 app.add_typer(ingest_app)  # no name: its commands sit at the top (ragkb ingest, ragkb documents, ...)
 app.add_typer(server_app)  # ragkb serve, ragkb ask, ragkb cache ..., ragkb llm ...
 app.add_typer(eval_app, name="eval")
+app.add_typer(keys_app, name="keys")  # ragkb keys create / list / revoke
+app.add_typer(audit_app, name="audit")  # ragkb audit [--limit --action --key --since]
 
 if __name__ == "__main__":
     app()

@@ -1,8 +1,9 @@
 """The HTTP API (FastAPI). `create_app()` builds it; `ragkb serve` runs it under uvicorn.
 
 Routes live in `server/routes/` (one router per resource) and receive what they
-need through `Depends` (`server/components.py`); errors map to statuses in
-`server/http_errors.py`.
+need through `Depends` (`server/components.py`), including who is calling and
+what they may do (`server/auth.py`); errors map to statuses in
+`server/http_errors.py`. CORS is off unless RAGKB_CORS_ORIGINS names origins.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 
 from ingest.config import Settings, get_settings
 
 from .components import Components
 from .http_errors import ERROR_RESPONSES, install_error_handlers
 from .observability import BodySizeLimit, RequestContextMiddleware
-from .routes import collections, jobs, ops, query
+from .routes import admin, collections, jobs, ops, query
 from .service import QueryService
 
 
@@ -40,13 +42,24 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
         summary="Answers questions from your own documents, with validated citations.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        docs_url=None,  # served by routes/ops.py, so RAGKB_PROTECT_OPS can restrict them
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.components = None
     app.add_middleware(
         BodySizeLimit, max_upload_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes
     )
-    app.add_middleware(RequestContextMiddleware)  # added last, so it runs first: every reply gets an id
+    app.add_middleware(RequestContextMiddleware)  # added after the limit, so it runs first: every reply gets an id
+    if settings.cors_origins:  # outermost: errors from the middlewares above carry the CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
+        )
     install_error_handlers(app)
-    for module in (ops, query, collections, jobs):
+    for module in (ops, query, collections, jobs, admin):
         app.include_router(module.router)
     return app

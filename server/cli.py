@@ -30,8 +30,11 @@ def serve(
     workers: Annotated[
         int, typer.Option(help="Worker processes (each loads the model; /metrics sums all of them).")
     ] = 1,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Serve beyond loopback without any API key (everyone may do anything).")
+    ] = False,
 ) -> None:
-    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    """Serve the HTTP API (OpenAPI docs at /docs). Beyond loopback it needs an API key (`ragkb keys create`)."""
     import uvicorn
 
     from ingest.datadir import hold_for_server
@@ -45,10 +48,17 @@ def serve(
             "--workers > 1 needs a Chroma server (RAGKB_CHROMA_URL): each worker process would hold its own copy "
             "of the embedded store and miss the others' writes"
         )
+    require_keys = _check_access(host, insecure)  # before anything is bound or locked
     try:
         lock = hold_for_server(settings)  # CLI writers on this embedded store now refuse, saying why
     except RagkbError as exc:
         raise exit_with_error(str(exc)) from None
+    if require_keys:  # read by server/auth.py in this process and the workers it starts
+        import os
+
+        from .auth import REQUIRE_KEYS_ENV
+
+        os.environ[REQUIRE_KEYS_ENV] = "1"
     if workers > 1:
         _prometheus_multiprocess_dir()
     console.print(f"ragkb serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
@@ -61,6 +71,52 @@ def serve(
     finally:
         if lock is not None:
             lock.release()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def _check_access(host: str, insecure: bool) -> bool:
+    """Secure by default: beyond loopback, refuse to start without an API key unless --insecure (then warn at
+    every start); on loopback without keys, serve openly and say so. Migrates the state database first.
+    True when the server must keep refusing everyone should every key be revoked later."""
+    import logging
+
+    from .state import KeyStore, StateDB
+
+    log = logging.getLogger("ragkb.serve")
+    db: StateDB | None = None
+    try:
+        db = StateDB.from_settings(get_settings())
+        db.migrate()
+        has_keys = KeyStore(db, cache_ttl=0).any_keys()
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
+    finally:
+        if db is not None:
+            db.dispose()
+    local = is_loopback(host)
+    if not local and not insecure:
+        if not has_keys:
+            raise exit_with_error(
+                f"refusing to serve on {host} (beyond loopback) without an API key: anyone who can reach the port "
+                "could read and change everything. Create one with `ragkb keys create --name NAME --scope admin "
+                "--all`, listen on 127.0.0.1, or pass --insecure to serve openly anyway"
+            )
+    elif not has_keys and not local:
+        log.warning("serving on %s WITHOUT authentication (--insecure): anyone who can reach it may do anything", host)
+    elif not has_keys:
+        log.info("no API keys exist: serving openly on loopback (create one with `ragkb keys create`)")
+    return not local and not insecure
 
 
 def _prometheus_multiprocess_dir() -> None:
@@ -160,13 +216,25 @@ def cache_stats(as_json: JsonOption = False) -> None:
 
 @cache_app.command("clear")
 def cache_clear() -> None:
-    """Remove every cached answer."""
+    """Remove every cached answer (recorded in the audit trail)."""
+    from .state import Audit, StateDB
+
     cache = _cache()
     try:
         removed = cache.clear()
     except Exception as exc:
         raise exit_with_error(f"cannot reach the cache ({cache.backend.name}): {exc}") from None
     console.print(f"removed {removed} cache entries")
+    db: StateDB | None = None
+    try:
+        db = StateDB.from_settings(get_settings())
+        db.migrate()
+        Audit(db).record("cache.clear", None, detail={"removed": removed, "via": "cli"})
+    except RagkbError as exc:
+        raise exit_with_error(f"the cache was cleared, but the audit record was not written: {exc}") from None
+    finally:
+        if db is not None:
+            db.dispose()
 
 
 @llm_app.command("serve")

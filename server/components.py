@@ -12,17 +12,23 @@ from ingest.pipeline import Ingestor
 from ingest.queue import JobQueue, QueueNotConfigured
 
 from .service import QueryService
+from .state import Audit, KeyStore, RateLimiter, StateDB, make_rate_limiter
 
 
 @dataclass(slots=True)
 class Components:
-    """Read side (`service`), write side (`ingestor`, sharing the reader's store and model) and the job
-    queue (None when uploads are ingested in-process)."""
+    """Read side (`service`), write side (`ingestor`, sharing the reader's store and model), the job
+    queue (None when uploads are ingested in-process), and access control: the state database (migrated
+    at start-up), its API keys and audit trail, and the per-key rate limiter."""
 
     settings: Settings
     service: QueryService
     ingestor: Ingestor
     queue: JobQueue | None
+    state: StateDB
+    keys: KeyStore
+    audit: Audit
+    limiter: RateLimiter
 
     @classmethod
     def build(cls, settings: Settings, service: QueryService | None = None) -> Components:
@@ -32,13 +38,17 @@ class Components:
         extractor = ProcessExtractor(timeout=settings.extract_timeout)
         ingestor = Ingestor(settings, store=reader.store, embedder=reader.embedder, extractor=extractor)
         queue = JobQueue(settings.queue_url) if settings.queue_url else None
-        return cls(settings, service, ingestor, queue)
+        state = StateDB.from_settings(settings)
+        state.migrate()
+        limiter = make_rate_limiter(settings.rate_limit_per_minute, settings.rate_limit_burst, rate_limit_url(settings))
+        return cls(settings, service, ingestor, queue, state, KeyStore(state), Audit(state), limiter)
 
     def close(self) -> None:
-        """Stop in-flight ingestion between batches and end the extraction worker."""
+        """Stop in-flight ingestion between batches, end the extraction worker, close the state database."""
         self.ingestor.stop.set()
         if isinstance(self.ingestor.extract, ProcessExtractor):
             self.ingestor.extract.close()
+        self.state.dispose()
 
     def require_queue(self) -> JobQueue:
         if self.queue is None:
@@ -46,6 +56,17 @@ class Components:
                 "no job queue is configured (RAGKB_QUEUE_URL), so uploads are ingested at once and have no jobs"
             )
         return self.queue
+
+
+def rate_limit_url(settings: Settings) -> str | None:
+    """Where rate limits are shared: RAGKB_RATE_LIMIT_URL, else the cache's or the queue's Redis, else
+    nowhere (None: in this process only)."""
+    if settings.rate_limit_url:
+        return settings.rate_limit_url
+    for url in (settings.cache_url, settings.queue_url):
+        if url and url.startswith(("redis://", "rediss://", "unix://")):
+            return url
+    return None
 
 
 def components(request: Request) -> Components:

@@ -13,19 +13,30 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, InvalidCollectionName, RagkbError
 from ingest.queue import JobNotFound, QueueNotConfigured, QueueUnavailable
 from ingest.vectorstore import InvalidFilter, StoreUnavailable
 
+from .auth import Forbidden, RateLimited, Unauthorized
 from .metrics import ERRORS
 from .observability import request_id_var
 from .questions import QuestionError
 from .retrieval import UnknownRetriever
 from .schemas import ErrorResponse
+from .state import DuplicateKeyName, InvalidAudit, InvalidKey, InvalidScope, StateUnavailable, UnknownKey
 
 ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
+    Unauthorized: (401, "unauthorized"),
+    Forbidden: (403, "forbidden"),
+    RateLimited: (429, "rate_limited"),
     CollectionNotFound: (404, "collection_not_found"),
+    UnknownKey: (404, "key_not_found"),
+    DuplicateKeyName: (409, "duplicate_key"),
+    InvalidScope: (422, "invalid_scope"),
+    InvalidKey: (422, "invalid_key"),
+    InvalidAudit: (422, "invalid_audit_query"),
     DocumentNotFound: (404, "document_not_found"),
     JobNotFound: (404, "job_not_found"),
     QueueNotConfigured: (404, "queue_not_configured"),
@@ -36,28 +47,57 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     InvalidFilter: (422, "invalid_filter"),
     StoreUnavailable: (503, "store_unavailable"),
     QueueUnavailable: (503, "queue_unavailable"),
+    StateUnavailable: (503, "state_unavailable"),
     RagkbError: (400, "bad_request"),
 }
 
 # What the OpenAPI schema says every route may answer besides its own success.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."},
+    403: {"model": ErrorResponse, "description": "The API key's scope does not allow this."},
+    429: {"model": ErrorResponse, "description": "Rate limit spent: see `Retry-After`."},
     404: {"model": ErrorResponse, "description": "Unknown collection or document."},
     422: {"model": ErrorResponse, "description": "Invalid request (empty or oversized question, bad field)."},
-    503: {"model": ErrorResponse, "description": "The vector store or the job queue is unreachable."},
+    503: {"model": ErrorResponse, "description": "The vector store, job queue or state database is unreachable."},
 }
 
 
-def error_response(status: int, message: str, code: str, detail: Any = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, code: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     ERRORS.labels(kind=code).inc()
     body = ErrorResponse(error=message, code=code, detail=detail, request_id=request_id_var.get())
-    return JSONResponse(body.model_dump(), status_code=status)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _headers_for(exc: Exception) -> dict[str, str] | None:
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": exc.retry_after}
+    return None
 
 
 def _reply_with(status: int, code: str) -> Any:
     async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(status, str(exc), code)
+        return error_response(status, str(exc), code, headers=_headers_for(exc))
 
     return handler
+
+
+async def _collection_not_found(request: Request, exc: Exception) -> JSONResponse:
+    """A missing collection and one the caller's key may not see answer alike; the "available" list names
+    only the collections the caller may see (the store's own message would name them all)."""
+    assert isinstance(exc, CollectionNotFound)
+    caller = getattr(request.state, "caller", None)
+    message = str(exc)
+    if caller is not None and caller.identity is not None and caller.identity.collections is not None:
+        try:
+            available = await run_in_threadpool(caller.available)
+        except RagkbError:
+            available = sorted(caller.identity.collections)
+        message = str(CollectionNotFound(exc.name, available))
+    return error_response(404, message, "collection_not_found")
 
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
@@ -71,4 +111,5 @@ async def _invalid(_: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     for error_type, (status, code) in ERROR_STATUS.items():
         app.add_exception_handler(error_type, _reply_with(status, code))
+    app.add_exception_handler(CollectionNotFound, _collection_not_found)
     app.add_exception_handler(RequestValidationError, _invalid)

@@ -43,7 +43,7 @@ class ChunkRef(BaseModel):
         return {
             "chunk_id": chunk.chunk_id,
             "document_id": where.document_id,
-            "source": where.source,
+            "source": where.display_source,  # never an absolute server path
             "title": where.title,
             "page": where.page,
             "heading": where.heading,

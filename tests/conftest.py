@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Test clients make many requests from one host: the open server's shared anonymous bucket would refuse them.
+# Tests of the rate limit set their own burst and rate.
+os.environ.setdefault("RAGKB_RATE_LIMIT_BURST", "1000000")
 
 from ingest.config import Settings, get_settings
 from ingest.embedder import Embedder, get_embedder
 from ingest.pipeline import Ingestor
+from server.state import StateDB
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -60,3 +67,51 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()
+
+
+# -- the state database on both engines (SQLite file; a real PostgreSQL on 127.0.0.1:5432) ---------------
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+ENGINES = ["sqlite", "postgresql"]
+
+
+@contextmanager
+def fresh_database_url(engine: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database's URL: a new SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
+        return
+    name = f"ragkb_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def fresh_state_db(engine: str, tmp_path: Path) -> Iterator[StateDB]:
+    """A migrated StateDB on an empty database of `engine`."""
+    with fresh_database_url(engine, tmp_path) as url:
+        db = StateDB(url)
+        try:
+            db.migrate()
+            yield db
+        finally:
+            db.dispose()
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with fresh_database_url(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=ENGINES)
+def state_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateDB]:
+    with fresh_state_db(request.param, tmp_path) as db:
+        yield db

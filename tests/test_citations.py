@@ -56,7 +56,7 @@ def test_citation_carries_provenance_and_a_snippet() -> None:
     assert citation.chunk_id == "doc2:v:0"
     assert (citation.document_id, citation.source, citation.title, citation.heading) == (
         "doc2",
-        "/kb/doc2.md",
+        "doc2.md",  # what clients see: never the absolute server path
         "Doc 2",
         "Intro",
     )

@@ -7,7 +7,6 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,13 +28,6 @@ from server.state import (
     UnknownKey,
 )
 from server.state.models import ApiKey
-from tests.test_state import ENGINES, fresh_state_db
-
-
-@pytest.fixture(params=ENGINES)
-def state_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateDB]:
-    with fresh_state_db(request.param, tmp_path) as db:
-        yield db
 
 
 class FakeClock:

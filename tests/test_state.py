@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,52 +18,6 @@ from alembic.runtime.migration import MigrationContext
 from server.state import Audit, InvalidAudit, StateDB, StateError, StateUnavailable
 from server.state.db import alembic_config, normalise_url
 from server.state.models import Base
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-ENGINES = ["sqlite", "postgresql"]
-
-
-@contextmanager
-def fresh_database_url(engine: str, tmp_path: Path) -> Iterator[str]:
-    """An empty database's URL: a new SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if engine == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
-        return
-    name = f"ragkb_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextmanager
-def fresh_state_db(engine: str, tmp_path: Path) -> Iterator[StateDB]:
-    """A migrated StateDB on an empty database of `engine`."""
-    with fresh_database_url(engine, tmp_path) as url:
-        db = StateDB(url)
-        try:
-            db.migrate()
-            yield db
-        finally:
-            db.dispose()
-
-
-@pytest.fixture(params=ENGINES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with fresh_database_url(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture(params=ENGINES)
-def state_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateDB]:
-    with fresh_state_db(request.param, tmp_path) as db:
-        yield db
-
 
 # -- URLs and settings ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Collections and their documents: list, upload (ingest or queue), delete."""
+"""Collections and their documents: list, upload (ingest or queue), delete. Reading needs the `read` scope,
+uploading and deleting `write`; a key limited to collections sees only those (`server/auth.py`)."""
 
 from __future__ import annotations
 
@@ -10,42 +11,57 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ingest.loaders import supported_extensions
+from ingest.pipeline import IngestReport
+from ingest.vectorstore import document_id_for, fallback_display_source
 
-from ..components import Components, components
+from ..auth import Caller, ReadCaller, WriteCaller, collection_in_path
 from ..http_errors import error_response
+from ..observability import request_id_var
 from ..schemas import CollectionInfo, DocumentOut, ErrorResponse, JobsQueued, UploadResult
+from ..state import Scope
 
 router = APIRouter(prefix="/v1", tags=["collections"])
-Parts = Annotated[Components, Depends(components)]
+Readable = Annotated[str, Depends(collection_in_path(Scope.READ))]
+Writable = Annotated[str, Depends(collection_in_path(Scope.WRITE))]
 
 
-@router.get("/collections", response_model=list[CollectionInfo])
-def collections(parts: Parts) -> list[CollectionInfo]:
+@router.get("/collections", response_model=list[CollectionInfo], summary="The collections this key may see.")
+def collections(caller: ReadCaller) -> list[CollectionInfo]:
     return [
         CollectionInfo(name=c.name, chunks=c.chunks, documents=c.documents, model=c.model)
-        for c in parts.service.reader.collections()
+        for c in caller.parts.service.reader.collections()
+        if caller.can_see(c.name)
     ]
 
 
 @router.get("/collections/{name}/documents", response_model=list[DocumentOut])
-def documents(name: str, parts: Parts) -> list[DocumentOut]:
+def documents(name: Readable, caller: ReadCaller) -> list[DocumentOut]:
+    docs = caller.parts.service.reader.documents(name)
     return [
         DocumentOut(
             document_id=d.document_id,
-            source=d.source,
+            source=d.display_source,
             title=d.title,
             kind=d.kind,
             chunk_count=d.chunk_count,
             version=d.version,
         )
-        for d in parts.service.reader.documents(name)
+        for d in docs
     ]
 
 
-@router.delete("/collections/{name}/documents/{document_id}")
-def delete_document(name: str, document_id: str, parts: Parts) -> dict[str, Any]:
-    info, removed = parts.ingestor.delete(name, document_id)
-    return {"document_id": info.document_id, "source": info.source, "chunks_deleted": removed}
+@router.delete("/collections/{name}/documents/{document_id}", summary="Delete a document (by id or source).")
+def delete_document(name: Writable, document_id: str, caller: WriteCaller) -> dict[str, Any]:
+    info, removed = caller.parts.ingestor.delete(name, document_id)
+    caller.parts.audit.record(
+        "document.delete",
+        caller.key_name,
+        collection=name,
+        document_id=info.document_id,
+        request_id=request_id_var.get(),
+        detail={"chunks": removed},
+    )
+    return {"document_id": info.document_id, "source": fallback_display_source(info.source), "chunks_deleted": removed}
 
 
 @router.post(
@@ -60,8 +76,9 @@ def delete_document(name: str, document_id: str, parts: Parts) -> dict[str, Any]
     },
 )
 async def upload(
-    name: str, parts: Parts, files: Annotated[list[UploadFile], File(description="Documents to ingest.")]
+    name: Writable, caller: WriteCaller, files: Annotated[list[UploadFile], File(description="Documents to ingest.")]
 ) -> Any:
+    parts = caller.parts
     settings = parts.settings
     limit = min(settings.max_upload_bytes, settings.max_file_bytes)
     names = [Path(f.filename or "upload").name for f in files]
@@ -86,10 +103,14 @@ async def upload(
         for filename, source, data in items:
             job_id = await run_in_threadpool(queue.enqueue, collection=name, name=filename, source=source, data=data)
             jobs.append({"id": job_id, "name": filename, "status": "queued", "status_url": f"/v1/jobs/{job_id}"})
+            await run_in_threadpool(
+                _record, caller, "document.queue", name, document_id_for(source), {"name": filename, "job": job_id}
+            )
         return JSONResponse(JobsQueued(collection=name, jobs=jobs).model_dump(), status_code=202)
     report = await run_in_threadpool(
         parts.ingestor.ingest_items, items, collection=name, max_chunks=settings.max_chunks_per_request
     )
+    await run_in_threadpool(_audit_upload, caller, name, report)
     result = UploadResult(
         collection=name,
         added=report.added,
@@ -101,3 +122,21 @@ async def upload(
         failures=[f.as_dict() for f in report.failures],
     )
     return JSONResponse(result.model_dump(), status_code=422 if report.failed == len(files) else 200)
+
+
+def _record(caller: Caller, action: str, collection: str, document_id: str, detail: dict[str, Any]) -> None:
+    caller.parts.audit.record(
+        action, caller.key_name, collection=collection, document_id=document_id,
+        request_id=request_id_var.get(), detail=detail,
+    )  # fmt: skip
+
+
+def _audit_upload(caller: Caller, collection: str, report: IngestReport) -> None:
+    """One record per document that changed or failed (`document.add`, `document.update`, `document.fail`)."""
+    for doc in report.documents:
+        action = {"added": "document.add", "updated": "document.update"}.get(str(doc["status"]))
+        if action:
+            _record(caller, action, collection, str(doc["document_id"]), {"name": doc["path"], "chunks": doc["chunks"]})
+    for failure in report.failures:
+        document_id = document_id_for(f"upload://{failure.path}")
+        _record(caller, "document.fail", collection, document_id, {"name": failure.path, "error": failure.error})

@@ -1,14 +1,18 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness (always open), Prometheus metrics and the API docs (admin only with
+RAGKB_PROTECT_OPS)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..auth import ops_access
 from ..metrics import metrics_payload
 
 router = APIRouter(tags=["ops"])
+OPS = [Depends(ops_access)]
 
 
 @router.get("/healthz", summary="Liveness: the process is up.")
@@ -33,7 +37,23 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics.", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics.", response_class=Response, dependencies=OPS)
 async def metrics() -> Response:
     body, content_type = metrics_payload()
     return Response(body, media_type=content_type)
+
+
+# The schema and docs pages are FastAPI's own, served here so RAGKB_PROTECT_OPS can guard them.
+@router.get("/openapi.json", include_in_schema=False, dependencies=OPS)
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False, dependencies=OPS)
+async def docs(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{request.app.title} - API docs")
+
+
+@router.get("/redoc", include_in_schema=False, dependencies=OPS)
+async def redoc(request: Request) -> HTMLResponse:
+    return get_redoc_html(openapi_url="/openapi.json", title=f"{request.app.title} - API docs")

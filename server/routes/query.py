@@ -1,4 +1,5 @@
-"""`POST /v1/query` (JSON or Server-Sent Events) and `POST /v1/retrieve`."""
+"""`POST /v1/query` (JSON or Server-Sent Events) and `POST /v1/retrieve` (scope `read`; the collection, named
+or the default, must be one the key may see)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.vectorstore import Filters
 
+from ..auth import ReadCaller
 from ..components import query_service
 from ..observability import request_id_var
 from ..schemas import QueryFilters, QueryRequest, QueryResponse, RetrievedChunk, RetrieveRequest, RetrieveResponse
@@ -43,14 +45,14 @@ def _sse(event: Token | Failure | Done) -> str:
     summary="Answer a question with validated citations.",
     responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true."}},
 )
-async def query(body: QueryRequest, service: Service) -> Any:
+async def query(body: QueryRequest, service: Service, caller: ReadCaller) -> Any:
     """With `stream: true` the answer comes as Server-Sent Events: `token` events, an `error` event if the
     LLM fails mid-answer (the extractive answer follows), then one `done` event with the validated answer.
     Every request error (unknown collection, bad filter, ...) is answered with its status before the
     stream starts."""
     plan = await service.prepare(
         body.question,
-        collection=body.collection,
+        collection=caller.collection(body.collection),
         top_k=body.top_k,
         filters=filters_of(body.filters),
         retriever=body.retriever,
@@ -67,10 +69,10 @@ async def query(body: QueryRequest, service: Service) -> Any:
 
 
 @router.post("/retrieve", response_model=RetrieveResponse, summary="Retrieve chunks, no LLM.")
-async def retrieve(body: RetrieveRequest, service: Service) -> RetrieveResponse:
+async def retrieve(body: RetrieveRequest, service: Service, caller: ReadCaller) -> RetrieveResponse:
     query = service.query(
         body.question,
-        collection=body.collection,
+        collection=caller.collection(body.collection),
         top_k=body.top_k,
         filters=filters_of(body.filters),
         retriever=body.retriever,

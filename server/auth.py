@@ -1,0 +1,167 @@
+"""Who is calling, and what they may do: bearer-token authentication, scopes, collections, rate limits.
+
+Routes declare what they need with `Depends`, so the OpenAPI schema shows the bearer scheme:
+
+    caller: Annotated[Caller, Depends(require(Scope.READ))]               # a scope
+    name: Annotated[str, Depends(collection_in_path(Scope.WRITE))]         # a scope and the {name} collection
+
+While no API key exists the server is open (the loopback demo) and every caller may do everything,
+rate-limited as one anonymous bucket per client host; once one key exists every request but
+`/healthz` and `/readyz` needs one. `/metrics`, `/docs` and `/openapi.json` need an admin key only
+with `RAGKB_PROTECT_OPS`. A key limited to collections sees the others as missing (404, the same
+answer as for a collection that does not exist), so it cannot probe for names.
+"""
+
+# no `from __future__ import annotations`: FastAPI must see the closures' `Depends(...)` annotations as objects
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from ingest.errors import CollectionNotFound, RagkbError
+from ingest.vectorstore import validate_collection_name
+
+from .components import Components, components
+from .state import Identity, Scope
+
+# Set by `ragkb serve` when it listens beyond loopback without --insecure: then a server whose keys have
+# all been revoked refuses everyone rather than falling back to the open demo mode.
+REQUIRE_KEYS_ENV = "RAGKB_SERVE_REQUIRE_KEYS"
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An API key from `ragkb keys create` or `POST /v1/keys`: `Authorization: Bearer rk_...`.",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+class Unauthorized(RagkbError):
+    """No key, or a key that is malformed, unknown or revoked (401 with `WWW-Authenticate: Bearer`)."""
+
+
+class Forbidden(RagkbError):
+    """A valid key whose scope does not allow the request (403)."""
+
+
+class RateLimited(RagkbError):
+    """The caller's token bucket is empty (429 with `Retry-After`)."""
+
+    def __init__(self, who: str, retry_after: str) -> None:
+        super().__init__(f"rate limit exceeded for {who}; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated caller of one request: a key's identity, or None while the server is open."""
+
+    identity: Identity | None
+    parts: Components
+
+    @property
+    def key_name(self) -> str | None:
+        """For the audit trail: the key's name, None in open mode."""
+        return None if self.identity is None else self.identity.name
+
+    def can_see(self, collection: str) -> bool:
+        return self.identity is None or self.identity.can_see(collection)
+
+    def visible(self, collections: list[str]) -> list[str]:
+        return collections if self.identity is None else self.identity.visible(collections)
+
+    def collection(self, name: str | None) -> str:
+        """The collection a request names (the default when None), checked against the key: one the key may
+        not see raises exactly what a missing collection raises. The one place this check is made."""
+        name = name or self.parts.settings.default_collection
+        validate_collection_name(name)  # a bad name is 422 whether or not the collection is visible
+        if not self.can_see(name):
+            raise CollectionNotFound(name, [])  # the error handler lists what this caller may see
+        return name
+
+    def available(self) -> list[str]:
+        """The collections this caller may see (for the "available" list of a 404)."""
+        return self.visible(self.parts.service.reader.store.collection_names())
+
+
+def _require_keys() -> bool:
+    return os.environ.get(REQUIRE_KEYS_ENV, "") == "1"
+
+
+def _client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _identify(parts: Components, credentials: HTTPAuthorizationCredentials | None) -> Identity | None:
+    """The key's identity; None in open mode; `Unauthorized` when a key is needed and not valid. Blocking
+    (one indexed lookup, cached for a few seconds): called in a thread."""
+    if not parts.keys.any_keys():
+        if _require_keys():
+            raise Unauthorized(
+                "this server listens beyond loopback and needs an API key, but none exists: "
+                "create one with `ragkb keys create`"
+            )
+        return None
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("an API key is required: send `Authorization: Bearer <token>`")
+    identity = parts.keys.authenticate(credentials.credentials)
+    if identity is None:
+        raise Unauthorized("the API key is not valid (unknown, malformed or revoked)")
+    return identity
+
+
+async def authenticate(request: Request, credentials: Credentials) -> Caller:
+    """Authenticate and rate-limit the request (no scope check): the base of `require`."""
+    parts = components(request)
+    identity = await run_in_threadpool(_identify, parts, credentials)
+    bucket = identity.name if identity is not None else f"anonymous@{_client_host(request)}"
+    decision = await run_in_threadpool(parts.limiter.allow, bucket)
+    if not decision.allowed:
+        raise RateLimited("this key" if identity is not None else "anonymous clients", decision.retry_after_header)
+    caller = Caller(identity, parts)
+    request.state.caller = caller
+    return caller
+
+
+def require(scope: Scope) -> Callable[..., Caller]:
+    """A dependency: the caller, who must hold `scope` (or a scope that implies it)."""
+
+    def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+        if caller.identity is not None and not caller.identity.allows(scope):
+            raise Forbidden(
+                f"the key {caller.identity.name!r} has scope {caller.identity.scope.value!r}; "
+                f"this needs {scope.value!r} (or a scope that includes it)"
+            )
+        return caller
+
+    dependency.__name__ = f"require_{scope.value}"
+    return dependency
+
+
+def collection_in_path(scope: Scope) -> Callable[..., str]:
+    """A dependency for routes under `/collections/{name}`: the caller must hold `scope` and see `name`."""
+
+    def dependency(name: str, caller: Annotated[Caller, Depends(require(scope))]) -> str:
+        return caller.collection(name)
+
+    dependency.__name__ = f"collection_{scope.value}"
+    return dependency
+
+
+async def ops_access(request: Request, credentials: Credentials) -> None:
+    """`/metrics`, `/docs`, `/openapi.json`: open, or admin only with RAGKB_PROTECT_OPS."""
+    parts: Components | None = getattr(request.app.state, "components", None)
+    if parts is None or not parts.settings.protect_ops:
+        return
+    caller = await authenticate(request, credentials)
+    require(Scope.ADMIN)(caller)
+
+
+ReadCaller = Annotated[Caller, Depends(require(Scope.READ))]
+WriteCaller = Annotated[Caller, Depends(require(Scope.WRITE))]
+AdminCaller = Annotated[Caller, Depends(require(Scope.ADMIN))]
