@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -51,6 +51,15 @@ def _progress() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
         yield tracker
 
 
+def _write_report(out: Path, report: dict[str, Any], summary: str) -> None:
+    """The JSON report at `out`, its Markdown summary beside it, and the summary on the terminal."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(summary)
+    console.print(summary, markup=False, highlight=False)
+    console.print(f"report: {out} and {out.with_suffix('.md')}")
+
+
 @eval_app.command("run")
 def run(
     dataset: DatasetArg,
@@ -89,12 +98,7 @@ def run(
     except RagkbError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    summary = markdown_summary(report)
-    out.with_suffix(".md").write_text(summary)
-    console.print(summary, markup=False, highlight=False)
-    console.print(f"report: {out} and {out.with_suffix('.md')}")
+    _write_report(out, report, markdown_summary(report))
 
 
 @eval_app.command("compare")
@@ -164,6 +168,10 @@ def qa(
     ] = None,
     include: Annotated[list[str] | None, typer.Option(help="Glob of documents to ingest [default: *.pdf].")] = None,
     collection: Annotated[str, typer.Option(help="Collection the documents are ingested into.")] = "eval-qa",
+    retrieval_only: Annotated[
+        bool, typer.Option(help="Score where the right page ranks (page hit@1/@5, MRR@10); no answers.")
+    ] = False,
+    retriever: Annotated[str | None, typer.Option(help="Retriever for --retrieval-only [default: configured].")] = None,
     baseline: Annotated[Path | None, typer.Option(help="A previous qa report to gate against.")] = None,
     max_drop: Annotated[float, typer.Option(help="Largest allowed drop of a headline metric vs --baseline.")] = 0.02,
     out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
@@ -175,8 +183,22 @@ def qa(
     from server.service import QueryService
 
     from .harness import compare_reports
-    from .qa import QA_HEADLINE, evaluate_qa, markdown_summary
+    from .qa import QA_HEADLINE, evaluate_pages, evaluate_qa, markdown_summary
 
+    if retrieval_only:
+        try:
+            service = QueryService()
+            pages = evaluate_pages(
+                service, question_set, documents, retriever=retriever or service.settings.retriever, half=half,
+                collection=collection, include=include,
+            )  # fmt: skip
+        except RagkbError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(pages, indent=2) + "\n")
+        console.print(json.dumps(pages, indent=2), markup=False, highlight=False)
+        return
     try:
         with _progress() as track:
             report = evaluate_qa(
@@ -186,12 +208,7 @@ def qa(
     except RagkbError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    summary = markdown_summary(report)
-    out.with_suffix(".md").write_text(summary)
-    console.print(summary, markup=False, highlight=False)
-    console.print(f"report: {out} and {out.with_suffix('.md')}")
+    _write_report(out, report, markdown_summary(report))
     if baseline is not None:
         try:
             base = json.loads(baseline.read_text())

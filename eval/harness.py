@@ -169,20 +169,26 @@ def run_eval(
     }
 
 
+def metrics_table(report: dict[str, Any]) -> list[str]:
+    """A report's metrics and latency as Markdown table lines (retrieval and answer reports alike)."""
+    return [
+        "| metric | value |",
+        "| --- | ---: |",
+        *[f"| {name} | {value:.4f} |" for name, value in report["metrics"].items()],
+        f"| latency p50 (ms) | {report['latency_ms']['p50']:.1f} |",
+        f"| latency p95 (ms) | {report['latency_ms']['p95']:.1f} |",
+        "",
+    ]
+
+
 def markdown_summary(report: dict[str, Any]) -> str:
-    metrics = report["metrics"]
     lines = [
         f"### Retrieval eval: {report['dataset']} ({report['split']}), retriever `{report['retriever']}`",
         "",
         f"Model `{report['model']}`, {report['num_queries']} queries, {report['created_at']}. "
         "Documents are scored by their best chunk.",
         "",
-        "| metric | value |",
-        "| --- | ---: |",
-        *[f"| {name} | {value:.4f} |" for name, value in metrics.items()],
-        f"| latency p50 (ms) | {report['latency_ms']['p50']:.1f} |",
-        f"| latency p95 (ms) | {report['latency_ms']['p95']:.1f} |",
-        "",
+        *metrics_table(report),
     ]
     return "\n".join(lines)
 

@@ -29,7 +29,7 @@ from ingest.pipeline import Ingestor
 from server.schemas import QueryResponse
 from server.service import QueryService
 
-from .harness import percentile
+from .harness import metrics_table, percentile
 
 QA_HEADLINE = ("right_page_cited", "answer_found", "abstention_precision", "abstention_recall", "citations_supported")
 
@@ -112,9 +112,9 @@ class Outcome:
 
 
 def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
-    cited = [f"{Path(c.source).name}#{c.page}" for c in response.citations]
+    cited = [f"{_file(c.source)}#{c.page}" for c in response.citations]
     right_page = item.source is not None and any(
-        Path(c.source).name == item.source and c.page == item.page for c in response.citations
+        _file(c.source) == item.source and c.page == item.page for c in response.citations
     )
     found = item.answer is not None and normalized(item.answer) in normalized(response.answer)
     return Outcome(
@@ -219,8 +219,58 @@ def evaluate_qa(
     }
 
 
+def evaluate_pages(
+    service: QueryService,
+    question_set: Path,
+    folders: Sequence[Path],
+    *,
+    retriever: str,
+    half: str | None = None,
+    collection: str = "eval-qa",
+    include: list[str] | None = None,
+    top_k: int = 10,
+) -> dict[str, Any]:
+    """Retrieval only: where the first chunk of the right page ranks for each answerable question
+    (page hit@1, hit@5, MRR@10), the page-level counterpart of `ragkb eval run`'s document metrics."""
+    items = [item for item in read_question_set(question_set, half=half) if item.answerable]
+    reader = service.reader
+    writer = Ingestor(reader.settings, store=reader.store, embedder=reader.embedder)
+    ingest_documents(writer, folders, collection, include or ["*.pdf"])
+    ranks: list[int | None] = []
+    latencies: list[float] = []
+    for item in items:
+        query = service.query(item.question, collection=collection, top_k=top_k, retriever=retriever)
+        started = time.perf_counter()
+        chunks = service.retrieve(query).chunks
+        latencies.append((time.perf_counter() - started) * 1000)
+        ranks.append(
+            next(
+                (rank for rank, c in enumerate(chunks, 1) if _file(c.provenance().source) == item.source
+                 and c.provenance().page == item.page),
+                None,
+            )
+        )  # fmt: skip
+    count = max(len(ranks), 1)
+    return {
+        "kind": "qa-pages",
+        "dataset": question_set.name,
+        "split": half or "all",
+        "retriever": retriever,
+        "num_questions": len(items),
+        "metrics": {
+            "page_hit@1": round(sum(r == 1 for r in ranks) / count, 4),
+            "page_hit@5": round(sum(r is not None and r <= 5 for r in ranks) / count, 4),
+            "page_mrr@10": round(sum(1 / r for r in ranks if r is not None) / count, 4),
+        },
+        "latency_ms": {"p50": round(percentile(latencies, 0.5), 1), "p95": round(percentile(latencies, 0.95), 1)},
+    }
+
+
+def _file(source: str) -> str:
+    return source.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def markdown_summary(report: dict[str, Any]) -> str:
-    metrics = report["metrics"]
     lines = [
         f"### Answer eval: {report['dataset']} ({report['split']}), provider `{report['provider']}`",
         "",
@@ -228,11 +278,6 @@ def markdown_summary(report: dict[str, Any]) -> str:
         f"`{report['retriever']}`, prompt {report['prompt']['name']} v{report['prompt']['version']}, "
         f"{report['created_at']}.",
         "",
-        "| metric | value |",
-        "| --- | ---: |",
-        *[f"| {name} | {value:.4f} |" for name, value in metrics.items()],
-        f"| latency p50 (ms) | {report['latency_ms']['p50']:.1f} |",
-        f"| latency p95 (ms) | {report['latency_ms']['p95']:.1f} |",
-        "",
+        *metrics_table(report),
     ]
     return "\n".join(lines)

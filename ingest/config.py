@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         0.7, ge=0, le=1, description="Share of the whole-document score in `hybrid`'s chunk score."
     )
     hybrid_unit: Literal["document", "section"] = Field(
-        "document",
+        "section",
         description="Evidence unit of `hybrid`: whole documents, or their pages/sections (see docs/retrieval.md).",
     )
     hybrid_rrf_k: int = Field(60, ge=1, description="k of reciprocal rank fusion: 1 / (k + rank).")
@@ -63,13 +63,13 @@ class Settings(BaseSettings):
     )
     max_question_chars: int = Field(2000, ge=1)
     abstain_below: float = Field(
-        0.0,
+        0.42,
         ge=0,
         le=1,
         description="Answer 'not in the documents' when the answer's confidence is below this (see docs/answers.md).",
     )
     support_threshold: float = Field(
-        0.0, ge=0, le=1, description="A citation whose passage supports its sentence less than this is removed."
+        0.4, ge=0, le=1, description="A citation whose passage supports its sentence less than this is removed."
     )
     prompt_template: str = Field("answer", description="Name of the prompt template in server/prompts/.")
 

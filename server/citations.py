@@ -1,22 +1,24 @@
-"""Citation validation: every `[n]` in an answer must point at a chunk that was actually retrieved.
+"""Citation validation: every `[n]` must point at a retrieved chunk that supports the sentence it ends.
 
-Markers that point nowhere are removed from the text and reported; an answer
-left with no valid citation is `grounded: false`. Nothing else in ragkb
-decides whether an answer is grounded.
+Two checks, in order. A marker that points nowhere (outside 1..len(retrieved)) is
+removed and listed in `invalid_markers`. A marker whose passage does not support its
+sentence (`server.support`, below `threshold`) is removed and listed in
+`unsupported_markers`. An answer is `grounded` when every sentence that makes a claim
+keeps at least one supported citation. Nothing else in ragkb decides groundedness.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from ingest.vectorstore import StoredChunk
 
+from .markers import MARKER, marker_numbers
 from .schemas import ChunkRef, Citation
+from .sentences import split
+from .support import Embed, has_claim, support_many, without_markers
 
-# no leading-whitespace group: `[ \t]*\[` would rescan a run of spaces from every position (quadratic)
-_MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 SNIPPET_CHARS = 240
 
 
@@ -25,10 +27,17 @@ class ValidatedAnswer:
     text: str
     citations: list[Citation]
     invalid_markers: list[int]
+    unsupported_markers: list[int] = field(default_factory=list)
+    grounded: bool = False
 
-    @property
-    def grounded(self) -> bool:
-        return bool(self.citations)
+
+@dataclass(frozen=True, slots=True)
+class SupportCheck:
+    """How markers are checked against their sentences: the embedder (None: lexical only) and the score
+    below which a citation does not count (`RAGKB_SUPPORT_THRESHOLD`)."""
+
+    threshold: float
+    embed: Embed | None = None
 
 
 def citation_for(number: int, chunk: StoredChunk) -> Citation:
@@ -37,24 +46,69 @@ def citation_for(number: int, chunk: StoredChunk) -> Citation:
     return Citation(n=number, snippet=snippet, **ChunkRef.fields_of(chunk))
 
 
-def validate(answer: str, retrieved: Sequence[StoredChunk]) -> ValidatedAnswer:
-    """Keep the markers that name a retrieved chunk (1..len(retrieved)); drop and report the rest."""
-    cited: list[int] = []
-    invalid: list[int] = []
+def validate(answer: str, retrieved: Sequence[StoredChunk], support: SupportCheck | None = None) -> ValidatedAnswer:
+    """Keep the markers that name a retrieved chunk and (with `support`) back the claim they end; drop and
+    report the rest; then say whether every claim is backed.
+
+    A marker backs the text since the previous marker (its *group*): "A. B. [1]" cites [1] for both
+    sentences, which is how an extractive quote spanning two sentences, or a model citing once for a
+    short run of claims, reads. Text after the last marker is uncited.
+    """
+    text, invalid = _keep(answer, lambda _, n: 1 <= n <= len(retrieved))
+    groups, trailing = _groups(text)
+    weak: set[tuple[int, int]] = set()
+    if support is not None:
+        pairs = [(occurrence, n) for occurrence, (_, numbers) in enumerate(groups) for n in numbers]
+        texts = [(groups[occurrence][0], retrieved[n - 1].text) for occurrence, n in pairs]
+        scores = support_many(texts, support.embed) if pairs else []
+        weak = {pair for pair, score in zip(pairs, scores, strict=True) if score < support.threshold}
+    text, unsupported = _keep(text, lambda occurrence, n: (occurrence, n) not in weak)
+    backed = [any((i, n) not in weak for n in numbers) for i, (_, numbers) in enumerate(groups)]
+    claims_backed = all(ok or not _claims(group) for ok, (group, _) in zip(backed, groups, strict=True))
+    cited = sorted({n for match in MARKER.finditer(text) for n in marker_numbers(match)})
+    grounded = bool(cited) and claims_backed and not _claims(trailing)
+    citations = [citation_for(n, retrieved[n - 1]) for n in cited]
+    return ValidatedAnswer(text, citations, sorted(set(invalid)), sorted(set(unsupported)), grounded)
+
+
+def _groups(text: str) -> tuple[list[tuple[str, list[int]]], str]:
+    """Each marker occurrence with the sentences it backs, and the sentences no marker backs.
+
+    A sentence is backed by the first marker that comes after its start: "A. B. [1]" gives [1] both,
+    "A [1]. B [2]." one each, and "Mixed [2] and more." gives [2] the whole sentence. Markers side by side
+    ("[2][3]") back the same sentences."""
+    plain, markers = without_markers(text)
+    owned: list[list[str]] = [[] for _ in markers]
+    uncited: list[str] = []
+    for span in split(plain):
+        owner = next((i for i, (position, _) in enumerate(markers) if position > span.start), None)
+        (uncited if owner is None else owned[owner]).append(span.text)
+    groups: list[tuple[str, list[int]]] = []
+    for i, (position, numbers) in enumerate(markers):
+        shares_previous = i > 0 and not owned[i] and markers[i - 1][0] == position
+        groups.append((groups[-1][0] if shares_previous else " ".join(owned[i]), numbers))
+    return groups, " ".join(uncited)
+
+
+def _claims(text: str) -> bool:
+    return any(has_claim(span.text) for span in split(text))
+
+
+def _keep(text: str, keep: Callable[[int, int], bool]) -> tuple[str, list[int]]:
+    """The text with each marker occurrence reduced to the numbers `keep(occurrence, n)` accepts (a marker
+    left empty is removed with the space before it), and the numbers dropped."""
     pieces: list[str] = []
+    dropped: list[int] = []
     position = 0
-    for match in _MARKER.finditer(answer):
-        numbers = [int(part) for part in match.group(1).split(",")]
-        valid = [n for n in numbers if 1 <= n <= len(retrieved)]
-        invalid.extend(n for n in numbers if not 1 <= n <= len(retrieved))
-        cited.extend(n for n in valid if n not in cited)
-        pieces.append(answer[position : match.start()])
-        if valid:
-            pieces.append("".join(f"[{n}]" for n in valid))
-        else:  # a removed marker takes the space before it along, so no gap is left before the punctuation
+    for occurrence, match in enumerate(MARKER.finditer(text)):
+        numbers = marker_numbers(match)
+        kept = [n for n in numbers if keep(occurrence, n)]
+        dropped.extend(n for n in numbers if n not in kept)
+        pieces.append(text[position : match.start()])
+        if kept:
+            pieces.append("".join(f"[{n}]" for n in dict.fromkeys(kept)))
+        else:  # no gap is left before the punctuation
             pieces[-1] = pieces[-1].rstrip(" \t")
         position = match.end()
-    pieces.append(answer[position:])
-    cleaned = "".join(pieces).strip()
-    citations = [citation_for(n, retrieved[n - 1]) for n in sorted(cited)]
-    return ValidatedAnswer(cleaned, citations, sorted(set(invalid)))
+    pieces.append(text[position:])
+    return "".join(pieces).strip(), dropped

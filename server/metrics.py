@@ -24,6 +24,7 @@ LLM_SKIPPED = Counter(
     "ragkb_llm_skipped_total", "Answers given extractively without calling the LLM (circuit breaker open)."
 )
 CACHE_EVENTS = Counter("ragkb_cache_events_total", "Answer cache lookups by outcome (hit, miss, error).", ["outcome"])
+ABSTENTIONS = Counter("ragkb_abstentions_total", "Answers that said the documents do not contain the answer.")
 ERRORS = Counter("ragkb_errors_total", "Requests answered with an error, by kind.", ["kind"])
 
 

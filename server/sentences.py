@@ -5,21 +5,25 @@ runs over several lines), tables (a row is one line of short cells, often full o
 headings or labels without terminal punctuation. `split` turns such text into units with character
 offsets into it, so a citation can point at the exact span; `quotable` keeps the units worth quoting.
 
-Everything here is a linear scan. The one regular expression that runs over whole text (`_TERMINAL`) has
-a single quantifier on a character class, so it cannot backtrack super-linearly on hostile input such as
-60 KB of dots; every other pattern runs on one short token at a time.
+Everything here is a linear scan. The regular expressions that run over whole text (`_LINE`, `_CONTENT`,
+`_TERMINAL`) have at most one quantifier, on a character class, so they cannot backtrack super-linearly
+on hostile input such as 60 KB of dots; every other pattern runs on one token at a time.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
 MAX_UNIT_CHARS = 400  # longer units are cut at whitespace: a quote is a sentence, not a page
-_FULL_LINE_SHARE = 0.7  # a wrapped prose line fills at least this share of the longest line
-_PROSE_SHARE = 0.3  # text is prose when this share of its lines continue in lower case
+_FULL_LINE_SHARE = 0.7  # a wrapped prose line is at least this share of the typical (median) line
+_PROSE_SHARE = 0.2  # text is prose when this share of its unfinished lines go on in lower case
 
 _TERMINAL = re.compile(r"[.!?]+")
+_LINE = re.compile(r"[^\n]+")
+_CONTENT = re.compile(r"[^\W_]")  # a letter or a digit
+_OPEN_ROW = "=×+"  # a table row ending in an operator continues on the next line
 _CLOSERS = "\"')]”’"
 _STARTERS = "\"'([“‘"
 _BULLETS = frozenset({"•", "-", "–", "—", "*", "·", "▪", "●", "◦", "‣", "/SM590000"})
@@ -35,6 +39,10 @@ _ABBREVIATIONS = frozenset(
         "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
     }
 )  # fmt: skip
+# Capitalised, these words open a sentence; a wrapped line almost never starts with one mid-sentence.
+_OPENERS = frozenset(
+    {"the", "this", "these", "those", "that", "a", "an", "it", "its", "we", "our", "if", "there", "each"}
+)
 _CONTINUES = frozenset({"a", "an", "and", "as", "at", "by", "for", "from", "in", "of", "on", "or", "the", "to", "with"})
 
 
@@ -61,13 +69,12 @@ def split(text: str) -> list[Span]:
     """Every unit of `text`, in order, junk included (see `quotable` for the ones worth quoting)."""
     lines = _lines(text)
     prose = _is_prose(text, lines)
-    longest = max((end - start for start, end in lines if not _is_row(text[start:end])), default=0)
     spans: list[Span] = []
-    for start, end, kind in _blocks(text, lines, prose, longest):
-        if kind == "block":
-            spans.extend(_sentences(text, start, end))
-        else:
+    for start, end, kind in _blocks(text, lines, prose, _typical_length(text, lines)):
+        if kind == "row":
             spans.append(_span(text, start, end, kind))
+        else:
+            spans.extend(_sentences(text, start, end, "sentence" if kind == "block" else kind))
     return [s for s in spans if s.text]
 
 
@@ -96,28 +103,37 @@ def is_junk(unit: str) -> bool:
 
 
 def _lines(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each non-blank line, stripped of surrounding whitespace."""
+    """(start, end) of each line holding a letter or a digit, stripped of surrounding whitespace. Lines of
+    only punctuation and spaces (rules, dot leaders, stray bullets) are layout and skipped here, which
+    also keeps hostile input (60 KB of dots and newlines) from costing a Python step per line."""
     found: list[tuple[int, int]] = []
-    position = 0
-    while position <= len(text):
-        newline = text.find("\n", position)
-        end = len(text) if newline < 0 else newline
-        start = position
-        while start < end and text[start].isspace():
-            start += 1
-        stop = end
-        while stop > start and text[stop - 1].isspace():
-            stop -= 1
-        if stop > start:
-            found.append((start, stop))
-        position = end + 1
+    for match in _LINE.finditer(text):
+        start, end = match.span()
+        if _CONTENT.search(text, start, end) is None:
+            continue
+        line = match.group()
+        found.append((start + len(line) - len(line.lstrip()), end - len(line) + len(line.rstrip())))
     return found
 
 
 def _is_prose(text: str, lines: list[tuple[int, int]]) -> bool:
-    """Wrapped prose continues many lines in lower case; headings, forms and tables almost never do."""
-    starts = [text[start] for start, _ in lines[1:] if text[start].isalpha()]
+    """Wrapped prose goes on in lower case after a line that does not end a sentence; headings, forms and
+    tables hardly ever do. Only such line pairs count, so a page of prose above a table is still prose."""
+    starts = [
+        text[start]
+        for (_, previous_end), (start, end) in itertools.pairwise(lines)
+        if text[previous_end - 1] not in ".!?:;" and text[start].isalpha() and not _is_row(text[start:end])
+    ]
     return bool(starts) and sum(c.islower() for c in starts) >= _PROSE_SHARE * len(starts)
+
+
+def _typical_length(text: str, lines: list[tuple[int, int]]) -> int:
+    """The median length of the lines with words that are not table rows: the width of a column of running
+    text (the longest line would be a URL or a heading across two columns; a gutter's numbers are short)."""
+    lengths = sorted(
+        end - start for start, end in lines if _ALPHA.search(text, start, end) and not _is_row(text[start:end])
+    )
+    return lengths[len(lengths) // 2] if lengths else 0
 
 
 def _is_row(line: str) -> bool:
@@ -129,17 +145,40 @@ def _is_row(line: str) -> bool:
     return numbers >= 3 and numbers >= 0.4 * len(tokens)
 
 
+def _is_number_run(line: str) -> bool:
+    return all(_NUMERIC.fullmatch(token) for token in line.split())
+
+
 def _is_list_item(line: str) -> bool:
     first = line.split(maxsplit=1)[0]
     return first in _BULLETS or (len(line) > len(first) and _LIST_MARKER.fullmatch(first) is not None)
 
 
-def _blocks(text: str, lines: list[tuple[int, int]], prose: bool, longest: int) -> list[tuple[int, int, str]]:
+def _after_bullet(text: str, start: int, end: int) -> int:
+    """Where a line's text begins after a bullet glyph ("•", pypdf's "/SM590000"): the glyph is layout."""
+    first = text[start:end].split(maxsplit=1)[0]
+    if first not in _BULLETS or start + len(first) == end:
+        return start
+    start += len(first)
+    while start < end and text[start].isspace():
+        start += 1
+    return start
+
+
+def _blocks(text: str, lines: list[tuple[int, int]], prose: bool, typical: int) -> list[tuple[int, int, str]]:
     """Consecutive lines joined into blocks of running text; rows and standalone lines kept apart."""
     blocks: list[tuple[int, int, str]] = []
     for start, end in lines:
+        item = _is_list_item(text[start:end])
+        start = _after_bullet(text, start, end)
         line = text[start:end]
-        continues = bool(blocks) and _joins(text, blocks[-1], line, prose, longest)
+        if blocks and blocks[-1][2] == "row" and text[blocks[-1][1] - 1] in _OPEN_ROW:
+            blocks[-1] = (blocks[-1][0], end, "row")  # "79 work-hours × $85 per hour =" goes on
+            continue
+        if _is_number_run(line):  # a page number or a transcript's gutter: never part of a sentence
+            blocks.append((start, end, "line"))
+            continue
+        continues = bool(blocks) and not item and _joins(text, blocks[-1], line, prose, typical)
         kind = "row" if _is_row(line) and not (continues and prose) else "block"
         if kind == "block" and continues:
             blocks[-1] = (blocks[-1][0], end, "block")
@@ -148,10 +187,10 @@ def _blocks(text: str, lines: list[tuple[int, int]], prose: bool, longest: int) 
     return [(start, end, _settle(text, start, end, kind, prose)) for start, end, kind in blocks]
 
 
-def _joins(text: str, previous: tuple[int, int, str], line: str, prose: bool, longest: int) -> bool:
+def _joins(text: str, previous: tuple[int, int, str], line: str, prose: bool, typical: int) -> bool:
     """Whether `line` continues the block before it rather than starting a unit of its own."""
     start, end, kind = previous
-    if kind != "block" or _is_list_item(line):
+    if kind != "block":
         return False
     last_line_start = text.rfind("\n", start, end) + 1 or start
     before = text[last_line_start:end].strip()
@@ -160,11 +199,12 @@ def _joins(text: str, previous: tuple[int, int, str], line: str, prose: bool, lo
         return True
     if before[-1] in ".!?:;" or before[-1] in _CLOSERS:
         return False
-    return prose and len(before) >= _FULL_LINE_SHARE * longest
+    opener = line.split(maxsplit=1)[0]
+    return prose and len(before) >= _FULL_LINE_SHARE * typical and opener.lower() not in _OPENERS
 
 
 def _settle(text: str, start: int, end: int, kind: str, prose: bool) -> str:
-    """A one-line block in line-structured text is a unit as it stands ("line"); others get split."""
+    """A one-line block in line-structured text is a "line": split only where a sentence ends inside it."""
     if kind == "row" or prose or "\n" in text[start:end]:
         return kind
     return "line"
@@ -173,7 +213,7 @@ def _settle(text: str, start: int, end: int, kind: str, prose: bool) -> str:
 # -- sentences inside a block --------------------------------------------------------------------
 
 
-def _sentences(text: str, start: int, end: int) -> list[Span]:
+def _sentences(text: str, start: int, end: int, kind: str) -> list[Span]:
     spans: list[Span] = []
     unit_start = start
     for match in _TERMINAL.finditer(text, start, end):
@@ -181,9 +221,9 @@ def _sentences(text: str, start: int, end: int) -> list[Span]:
         while boundary < end and text[boundary] in _CLOSERS:
             boundary += 1
         if _is_boundary(text, unit_start, match.start(), match.group(), boundary, end):
-            spans.append(_span(text, unit_start, boundary, "sentence"))
+            spans.append(_span(text, unit_start, boundary, kind))
             unit_start = boundary
-    spans.append(_span(text, unit_start, end, "sentence"))
+    spans.append(_span(text, unit_start, end, kind))
     return spans
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from starlette.concurrency import run_in_threadpool
 
@@ -24,18 +24,20 @@ from ingest.vectorstore import Filters, StoredChunk
 
 from .breaker import CircuitBreaker
 from .cache import AnswerCache, cache_key
-from .citations import ValidatedAnswer, validate
-from .metrics import LLM_ERRORS, LLM_SECONDS, LLM_SKIPPED, LLM_TOKENS, RETRIEVE_SECONDS
+from .citations import SupportCheck, ValidatedAnswer, validate
+from .metrics import ABSTENTIONS, LLM_ERRORS, LLM_SECONDS, LLM_SKIPPED, LLM_TOKENS, RETRIEVE_SECONDS
 from .prompting import fit_to_budget, format_context, load_template
 from .providers import ExtractiveProvider, GenerationRequest, LLMError, LLMProvider, Usage, make_provider
+from .providers.extractive import NO_ANSWER
 from .questions import clean_question, question_key
 from .reader import Reader
 from .retrieval import Retriever, get_retriever
-from .schemas import Citation, PromptInfo, QueryResponse, Timings
+from .schemas import Citation, PromptInfo, QueryResponse, RetrievedChunk, Timings
 
 log = logging.getLogger("ragkb.query")
 
 NO_CONTEXT_ANSWER = "I could not find anything about this in the knowledge base."
+ABSTAIN_ANSWER = "The documents do not contain an answer to this question."
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class Plan:
     cached: ValidatedAnswer | None = None
     cached_by_exact_key: bool = False
     started: float = 0.0
+    confidence: float = 0.0  # how well the retrieved passages support an answer (the extractive evidence)
+    abstain: bool = False  # too weak to answer: say the documents do not contain it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +109,11 @@ class QueryService:
     ) -> None:
         self.settings = settings or get_settings()
         self.reader = reader or Reader(self.settings)
-        self.provider = provider or make_provider(self.settings)
-        self.fallback = ExtractiveProvider()
+        embed = self.reader.embedder.embed
+        self.provider = provider or make_provider(self.settings, embed)
+        # the extractive selection is also the evidence every answer's confidence is read from
+        self.fallback = self.provider if isinstance(self.provider, ExtractiveProvider) else ExtractiveProvider(embed)
+        self.support = SupportCheck(self.settings.support_threshold, embed)
         self.breaker = CircuitBreaker(self.settings.llm_breaker_failures, self.settings.llm_breaker_cooldown)
         self.cache = cache or AnswerCache.from_settings(self.settings)
         self.template = load_template(self.settings.prompt_template)
@@ -171,7 +178,8 @@ class QueryService:
         hit = self.cache.get(key, count_miss=count_miss)
         if hit is None:
             return None
-        return ValidatedAnswer(hit["answer"], [Citation(**c) for c in hit["citations"]], [])
+        citations = [Citation(**c) for c in hit["citations"]]
+        return ValidatedAnswer(hit["answer"], citations, [], grounded=True)  # only grounded answers are cached
 
     def _remember(self, keys: list[str], validated: ValidatedAnswer) -> None:
         if validated.grounded:  # only validated, grounded answers are ever cached
@@ -195,6 +203,10 @@ class QueryService:
         contexts = fit_to_budget(retrieval.chunks, self.settings.context_tokens, self.reader.count_tokens)
         prompt = self.template.render(question=query.question, context=format_context(contexts))
         request = GenerationRequest(question=query.question, prompt=prompt, contexts=contexts)
+        evidence = self.fallback.select(request)  # one batched embedding of the candidate sentences
+        request = replace(request, evidence=evidence)
+        if evidence.answerability < self.settings.abstain_below:
+            return Plan(query, retrieval, request, started=started, confidence=evidence.answerability, abstain=True)
         exact = cache_key(
             question=query.question,
             collection=query.collection,
@@ -206,7 +218,9 @@ class QueryService:
             parameters=self.provider.parameters(),
         )
         cached = self._from_cache(exact)
-        return Plan(query, retrieval, request, [memo, exact], cached, cached is not None, started)
+        return Plan(
+            query, retrieval, request, [memo, exact], cached, cached is not None, started, evidence.answerability
+        )
 
     async def prepare(
         self,
@@ -225,6 +239,10 @@ class QueryService:
     async def run(self, plan: Plan, *, request_id: str = "-") -> AsyncIterator[Event]:
         """Stream a prepared plan: `Token`s as text arrives, a `Failure` if the LLM breaks (the extractive
         answer follows), then one `Done` with the validated answer."""
+        if plan.abstain or (plan.request is None and plan.cached is None):
+            yield Token(ABSTAIN_ANSWER)
+            yield Done(self._abstained(plan, request_id))
+            return
         if plan.cached is not None or plan.request is None:
             validated = plan.cached or ValidatedAnswer(NO_CONTEXT_ANSWER, [], [])
             if plan.cached_by_exact_key:  # found by the exact key: let the fast path find it next time
@@ -261,7 +279,11 @@ class QueryService:
         LLM_SECONDS.labels(provider=provider.name).observe(llm_ms / 1000)
         LLM_TOKENS.labels(provider=provider.name, kind="prompt").inc(usage.prompt_tokens)
         LLM_TOKENS.labels(provider=provider.name, kind="completion").inc(usage.completion_tokens)
-        validated = validate("".join(pieces), plan.request.contexts)
+        text = "".join(pieces)
+        if self.template.is_refusal(text) or text == NO_ANSWER:  # the model says the context lacks it
+            yield Done(self._abstained(plan, request_id, provider=provider, llm_ms=llm_ms, error=error))
+            return
+        validated = await run_in_threadpool(validate, text, plan.request.contexts, self.support)
         if error is None:
             self._remember(plan.keys, validated)
         yield Done(self._response(plan, validated, request_id, provider=provider, llm_ms=llm_ms, error=error))
@@ -310,8 +332,10 @@ class QueryService:
         provider: LLMProvider,
         llm_ms: float,
         error: str | None = None,
+        abstained: bool = False,
     ) -> QueryResponse:
         retrieval = plan.retrieval
+        related = [RetrievedChunk.of(c) for c in retrieval.chunks] if abstained else []
         return QueryResponse(
             answer=validated.text,
             citations=validated.citations,
@@ -331,6 +355,26 @@ class QueryService:
             degraded=error is not None,
             error=error,
             invalid_citations=validated.invalid_markers,
+            unsupported_citations=validated.unsupported_markers,
+            confidence=1.0 if plan.cached is not None else round(min(1.0, max(0.0, plan.confidence)), 4),
+            abstained=abstained,
+            related=related,
+        )
+
+    def _abstained(
+        self,
+        plan: Plan,
+        request_id: str,
+        *,
+        provider: LLMProvider | None = None,
+        llm_ms: float = 0.0,
+        error: str | None = None,
+    ) -> QueryResponse:
+        """The documents do not hold the answer: say so, cite nothing, and return the closest passages."""
+        ABSTENTIONS.inc()
+        nothing = ValidatedAnswer(ABSTAIN_ANSWER, [], [])
+        return self._response(
+            plan, nothing, request_id, provider=provider or self.provider, llm_ms=llm_ms, error=error, abstained=True
         )
 
     async def aclose(self) -> None:

@@ -6,15 +6,16 @@ from ingest.config import Settings
 from ingest.errors import RagkbError
 
 from .base import Generation, GenerationRequest, LLMError, LLMProvider, Usage
-from .extractive import ExtractiveProvider
+from .extractive import Embed, ExtractiveProvider, Selection
 from .openai import OpenAIProvider
 
 PROVIDERS = ("extractive", "openai")
 
 
-def make_provider(settings: Settings) -> LLMProvider:
+def make_provider(settings: Settings, embed: Embed | None = None) -> LLMProvider:
+    """The configured provider; `embed` (the reader's embedder) gives the extractive one semantic scoring."""
     if settings.llm_provider == "extractive":
-        return ExtractiveProvider()
+        return ExtractiveProvider(embed=embed)
     if settings.llm_provider == "openai":
         return OpenAIProvider.from_settings(settings)
     raise RagkbError(f"unknown LLM provider {settings.llm_provider!r}; choose one of: {', '.join(PROVIDERS)}")
@@ -22,12 +23,14 @@ def make_provider(settings: Settings) -> LLMProvider:
 
 __all__ = [
     "PROVIDERS",
+    "Embed",
     "ExtractiveProvider",
     "Generation",
     "GenerationRequest",
     "LLMError",
     "LLMProvider",
     "OpenAIProvider",
+    "Selection",
     "Usage",
     "make_provider",
 ]

@@ -26,6 +26,7 @@ class GenerationRequest:
     question: str
     prompt: RenderedPrompt
     contexts: Sequence[StoredChunk]  # context [n] is contexts[n - 1]
+    evidence: object | None = None  # the query service's extractive selection, reused by that provider
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,17 @@
 No model generates anything here, and the response says so (`model: "extractive"`). Each sentence is
 quoted from a context passage and followed by that passage's `[n]`.
 
-Which sentences: every quotable unit of every context (`server.sentences.quotable`) is a candidate,
-near-duplicates from overlapping chunks are merged, and each candidate is scored by
+Which sentences: every quotable unit of every context (`server.sentences.quotable`) is a candidate, and
+so are two adjacent lines of line-structured text; near-duplicates from overlapping chunks are merged, and
+each candidate is scored by
 
 - lexical coverage: the IDF-weighted share of the question's terms it holds (`server.lexical.analyze`,
   the analyser BM25 uses, so both agree on what a term is), IDF counted over the candidates;
 - semantic similarity: cosine between the question and the candidate, all embedded in one batched call
   (absent when the provider has no `embed`);
 - a fact-type bonus: a "how many" question wants a number, a "when" question a date, a "who" question a
-  name, and a candidate that carries a new one (not already in the question) is more likely the answer;
+  name, a "which/what X" question a name or a code, and a candidate that carries a new one (not already
+  in the question) is more likely the answer;
 - a small prior for better-ranked passages.
 
 `select` returns the picks with these parts and a `confidence`, so an answer can be explained and a caller
@@ -20,6 +22,8 @@ can decline to answer when the contexts do not seem to hold one; `answer` render
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -39,25 +43,29 @@ Embed = Callable[[list[str]], np.ndarray]
 NO_ANSWER = "I could not find an answer in the documents."
 
 # Weights of the score parts; set on the tune split of eval/datasets/pdf-qa-dev.jsonl.
-LEXICAL_WEIGHT = 1.0
+LEXICAL_WEIGHT = 0.5
 SEMANTIC_WEIGHT = 1.0
-FACT_WEIGHT = 0.25
+FACT_WEIGHT = 0.4
 PRIOR_WEIGHT = 0.1
-KEEP_SHARE = 0.75  # a further sentence is quoted only when it scores this share of the best one
+KEEP_SHARE = 0.6  # a further sentence is quoted only when it scores this share of the best one
 DUPLICATE_JACCARD = 0.8
 DUPLICATE_CONTAINMENT = 0.9
 MIN_CONTAINED_WORDS = 5
 
 _WORD = re.compile(r"\w+")
 _REFERENCE = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")  # "[9]" in a quote would read as a citation
-_WANTS_DATE = re.compile(r"\b(?:when|what (?:date|year|day|month|time)|which (?:date|year|day|month))\b", re.I)
-_WANTS_NAME = re.compile(
-    r"\b(?:who|whom|whose|which (?:company|organi[sz]ation|agency|school|university|lawyer|person|firm))\b", re.I
-)
-_WANTS_NUMBER = re.compile(
-    r"\b(?:how (?:many|much|long|big|far|old|large|often)|number of|total|percent(?:age)?|"
-    r"what (?:fee|cost|price|amount|share|rate|size|score))\b",
-    re.I,
+_WANTS = (
+    ("date", re.compile(r"\b(?:when|what (?:date|year|day|month|time)|which (?:date|year|day|month))\b", re.I)),
+    ("name", re.compile(r"\b(?:who|whom|whose|name of)\b", re.I)),
+    (
+        "number",
+        re.compile(
+            r"\b(?:how (?:many|much|long|big|far|old|large|often)|numbers?|total|percent(?:age)?|costs?|"
+            r"prices?|fees?|amount|rate|size|score)\b",
+            re.I,
+        ),
+    ),
+    ("entity", re.compile(r"^\s*(?:which|what)\b", re.I)),
 )
 _NUMBER = re.compile(r"\d")
 _NUMBER_WORDS = frozenset(
@@ -66,11 +74,16 @@ _NUMBER_WORDS = frozenset(
         "twenty", "hundred", "thousand", "million", "billion", "first", "second", "third", "half", "dozen",
     }
 )  # fmt: skip
-_MONTH = re.compile(
-    r"^(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)(?:[a-z]*)\.?,?$"
-    r"|^\d{1,2}/\d{1,2}/\d{2,4}$|^(?:1[89]|20)\d\d[.,;)]?$|^\d{1,2}:\d\d$",
+_DATE = re.compile(
+    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,6}$|\d{1,2}/\d{1,2}/\d{2,4}$|(?:1[89]|20)\d\d$"
+    r"|\d{1,2}:\d\d$",
     re.I,
 )
+_CODE = re.compile(
+    r"\S+@\S+\.\w+$|[A-Z][A-Z0-9_/–-]+(?:\(\d+\))?$|[A-Za-z]+[0-9][A-Za-z0-9]*$"
+)  # DSPFCNUSG, VARCHAR(10), A320
+# How a question is asked, not what it is about; BM25's stop words keep them ("what", "how", "many").
+_ASKING = "what which who whom whose when where why how many much does did do is are was were can could would"
 _NOT_NAMES = frozenset({"a", "an", "the", "this", "that", "these", "in", "on", "of", "for", "and", "or", "to", "it"})
 
 
@@ -92,20 +105,43 @@ class Pick:
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The picks in reading order (context, then position) and how sure the provider is, 0..1."""
+    """The picks, best first, and how sure the provider is that they answer the question, 0..1."""
 
     picks: list[Pick]
     confidence: float
-    wants: str | None  # "number", "date", "name" or None
+    margin: float  # how far the best pick's score is ahead of the best sentence elsewhere
+    wants: str | None  # the kind of fact asked for: "number", "date", "name", "entity" or None
     candidates: int
+    coverage: float = 0.0  # share of the question's content terms found anywhere in the contexts
+
+    @property
+    def answerability(self) -> float:
+        """How likely the contexts answer the question at all, 0..1: the best pick's confidence and the
+        question's term coverage, equally weighted (a question naming things the passages never mention,
+        "October 2015", "GPU memory", is usually not answered there). The mix and RAGKB_ABSTAIN_BELOW were
+        chosen on the tune half of eval/datasets/pdf-qa-dev.jsonl; see docs/answers.md."""
+        return 0.5 * self.confidence + 0.5 * self.coverage
 
 
 @dataclass(frozen=True, slots=True)
-class _Candidate:
+class _Unit:
+    """A quotable unit of one context, with its word set (to spot near-duplicates)."""
+
     context: int
     chunk: StoredChunk
     span: Span
     words: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    """What may be quoted: one unit, or two adjacent lines of line-structured text (a table row whose
+    label or amount sits on the next line, a name wrapped onto a second line)."""
+
+    units: tuple[int, ...]
+    start: int
+    end: int
+    text: str
 
 
 class ExtractiveProvider:
@@ -118,6 +154,7 @@ class ExtractiveProvider:
         max_sentences: int = 3,
         max_sentence_chars: int = 400,
         abstain_below: float | None = None,
+        max_embedded: int = 16,
     ) -> None:
         """`embed` (an `Embedder.embed`) adds semantic scoring; `abstain_below` makes `answer` decline
         when the selection's confidence is lower (None: always answer)."""
@@ -125,6 +162,7 @@ class ExtractiveProvider:
         self.max_sentences = max_sentences
         self.max_sentence_chars = max_sentence_chars
         self.abstain_below = abstain_below
+        self.max_embedded = max_embedded
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -133,34 +171,61 @@ class ExtractiveProvider:
             "max_sentence_chars": self.max_sentence_chars,
             "semantic": self.embed is not None,
             "abstain_below": self.abstain_below,
+            "max_embedded": self.max_embedded,
         }
 
     def select(self, request: GenerationRequest) -> Selection:
-        """Score every candidate sentence of the contexts and pick the best few (see the module doc)."""
-        candidates = _deduplicated(self._candidates(request.contexts))
+        """Score every candidate of the contexts and pick the best few (see the module doc)."""
+        units = _deduplicated(self._units(request.contexts))
         wants = asks_for(request.question)
-        if not candidates:
-            return Selection([], 0.0, wants, 0)
-        texts = [c.span.text for c in candidates]
-        lexical = _coverage(request.question, texts)
-        semantic = self._similarity(request.question, texts)
+        if not units:
+            return Selection([], 0.0, 0.0, wants, 0)
+        texts = [u.span.text for u in units]
+        analysed = analyze([request.question, *texts])
+        asked = set(analysed[0]) - _asking_terms()
+        weights = _idf(asked, [set(t) for t in analysed[1:]])
+        present = set().union(*analysed[1:])
+        coverage = len(asked & present) / len(asked) if asked else 0.0
         question_words = frozenset(_WORD.findall(request.question.lower()))
-        total = len(request.contexts)
-        picks = [
-            _pick(c, lexical[i], semantic[i], fact_signal(c.span.text, wants, question_words), 1 - (c.context - 1) / total)
-            for i, c in enumerate(candidates)
-        ]
+        shortlist = self._shortlist(units, analysed[1:], weights, wants, question_words, len(request.contexts))
+        vectors = self._vectors(request.question, texts, shortlist)
+        picks = []
+        for option in _options(units):
+            terms = set().union(*(analysed[1 + i] for i in option.units))
+            unit = units[option.units[0]]
+            picks.append(
+                _pick(
+                    unit, option,
+                    lexical=_coverage(weights, terms),
+                    semantic=_cosine(vectors, option.units),
+                    fact=fact_signal(option.text, wants, question_words),
+                    prior=1 - (unit.context - 1) / len(request.contexts),
+                )
+            )  # fmt: skip
         ranked = sorted(picks, key=lambda p: (-p.score, p.context, p.start))
-        best = ranked[0]
-        chosen = [p for p in ranked[: self.max_sentences] if p.score >= KEEP_SHARE * best.score]
-        chosen.sort(key=lambda p: (p.context, p.start))
-        return Selection(chosen, confidence(best, self.embed is not None), wants, len(candidates))
+        margin = ranked[0].score - next((p.score for p in ranked if not _overlap(p, ranked[0])), 0.0)
+        chosen = self._choose(ranked)
+        sure = confidence(chosen[0], margin, self.embed is not None)
+        return Selection(chosen, sure, margin, wants, len(units), coverage)
+
+    def _choose(self, ranked: list[Pick]) -> list[Pick]:
+        """The best pick, then the next best that score close to it and do not overlap a chosen one;
+        returned best first."""
+        chosen: list[Pick] = []
+        for pick in ranked:
+            if len(chosen) == self.max_sentences or pick.score < KEEP_SHARE * ranked[0].score:
+                break
+            if not any(_overlap(pick, p) for p in chosen):
+                chosen.append(pick)
+        return chosen
 
     def answer(self, request: GenerationRequest) -> str:
-        selection = self.select(request)
+        evidence = request.evidence
+        selection = evidence if isinstance(evidence, Selection) else self.select(request)
         if not selection.picks or (self.abstain_below is not None and selection.confidence < self.abstain_below):
             return NO_ANSWER
-        return " ".join(f"{_closed(p.text)} [{p.context}]" for p in selection.picks)
+        ordered = sorted(selection.picks, key=lambda p: (p.context, p.start))
+        return " ".join(f"{_closed(p.text)} [{p.context}]" for p in ordered)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         return Generation(self.answer(request))
@@ -173,103 +238,161 @@ class ExtractiveProvider:
     async def aclose(self) -> None:
         return None
 
-    def _candidates(self, contexts: Sequence[StoredChunk]) -> list[_Candidate]:
-        found: list[_Candidate] = []
+    def _units(self, contexts: Sequence[StoredChunk]) -> list[_Unit]:
+        found: list[_Unit] = []
         for number, chunk in enumerate(contexts, start=1):
             for span in quotable(chunk.text, self.max_sentence_chars):
                 text = _REFERENCE.sub("", span.text).strip()
                 if text:
                     clean = Span(span.start, span.end, text, span.kind)
-                    found.append(_Candidate(number, chunk, clean, frozenset(_WORD.findall(text.lower()))))
+                    found.append(_Unit(number, chunk, clean, frozenset(_WORD.findall(text.lower()))))
         return found
 
-    def _similarity(self, question: str, texts: list[str]) -> list[float]:
-        """Cosine of each text with the question: one batched call, question first (0s without `embed`)."""
+    def _shortlist(
+        self,
+        units: list[_Unit],
+        terms: list[list[str]],
+        weights: dict[str, float],
+        wants: str | None,
+        question_words: frozenset[str],
+        contexts: int,
+    ) -> list[int]:
+        """The units worth a vector: the best `max_embedded` by the cheap parts of the score (terms, kind of
+        fact, passage rank). Embedding is most of an answer's cost (~25 tokens a unit on a 2-core CPU), and
+        a unit that shares nothing with the question and sits in a low-ranked passage is not picked anyway."""
+        cheap = [
+            0.5 * _coverage(weights, set(terms[i]))
+            + 0.4 * fact_signal(unit.span.text, wants, question_words)
+            + 0.1 * (1 - (unit.context - 1) / contexts)
+            for i, unit in enumerate(units)
+        ]
+        return sorted(sorted(range(len(units)), key=lambda i: -cheap[i])[: self.max_embedded])
+
+    def _vectors(self, question: str, texts: list[str], shortlist: list[int]) -> np.ndarray | None:
+        """Row 0 the question's vector, row 1 + i unit i's (zeros for units off the shortlist), from one
+        batched call (None without `embed`)."""
         if self.embed is None:
-            return [0.0] * len(texts)
-        vectors = np.asarray(self.embed([question, *texts]), dtype=np.float32)
-        return [float(v) for v in vectors[1:] @ vectors[0]]
+            return None
+        embedded = np.asarray(self.embed([question, *(texts[i] for i in shortlist)]), dtype=np.float32)
+        vectors = np.zeros((1 + len(texts), embedded.shape[1]), dtype=np.float32)
+        vectors[0] = embedded[0]
+        vectors[[1 + i for i in shortlist]] = embedded[1:]
+        return vectors
+
+
+def _options(units: list[_Unit]) -> list[_Option]:
+    """Every unit, plus each pair of adjacent units in one chunk when one of them is a line or a row."""
+    options = [_Option((i,), u.span.start, u.span.end, u.span.text) for i, u in enumerate(units)]
+    for i, (first, second) in enumerate(itertools.pairwise(units)):
+        if first.chunk is not second.chunk or "sentence" == first.span.kind == second.span.kind:
+            continue
+        if first.span.end <= second.span.start and not first.chunk.text[first.span.end : second.span.start].strip():
+            text = f"{first.span.text} {second.span.text}"
+            options.append(_Option((i, i + 1), first.span.start, second.span.end, text))
+    return options
 
 
 def asks_for(question: str) -> str | None:
-    """The kind of fact a question asks for: "date", "name", "number", or None when it does not say."""
-    if _WANTS_DATE.search(question):
-        return "date"
-    if _WANTS_NAME.search(question):
-        return "name"
-    if _WANTS_NUMBER.search(question):
-        return "number"
+    """The kind of fact a question asks for: "date", "name", "number", "entity" (which/what X: a
+    capitalised name or a code) or None when it does not say."""
+    for kind, pattern in _WANTS:
+        if pattern.search(question):
+            return kind
     return None
 
 
 def fact_signal(sentence: str, wants: str | None, question_words: frozenset[str]) -> float:
     """1.0 when the sentence carries a fact of the wanted kind that the question does not already hold
-    (every sentence of a 737 MAX notice has "737"; the answer has another number)."""
+    (every sentence of a 737 MAX notice has "737"; the answer has another number); 0.5 for a weak sign."""
     if wants is None:
         return 0.0
-    tokens = [t for t in sentence.split() if t.strip(".,;:()").lower() not in question_words]
+    tokens = [t.strip(".,;:()\"'") for t in sentence.split()]
+    new = [t for t in tokens if t and t.lower() not in question_words]
     if wants == "number":
-        return 1.0 if any(_NUMBER.search(t) for t in tokens) else 0.5 * any(t.lower() in _NUMBER_WORDS for t in tokens)
+        return 1.0 if any(_NUMBER.search(t) for t in new) else 0.5 * any(t.lower() in _NUMBER_WORDS for t in new)
     if wants == "date":
-        return 1.0 if any(_MONTH.match(t) for t in tokens) else 0.0
-    return _name_signal(sentence.split()[1:], question_words)
+        return 1.0 if any(_DATE.match(t) for t in new) else 0.0
+    if wants == "entity":
+        return 1.0 if any(_CODE.match(t) for t in new) else 0.5 * any(t[0].isupper() for t in new[1:])
+    return _name_signal(tokens[1:], question_words)
 
 
 def _name_signal(tokens: list[str], question_words: frozenset[str]) -> float:
     """A run of two or more capitalised words (not all from the question) is a name; one word, half a sign."""
     run, best = 0, 0
-    for token in tokens:
-        word = token.strip(".,;:()\"'")
+    for word in tokens:
         capital = bool(word) and word[0].isupper() and word.lower() not in _NOT_NAMES
-        run = run + 1 if capital and word.lower() not in question_words else (run if capital else 0)
+        if not capital:
+            run = 0
+        elif word.lower() not in question_words:
+            run += 1
         best = max(best, run)
     return 1.0 if best >= 2 else 0.5 * best
 
 
-def confidence(best: Pick, semantic: bool) -> float:
-    """How likely the best pick answers the question, 0..1: a mix of its semantic similarity and its
-    coverage of the question's terms, mapped through a logistic set on the tune split."""
-    if semantic:
-        raw = 6.0 * best.semantic + 3.0 * best.lexical + 0.5 * best.fact - 4.5
-    else:
-        raw = 6.0 * best.lexical + 0.5 * best.fact - 3.5
-    return 1 / (1 + math.exp(-raw))
+def confidence(best: Pick, margin: float, semantic: bool) -> float:
+    """How likely the picks hold the answer, 0..1: the best pick's similarity to the question, its coverage
+    of the question's terms and how far it stands out from the rest, through a logistic fitted on the tune
+    split (a weak signal: on-topic questions the documents do not answer look much like answered ones)."""
+    raw = best.semantic + 0.5 * best.lexical + 2.0 * margin
+    slope, middle = (1.5, 1.0) if semantic else (2.5, 0.36)
+    return 1 / (1 + math.exp(-slope * (raw - middle)))
 
 
-def _pick(candidate: _Candidate, lexical: float, semantic: float, fact: float, prior: float) -> Pick:
+def _overlap(a: Pick, b: Pick) -> bool:
+    return a.chunk_id == b.chunk_id and a.start < b.end and b.start < a.end
+
+
+def _pick(unit: _Unit, option: _Option, *, lexical: float, semantic: float, fact: float, prior: float) -> Pick:
     score = LEXICAL_WEIGHT * lexical + SEMANTIC_WEIGHT * semantic + FACT_WEIGHT * fact + PRIOR_WEIGHT * prior
-    span = candidate.span
     return Pick(
-        candidate.context, candidate.chunk.chunk_id, span.start, span.end, span.text,
+        unit.context, unit.chunk.chunk_id, option.start, option.end, option.text,
         score, lexical, semantic, fact, prior,
     )  # fmt: skip
 
 
-def _coverage(question: str, texts: list[str]) -> list[float]:
-    """IDF-weighted share of the question's terms in each text; IDF over the texts themselves, so a term
-    every candidate has (the document's subject) counts little, and a term none has still counts."""
-    analysed = analyze([question, *texts])
-    question_terms = set(analysed[0])
-    term_sets = [set(terms) for terms in analysed[1:]]
-    if not question_terms:
-        return [0.0] * len(texts)
-    count = len(texts)
+@functools.cache
+def _asking_terms() -> frozenset[str]:
+    return frozenset(analyze([_ASKING])[0])
+
+
+def _idf(question_terms: set[str], term_sets: list[set[str]]) -> dict[str, float]:
+    """Each question term's weight, IDF over the candidates: a term every candidate has (the document's
+    subject) counts little, and a term none has still counts, so coverage stays low when it is missing."""
+    count = len(term_sets)
     frequency = {t: sum(1 for terms in term_sets if t in terms) for t in question_terms}
-    weight = {t: math.log(1 + (count + 1) / (frequency[t] + 0.5)) for t in question_terms}
-    whole = sum(weight.values())
-    return [sum(weight[t] for t in question_terms & terms) / whole for terms in term_sets]
+    return {t: math.log(1 + (count + 1) / (frequency[t] + 0.5)) for t in question_terms}
 
 
-def _deduplicated(candidates: list[_Candidate]) -> list[_Candidate]:
-    """One of each sentence that overlapping chunks repeat: the fuller one, else the better-ranked one."""
-    kept: list[_Candidate] = []
-    for candidate in candidates:
-        twin = next((i for i, other in enumerate(kept) if _same(candidate.words, other.words)), None)
+def _coverage(weights: dict[str, float], terms: set[str]) -> float:
+    whole = sum(weights.values())
+    return sum(w for t, w in weights.items() if t in terms) / whole if whole else 0.0
+
+
+def _cosine(vectors: np.ndarray | None, units: tuple[int, ...]) -> float:
+    """Cosine of the question with a unit, or with the normalised sum of a pair's unit vectors (no second
+    embedding call: the sum of two unit vectors points between them)."""
+    if vectors is None:
+        return 0.0
+    combined = vectors[[1 + i for i in units]].sum(axis=0)
+    norm = float(np.linalg.norm(combined))
+    return float(combined @ vectors[0]) / norm if norm else 0.0
+
+
+def _deduplicated(units: list[_Unit]) -> list[_Unit]:
+    """One of each sentence that overlapping chunks repeat: the fuller one, else the better-ranked one.
+    Only units of different contexts are compared; within one chunk a repeat is the text's own."""
+    kept: list[_Unit] = []
+    for unit in units:
+        twin = next(
+            (i for i, other in enumerate(kept) if other.context != unit.context and _same(unit.words, other.words)),
+            None,
+        )
         if twin is None:
-            kept.append(candidate)
-        elif len(candidate.words) > len(kept[twin].words):
-            kept[twin] = candidate
-    return kept
+            kept.append(unit)
+        elif len(unit.words) > len(kept[twin].words):
+            kept[twin] = unit
+    return sorted(kept, key=lambda u: (u.context, u.span.start))
 
 
 def _same(a: frozenset[str], b: frozenset[str]) -> bool:
