@@ -21,12 +21,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ingest.config import Settings
+from ingest.errors import RagkbError
 from ingest.vectorstore import StoredChunk
 
 from .metrics import CACHE_EVENTS
 from .questions import question_key
 
 log = logging.getLogger("ragkb.cache")
+
+
+class CacheUnavailable(RagkbError):
+    """The answer cache cannot be reached for an explicit cache operation (queries just bypass it)."""
 
 
 def cache_key(

@@ -20,6 +20,7 @@ from ingest.queue import JobNotFound, QueueNotConfigured, QueueUnavailable
 from ingest.vectorstore import InvalidFilter, StoreUnavailable
 
 from .auth import Forbidden, RateLimited, Unauthorized
+from .cache import CacheUnavailable
 from .metrics import ERRORS
 from .observability import request_id_var
 from .questions import QuestionError
@@ -46,6 +47,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     InvalidCollectionName: (422, "invalid_collection_name"),
     InvalidFilter: (422, "invalid_filter"),
     StoreUnavailable: (503, "store_unavailable"),
+    CacheUnavailable: (503, "cache_unavailable"),
     QueueUnavailable: (503, "queue_unavailable"),
     StateUnavailable: (503, "state_unavailable"),
     RagkbError: (400, "bad_request"),

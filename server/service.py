@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from typing import TypedDict, Unpack
 
 from starlette.concurrency import run_in_threadpool
 
@@ -38,6 +39,15 @@ log = logging.getLogger("ragkb.query")
 
 NO_CONTEXT_ANSWER = "I could not find anything about this in the knowledge base."
 ABSTAIN_ANSWER = "The documents do not contain an answer to this question."
+
+
+class QueryOptions(TypedDict, total=False):
+    """What may shape a question's retrieval; anything left out takes the server's default."""
+
+    collection: str | None
+    top_k: int | None
+    filters: Filters | None
+    retriever: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,16 +232,8 @@ class QueryService:
             query, retrieval, request, [memo, exact], cached, cached is not None, started, evidence.answerability
         )
 
-    async def prepare(
-        self,
-        question: str,
-        *,
-        collection: str | None = None,
-        top_k: int | None = None,
-        filters: Filters | None = None,
-        retriever: str | None = None,
-    ) -> Plan:
-        query = self.query(question, collection=collection, top_k=top_k, filters=filters, retriever=retriever)
+    async def prepare(self, question: str, **options: Unpack[QueryOptions]) -> Plan:
+        query = self.query(question, **options)
         return await run_in_threadpool(self.plan, query)
 
     # -- answering (the one path) -----------------------------------------------------
@@ -289,16 +291,9 @@ class QueryService:
         yield Done(self._response(plan, validated, request_id, provider=provider, llm_ms=llm_ms, error=error))
 
     async def stream(
-        self,
-        question: str,
-        *,
-        collection: str | None = None,
-        top_k: int | None = None,
-        filters: Filters | None = None,
-        retriever: str | None = None,
-        request_id: str = "-",
+        self, question: str, *, request_id: str = "-", **options: Unpack[QueryOptions]
     ) -> AsyncIterator[Event]:
-        plan = await self.prepare(question, collection=collection, top_k=top_k, filters=filters, retriever=retriever)
+        plan = await self.prepare(question, **options)
         async for event in self.run(plan, request_id=request_id):
             yield event
 
@@ -309,18 +304,9 @@ class QueryService:
                 return event.response
         raise RuntimeError("the answer stream ended without a Done event")
 
-    async def answer(
-        self,
-        question: str,
-        *,
-        collection: str | None = None,
-        top_k: int | None = None,
-        filters: Filters | None = None,
-        retriever: str | None = None,
-        request_id: str = "-",
-    ) -> QueryResponse:
+    async def answer(self, question: str, *, request_id: str = "-", **options: Unpack[QueryOptions]) -> QueryResponse:
         """The whole answer at once: the same stream as `stream`, consumed."""
-        plan = await self.prepare(question, collection=collection, top_k=top_k, filters=filters, retriever=retriever)
+        plan = await self.prepare(question, **options)
         return await self.complete(plan, request_id=request_id)
 
     def _response(

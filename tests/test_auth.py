@@ -25,6 +25,7 @@ from ragkb.cli import app as ragkb_app
 from server.api import create_app
 from server.auth import REQUIRE_KEYS_ENV
 from server.cli import is_loopback
+from server.reader import Reader
 from server.service import QueryService
 from server.state import KeyStore, Scope, StateDB
 
@@ -363,3 +364,19 @@ def test_other_authorization_schemes_are_401(auth_kb: Ingestor, tmp_path: Path) 
         keys_of(client).create("k", Scope.READ, None)
         response: httpx.Response = client.get("/v1/collections", headers={"Authorization": "Basic dXNlcjpwYXNz"})
         assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+
+
+def test_clearing_a_cache_that_is_down_is_a_503(tmp_path: Path, embedder: Embedder) -> None:
+    from server.cache import AnswerCache, RedisBackend
+
+    from .servers import free_port
+
+    settings = Settings(data_dir=tmp_path / "kb")
+    service = QueryService(
+        settings,
+        reader=Reader(settings, embedder=embedder),
+        cache=AnswerCache(RedisBackend(f"redis://127.0.0.1:{free_port()}/0", ttl=60)),
+    )
+    with TestClient(create_app(settings, service)) as client:
+        response = client.delete("/v1/cache")
+    assert response.status_code == 503 and response.json()["code"] == "cache_unavailable"

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import AdminCaller, Caller
+from ..cache import CacheUnavailable
 from ..observability import request_id_var
 from ..state import Scope
-from ..state.audit import MAX_LIMIT
+from ..state.audit import MAX_LIMIT, AuditEvent
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -44,17 +45,6 @@ class CacheCleared(BaseModel):
     removed: int
 
 
-class AuditOut(BaseModel):
-    id: int
-    at: datetime
-    action: str
-    key_name: str | None
-    collection: str | None
-    document_id: str | None
-    request_id: str | None
-    detail: dict[str, Any] | None
-
-
 def _audit(caller: Caller, action: str, detail: dict[str, Any]) -> None:
     caller.parts.audit.record(action, caller.key_name, request_id=request_id_var.get(), detail=detail)
 
@@ -82,16 +72,19 @@ def revoke_key(name: str, caller: AdminCaller) -> KeyOut:
 
 @router.delete("/cache", response_model=CacheCleared, summary="Remove every cached answer.")
 async def clear_cache(caller: AdminCaller) -> CacheCleared:
-    removed = await run_in_threadpool(caller.parts.service.cache.clear)
+    try:
+        removed = await run_in_threadpool(caller.parts.service.cache.clear)
+    except Exception as exc:  # Redis down: say so (the cache is bypassed meanwhile), not a 500
+        raise CacheUnavailable(f"cannot clear the answer cache: {type(exc).__name__}") from exc
     await run_in_threadpool(_audit, caller, "cache.clear", {"removed": removed})
     return CacheCleared(removed=removed)
 
 
-@router.get("/audit", response_model=list[AuditOut], summary="The audit trail, newest first.")
+@router.get("/audit", response_model=list[AuditEvent], summary="The audit trail, newest first.")
 def audit(
     caller: AdminCaller,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Most records to return.")] = 100,
     action: Annotated[str | None, Query(max_length=64, description="Only this action, e.g. key.create.")] = None,
     since: Annotated[datetime | None, Query(description="Only records at or after this time (ISO 8601).")] = None,
-) -> list[AuditOut]:
-    return [AuditOut(**event.as_dict()) for event in caller.parts.audit.list(limit, action=action, since=since)]
+) -> list[AuditEvent]:
+    return caller.parts.audit.list(limit, action=action, since=since)
