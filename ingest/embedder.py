@@ -99,6 +99,7 @@ class Embedder:
         self.dimension: int = int(dimension)
         self.window: int = int(self.model.max_seq_length or 512)
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._model_lock = threading.RLock()
         self._query_lock = threading.Lock()
 
     @property
@@ -107,18 +108,23 @@ class Embedder:
 
     @property
     def tokenizer(self) -> Any:
-        return self.model.tokenizer
+        """The model's tokenizer behind this embedder's lock (see `embed`)."""
+        return _Locked(self.model.tokenizer, self._model_lock)
 
     def embed(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        )
+        # A Hugging Face fast tokenizer is not safe to call from several threads at once (it raises
+        # "Already borrowed" or builds ragged batches), and the server answers in a thread pool; torch
+        # already uses every core inside one call, so one call at a time costs no throughput.
+        with self._model_lock:
+            vectors = self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=show_progress,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -147,3 +153,14 @@ def get_embedder(model_name: str = DEFAULT_EMBED_MODEL, batch_size: int = 64) ->
         if key not in _cache:
             _cache[key] = Embedder(model_name, batch_size)
         return _cache[key]
+
+
+class _Locked:
+    """A callable that holds a lock while it calls through (the tokenizer, shared by threads)."""
+
+    def __init__(self, target: Any, lock: Any) -> None:
+        self._target, self._lock = target, lock
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._target(*args, **kwargs)

@@ -98,3 +98,19 @@ def test_request_log_is_json_with_the_request_id(
     assert line["request_id"] == response.headers["x-request-id"] == "req-42"
     assert (line["route"], line["status"], line["method"]) == ("/healthz", 200, "GET")
     assert line["level"] == "info" and line["ms"] >= 0
+
+
+@pytest.mark.slow
+def test_the_embedder_can_be_shared_by_threads(embedder: Embedder) -> None:
+    """The server embeds from a thread pool; a fast tokenizer called from two threads at once fails
+    ("Already borrowed", ragged batches), so the embedder serialises its model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i: int) -> int:
+        texts = [f"question {i} " + "word " * (i % 7 * 9), "short", "a somewhat longer sentence " * (i % 3 + 1)]
+        vectors = embedder.embed(texts)
+        lengths = embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return int(vectors.shape[0]) + len(lengths)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(work, range(400))) == [6] * 400
