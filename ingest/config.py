@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         le=1,
         description="Answer 'not in the documents' when the answer's confidence is below this (see docs/answers.md).",
     )
+    extractive_embedded: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="Candidate sentences per answer scored by embedding (the rest by their terms alone); each "
+        "costs ~5 ms of CPU.",
+    )
     support_threshold: float = Field(
         0.4, ge=0, le=1, description="A citation whose passage supports its sentence less than this is removed."
     )

@@ -72,22 +72,23 @@ def validate(answer: str, retrieved: Sequence[StoredChunk], support: SupportChec
 
 
 def _groups(text: str) -> tuple[list[tuple[str, list[int]]], str]:
-    """Each marker occurrence with the sentences it backs, and the sentences no marker backs.
+    """Each marker occurrence with the text it backs, and the text no marker backs.
 
-    A sentence is backed by the first marker that comes after its start: "A. B. [1]" gives [1] both,
-    "A [1]. B [2]." one each, and "Mixed [2] and more." gives [2] the whole sentence. Markers side by side
-    ("[2][3]") back the same sentences."""
+    A marker backs the text since the previous marker ("A. B. [1]" gives [1] both sentences; markers side by
+    side, "[2][3]", back the same text). Text after the last marker is unbacked only from the first
+    sentence that starts after it: "Mixed [2] and more." is one sentence, backed by [2]."""
     plain, markers = without_markers(text)
-    owned: list[list[str]] = [[] for _ in markers]
-    uncited: list[str] = []
-    for span in split(plain):
-        owner = next((i for i, (position, _) in enumerate(markers) if position > span.start), None)
-        (uncited if owner is None else owned[owner]).append(span.text)
     groups: list[tuple[str, list[int]]] = []
-    for i, (position, numbers) in enumerate(markers):
-        shares_previous = i > 0 and not owned[i] and markers[i - 1][0] == position
-        groups.append((groups[-1][0] if shares_previous else " ".join(owned[i]), numbers))
-    return groups, " ".join(uncited)
+    previous = 0
+    for position, numbers in markers:
+        backed = plain[previous:position].strip()
+        if not backed and groups:
+            backed = groups[-1][0]
+        groups.append((backed, numbers))
+        previous = position
+    if not markers:
+        return groups, plain
+    return groups, " ".join(span.text for span in split(plain) if span.start >= previous)
 
 
 def _claims(text: str) -> bool:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 from starlette.concurrency import run_in_threadpool
 
@@ -83,6 +83,8 @@ class Plan:
     started: float = 0.0
     confidence: float = 0.0  # how well the retrieved passages support an answer (the extractive evidence)
     abstain: bool = False  # too weak to answer: say the documents do not contain it
+    related: list[RetrievedChunk] = field(default_factory=list)  # a remembered abstention's passages
+    remembered: bool = False  # the outcome came from the cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,11 @@ class Done:
 Event = Token | Failure | Done
 
 
+def _validated(hit: dict[str, Any]) -> ValidatedAnswer:
+    """A cached answer (only grounded, validated answers are cached)."""
+    return ValidatedAnswer(hit["answer"], [Citation(**c) for c in hit["citations"]], [], grounded=True)
+
+
 class QueryService:
     """Answers questions over a collection; one per process, holding the reader, provider and cache."""
 
@@ -122,7 +129,11 @@ class QueryService:
         embed = self.reader.embedder.embed
         self.provider = provider or make_provider(self.settings, embed)
         # the extractive selection is also the evidence every answer's confidence is read from
-        self.fallback = self.provider if isinstance(self.provider, ExtractiveProvider) else ExtractiveProvider(embed)
+        self.fallback = (
+            self.provider
+            if isinstance(self.provider, ExtractiveProvider)
+            else ExtractiveProvider(embed, max_embedded=self.settings.extractive_embedded)
+        )
         self.support = SupportCheck(self.settings.support_threshold, embed)
         self.breaker = CircuitBreaker(self.settings.llm_breaker_failures, self.settings.llm_breaker_cooldown)
         self.cache = cache or AnswerCache.from_settings(self.settings)
@@ -186,10 +197,7 @@ class QueryService:
 
     def _from_cache(self, key: str, *, count_miss: bool = True) -> ValidatedAnswer | None:
         hit = self.cache.get(key, count_miss=count_miss)
-        if hit is None:
-            return None
-        citations = [Citation(**c) for c in hit["citations"]]
-        return ValidatedAnswer(hit["answer"], citations, [], grounded=True)  # only grounded answers are cached
+        return None if hit is None or hit.get("abstained") else _validated(hit)
 
     def _remember(self, keys: list[str], validated: ValidatedAnswer) -> None:
         if validated.grounded:  # only validated, grounded answers are ever cached
@@ -197,16 +205,31 @@ class QueryService:
             for key in keys:
                 self.cache.set(key, value)
 
+    def _remember_abstention(self, keys: list[str], response: QueryResponse) -> None:
+        """An abstention is remembered under the fast-path key only: the collection's generation is part of
+        that key, so a new or changed document makes the question be tried again."""
+        value = {
+            "abstained": True,
+            "confidence": response.confidence,
+            "related": [chunk.model_dump() for chunk in response.related],
+        }
+        for key in keys:
+            self.cache.set(key, value)
+
     def plan(self, query: Query) -> Plan:
         """Cache lookups and retrieval. A repeated question on an unchanged collection is answered from
         the fast path without retrieving at all. Raises every error a request can have."""
         started = time.perf_counter()
         self.reader.collection(query.collection)  # unknown collection or another model: fail here
         memo = self._memo_key(query)
-        remembered = self._from_cache(memo, count_miss=False)
-        if remembered is not None:
-            empty = Retrieval([], query.retriever, query.collection, 0.0)
-            return Plan(query, empty, None, [memo], remembered, started=started)
+        empty = Retrieval([], query.retriever, query.collection, 0.0)
+        hit = self.cache.get(memo, count_miss=False)
+        if hit is not None and hit.get("abstained"):  # asked before, and the documents did not answer it
+            related = [RetrievedChunk(**chunk) for chunk in hit.get("related", [])]
+            confidence = float(hit.get("confidence", 0.0))
+            return Plan(query, empty, None, [memo], None, False, started, confidence, True, related, remembered=True)
+        if hit is not None:
+            return Plan(query, empty, None, [memo], _validated(hit), started=started)
         retrieval = self.retrieve(query)
         if not retrieval.chunks:
             return Plan(query, retrieval, None, started=started)
@@ -216,7 +239,9 @@ class QueryService:
         evidence = self.fallback.select(request)  # one batched embedding of the candidate sentences
         request = replace(request, evidence=evidence)
         if evidence.answerability < self.settings.abstain_below:
-            return Plan(query, retrieval, request, started=started, confidence=evidence.answerability, abstain=True)
+            return Plan(
+                query, retrieval, request, [memo], started=started, confidence=evidence.answerability, abstain=True
+            )
         exact = cache_key(
             question=query.question,
             collection=query.collection,
@@ -242,8 +267,11 @@ class QueryService:
         """Stream a prepared plan: `Token`s as text arrives, a `Failure` if the LLM breaks (the extractive
         answer follows), then one `Done` with the validated answer."""
         if plan.abstain or (plan.request is None and plan.cached is None):
+            response = self._abstained(plan, request_id)
+            if plan.abstain and not plan.remembered:  # the same question on the same documents: same outcome
+                self._remember_abstention(plan.keys[:1], response)
             yield Token(ABSTAIN_ANSWER)
-            yield Done(self._abstained(plan, request_id))
+            yield Done(response)
             return
         if plan.cached is not None or plan.request is None:
             validated = plan.cached or ValidatedAnswer(NO_CONTEXT_ANSWER, [], [])
@@ -321,12 +349,12 @@ class QueryService:
         abstained: bool = False,
     ) -> QueryResponse:
         retrieval = plan.retrieval
-        related = [RetrievedChunk.of(c) for c in retrieval.chunks] if abstained else []
+        related = (plan.related or [RetrievedChunk.of(c) for c in retrieval.chunks]) if abstained else []
         return QueryResponse(
             answer=validated.text,
             citations=validated.citations,
             grounded=validated.grounded,
-            cached=plan.cached is not None,
+            cached=plan.cached is not None or plan.remembered,
             model=provider.model,
             provider=provider.name,
             prompt=PromptInfo(name=self.template.name, version=self.template.version),

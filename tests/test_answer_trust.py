@@ -197,3 +197,17 @@ def test_abstention_scores() -> None:
     assert metrics["right_page_cited"] == 0.5 and metrics["answer_found"] == 0.5
     assert metrics["abstention_precision"] == 0.5 and metrics["abstention_recall"] == 0.5
     assert metrics["false_abstention"] == 0.5
+
+
+def test_an_abstention_is_remembered_until_the_documents_change(pdf_kb: Ingestor, tmp_path: Path) -> None:
+    settings = pdf_kb.settings.model_copy(update={"abstain_below": 0.99})
+    service = QueryService(settings, reader=reader_for(pdf_kb))
+    service.cache.clear()
+    question = "What was the name of the captain of Ethiopian Airlines Flight 302?"
+    first, again = _ask(service, question), _ask(QueryService(settings, reader=reader_for(pdf_kb)), question)
+    assert first.abstained and not first.cached
+    assert again.abstained and again.cached and again.related == first.related
+    (tmp_path / "crew.md").write_text("# Crew\n\nThe captain of the flight was a senior pilot.\n")
+    pdf_kb.ingest_paths([tmp_path / "crew.md"], collection="pdfs")
+    after = _ask(QueryService(settings, reader=reader_for(pdf_kb)), question)
+    assert after.abstained and not after.cached, "a change to the collection makes ragkb look again"

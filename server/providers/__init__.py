@@ -15,7 +15,7 @@ PROVIDERS = ("extractive", "openai")
 def make_provider(settings: Settings, embed: Embed | None = None) -> LLMProvider:
     """The configured provider; `embed` (the reader's embedder) gives the extractive one semantic scoring."""
     if settings.llm_provider == "extractive":
-        return ExtractiveProvider(embed=embed)
+        return ExtractiveProvider(embed=embed, max_embedded=settings.extractive_embedded)
     if settings.llm_provider == "openai":
         return OpenAIProvider.from_settings(settings)
     raise RagkbError(f"unknown LLM provider {settings.llm_provider!r}; choose one of: {', '.join(PROVIDERS)}")
