@@ -23,7 +23,7 @@ async def _evaluate_answers(
     qrels = read_qrels(dataset, split)
     query_ids = [q for q in qrels if q in queries][:sample]
 
-    grounded = citations = valid = relevant_cited = 0
+    grounded = abstained = citations = valid = relevant_cited = 0
     latencies: list[float] = []
     cached_per_pass = [0, 0]
     total_steps = 2 * len(query_ids)
@@ -37,6 +37,7 @@ async def _evaluate_answers(
                 continue
             latencies.append(response.timings.total_ms)
             grounded += int(response.grounded)
+            abstained += int(response.abstained)
             query = service.query(queries[query_id], collection=collection)
             retrieved = {c.chunk_id: c for c in service.retrieve(query).chunks}
             for citation in response.citations:
@@ -56,6 +57,7 @@ async def _evaluate_answers(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": {
             "grounded_rate": round(grounded / count, 4),
+            "abstention_rate": round(abstained / count, 4),
             "citation_validity": round(valid / citations, 4) if citations else 1.0,
             "citation_precision": round(relevant_cited / citations, 4) if citations else 0.0,
             "cache_hit_rate_first_pass": round(cached_per_pass[0] / count, 4),
