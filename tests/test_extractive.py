@@ -241,3 +241,15 @@ def test_protocol_surface() -> None:
         return "".join([piece async for piece in provider.stream(request)])
 
     assert asyncio.run(streamed()) == provider.answer(request)
+
+
+def test_a_markdown_heading_is_not_quoted_with_the_sentence_below_it() -> None:
+    from server.prompting import load_template
+    from server.providers.base import GenerationRequest
+
+    chunk = StoredChunk(
+        "a:v:0", "# Installing ragkb\n\nragkb is a self-hosted knowledge-base server. It runs offline.", {}
+    )
+    prompt = load_template("answer").render(question="What is ragkb?", context="-")
+    answer = ExtractiveProvider().answer(GenerationRequest("What is ragkb?", prompt, [chunk]))
+    assert answer.startswith("ragkb is a self-hosted knowledge-base server.") and "#" not in answer

@@ -35,7 +35,7 @@ import numpy as np
 from ingest.vectorstore import StoredChunk
 
 from ..lexical import analyze
-from ..sentences import Span, quotable
+from ..sentences import Span, collapse, quotable
 from .base import Generation, GenerationRequest, Usage
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -242,6 +242,7 @@ class ExtractiveProvider:
         found: list[_Unit] = []
         for number, chunk in enumerate(contexts, start=1):
             for span in quotable(chunk.text, self.max_sentence_chars):
+                span = _without_heading(chunk.text, span)
                 text = _REFERENCE.sub("", span.text).strip()
                 if text:
                     clean = Span(span.start, span.end, text, span.kind)
@@ -278,6 +279,20 @@ class ExtractiveProvider:
         vectors[0] = embedded[0]
         vectors[[1 + i for i in shortlist]] = embedded[1:]
         return vectors
+
+
+def _without_heading(source: str, span: Span) -> Span:
+    """A unit that begins with a Markdown heading line ("# Installing ragkb" joined to the sentence below it)
+    without that line: a heading names the section, it does not answer anything."""
+    if not source.startswith("#", span.start):
+        return span
+    newline = source.find("\n", span.start, span.end)
+    if newline < 0:
+        return span
+    start = newline + 1
+    while start < span.end and source[start].isspace():
+        start += 1
+    return Span(start, span.end, collapse(source[start : span.end]), span.kind) if start < span.end else span
 
 
 def _options(units: list[_Unit]) -> list[_Option]:
