@@ -35,6 +35,10 @@ class BinaryContent(IngestError):
     pass
 
 
+class DuplicateSource(IngestError):
+    """The same source (e.g. two uploads of one file name) twice in one batch."""
+
+
 class EmbeddingModelError(RagkbError):
     """The embedding model could not be loaded or does not match the collection."""
 

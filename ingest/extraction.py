@@ -31,38 +31,38 @@ def extract_in_process(data: bytes, name: str) -> ExtractedDocument:
 
 class ProcessExtractor:
     """Files of at least `min_bytes` are parsed in a worker process (spawned, so no model or lock is
-    inherited), each within `timeout` seconds; smaller files are parsed here, where a process hop would
-    cost more than the parse."""
+    inherited), one at a time, each within `timeout` seconds of its own parse; smaller files are parsed
+    here, where a process hop would cost more than the parse."""
 
     def __init__(self, *, workers: int = 1, timeout: float = 120.0, min_bytes: int = 256 * 1024) -> None:
         self.workers, self.timeout, self.min_bytes = workers, timeout, min_bytes
         self._pool: Pool | None = None
-        self._lock = threading.Lock()
-
-    def _get_pool(self) -> Pool:
-        with self._lock:
-            if self._pool is None:
-                self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
-            return self._pool
+        self._lock = threading.Lock()  # one large file at a time: its time limit then counts only its own parse
 
     def __call__(self, data: bytes, name: str) -> ExtractedDocument:
         if len(data) < self.min_bytes:
             return load_bytes(data, name)
-        pending = self._get_pool().apply_async(load_bytes, (data, name))
-        try:
-            result: ExtractedDocument = pending.get(self.timeout)
-        except multiprocessing.TimeoutError:
-            log.warning("extraction timed out; restarting the extraction worker", extra={"path": name})
-            self.close()  # the only way to stop a parse that runs away is to end its process
-            raise CorruptDocument(
-                f"{name}: reading the file took longer than {self.timeout:g} s (RAGKB_EXTRACT_TIMEOUT); "
-                "it may be damaged or built to be slow"
-            ) from None
+        with self._lock:
+            if self._pool is None:
+                self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+            pending = self._pool.apply_async(load_bytes, (data, name))
+            try:
+                result: ExtractedDocument = pending.get(self.timeout)
+            except multiprocessing.TimeoutError:
+                log.warning("extraction timed out; restarting the extraction worker", extra={"path": name})
+                self._end_pool()  # the only way to stop a parse that runs away is to end its process
+                raise CorruptDocument(
+                    f"{name}: reading the file took longer than {self.timeout:g} s (RAGKB_EXTRACT_TIMEOUT); "
+                    "it may be damaged or built to be slow"
+                ) from None
         return result
+
+    def _end_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.terminate()
-                self._pool.join()
-                self._pool = None
+            self._end_pool()

@@ -21,7 +21,7 @@ from .chunking import Chunker, ChunkingConfig
 from .config import Settings, get_settings
 from .discovery import Failure, discover
 from .embedder import Embedder, get_embedder
-from .errors import EmptyDocument, FileTooLarge, IngestError
+from .errors import DuplicateSource, EmptyDocument, FileTooLarge, IngestError
 from .extraction import Extractor, extract_in_process
 from .loaders import loader_for
 from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
@@ -273,6 +273,7 @@ class Ingestor:
         pending: list[_Pending] = []
         pending_chunks = 0
         budget = Budget(self.settings, max_chunks)
+        seen: set[str] = set()
         for name, source, item in items:
             if self.stop.is_set():
                 report.interrupted = True
@@ -282,6 +283,9 @@ class Ingestor:
                 loader_for(name)  # unknown types fail before any bytes are read
                 data = self._read(item, name)
                 document_id = document_id_for(source)
+                if document_id in seen:  # two versions of one document in one write would delete each other
+                    raise DuplicateSource(f"{name}: {source} appears twice in this batch; only the first is ingested")
+                seen.add(document_id)
                 version = self.version_of(data)
                 known = committed.get(document_id, set())
                 if version in known:

@@ -93,10 +93,19 @@ class JobQueue:
         return {"queued": int(self.redis.llen(self.pending)), "processing": int(self.redis.llen(self.processing))}
 
     def requeue_stalled(self) -> int:
-        """Put jobs left in the processing list (by a worker that died) back on the queue."""
+        """Put back on the queue the jobs whose worker died: those in the processing list whose heartbeat
+        is older than STALLED_AFTER_SECONDS (a live worker's jobs stay where they are)."""
         moved = 0
-        while self.redis.lmove(self.processing, self.pending, "RIGHT", "LEFT") is not None:
-            moved += 1
+        for raw_id in self.redis.lrange(self.processing, 0, -1):
+            job_id = raw_id.decode()
+            try:
+                stalled = self.status(job_id)["status"] == "stalled"
+            except JobNotFound:
+                stalled = True  # its state expired: nothing is running it
+            if stalled and self.redis.lrem(self.processing, 1, job_id):
+                self.redis.hset(self._job(job_id), "status", "queued")
+                self.redis.rpush(self.pending, job_id)
+                moved += 1
         return moved
 
     def work_one(self, ingest: Callable[[str, str, str, bytes], dict[str, Any]], *, timeout: float = 1.0) -> str | None:

@@ -196,16 +196,29 @@ class ChromaStore(VectorStore):
         with _reachable(f"read {name}"):
             return str(self._fresh_metadata(name).get(_GENERATION, "0"))
 
-    def _set_generation(self, collection: Collection, *, pending: bool) -> None:
+    def _begin_write(self, collection: Collection) -> str:
+        """A new generation, marked pending with this writer's token, before any chunk changes."""
+        metadata = self._fresh_metadata(collection.name)
+        token = uuid.uuid4().hex
+        metadata[_GENERATION] = metadata[_PENDING] = token
+        self._native(collection).modify(metadata=metadata)
+        return token
+
+    def _end_write(self, collection: Collection, token: str) -> None:
+        """Another new generation once the write is done. The pending mark is cleared only if it is still
+        this writer's: a concurrent writer that began later keeps its own until it ends (or dies, and the
+        next writer's `repair_generation` clears it)."""
         metadata = self._fresh_metadata(collection.name)
         metadata[_GENERATION] = uuid.uuid4().hex
-        metadata[_PENDING] = metadata[_GENERATION] if pending else ""
+        if metadata.get(_PENDING) == token:
+            metadata[_PENDING] = ""
         self._native(collection).modify(metadata=metadata)
 
     def repair_generation(self, collection: Collection) -> None:
         with _reachable(f"read {collection.name}"):
-            if self._fresh_metadata(collection.name).get(_PENDING):
-                self._set_generation(collection, pending=False)
+            pending = self._fresh_metadata(collection.name).get(_PENDING)
+            if pending:
+                self._end_write(collection, str(pending))
 
     def _native(self, collection: Collection) -> Any:
         return self._natives.get(collection.name, collection.native)
@@ -245,7 +258,7 @@ class ChromaStore(VectorStore):
                 )
                 (markers if chunk.index == 0 else rows).append(row)
         with _reachable(f"write {collection.name}"):
-            self._set_generation(collection, pending=True)
+            token = self._begin_write(collection)
             self._upsert(collection, rows)
             self._upsert(collection, markers)  # markers last: they commit
             native = self._native(collection)
@@ -254,7 +267,7 @@ class ChromaStore(VectorStore):
                     native.delete(
                         where={"$and": [{"document_id": doc.document_id}, {"doc_version": {"$ne": doc.version}}]}
                     )
-            self._set_generation(collection, pending=False)
+            self._end_write(collection, token)
 
     def _upsert(self, collection: Collection, rows: list[tuple[str, str, dict[str, Any], np.ndarray]]) -> None:
         native = self._native(collection)
@@ -269,11 +282,11 @@ class ChromaStore(VectorStore):
 
     def delete_stale_versions(self, collection: Collection, document_id: str, *, keep: str) -> None:
         with _reachable(f"write {collection.name}"):
-            self._set_generation(collection, pending=True)
+            token = self._begin_write(collection)
             self._native(collection).delete(
                 where={"$and": [{"document_id": document_id}, {"doc_version": {"$ne": keep}}]}
             )
-            self._set_generation(collection, pending=False)
+            self._end_write(collection, token)
 
     def delete_document(self, collection: Collection, document_id: str) -> int:
         with _reachable(f"write {collection.name}"):
@@ -281,9 +294,9 @@ class ChromaStore(VectorStore):
             count = len(native.get(where={"document_id": document_id}, include=[])["ids"])
             if not count:
                 raise DocumentNotFound(f"no document with id {document_id!r} in collection {collection.name!r}")
-            self._set_generation(collection, pending=True)
+            token = self._begin_write(collection)
             native.delete(where={"document_id": document_id})
-            self._set_generation(collection, pending=False)
+            self._end_write(collection, token)
         return count
 
     def documents(self, collection: Collection) -> list[DocumentInfo]:

@@ -137,6 +137,9 @@ def require(scope: Scope) -> Callable[..., Caller]:
                 f"the key {caller.identity.name!r} has scope {caller.identity.scope.value!r}; "
                 f"this needs {scope.value!r} (or a scope that includes it)"
             )
+        if scope is Scope.ADMIN and caller.identity is not None and caller.identity.collections is not None:
+            # keys, the audit trail and the cache span every collection: a limited key may not manage them
+            raise Forbidden(f"the key {caller.identity.name!r} is limited to collections; administration needs --all")
         return caller
 
     dependency.__name__ = f"require_{scope.value}"

@@ -10,6 +10,7 @@ from ingest.config import Settings
 from ingest.extraction import ProcessExtractor
 from ingest.pipeline import Ingestor
 from ingest.queue import JobQueue, QueueNotConfigured
+from ingest.vectorstore import StoreUnavailable
 
 from .service import QueryService
 from .state import Audit, KeyStore, RateLimiter, StateDB, make_rate_limiter
@@ -73,7 +74,7 @@ def components(request: Request) -> Components:
     """FastAPI dependency: the process's components (503 while the model is still loading)."""
     found: Components | None = getattr(request.app.state, "components", None)
     if found is None:
-        raise RuntimeError("the server is still starting")
+        raise StoreUnavailable("the server is still starting; try again in a moment")
     return found
 
 

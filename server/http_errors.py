@@ -8,6 +8,7 @@ request id), never with a stack trace.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,12 +22,15 @@ from ingest.vectorstore import InvalidFilter, StoreUnavailable
 
 from .auth import Forbidden, RateLimited, Unauthorized
 from .cache import CacheUnavailable
+from .lexical import IndexBusy
 from .metrics import ERRORS
 from .observability import request_id_var
 from .questions import QuestionError
 from .retrieval import UnknownRetriever
 from .schemas import ErrorResponse
 from .state import DuplicateKeyName, InvalidAudit, InvalidKey, InvalidScope, StateUnavailable, UnknownKey
+
+log = logging.getLogger("ragkb.api")
 
 ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
@@ -48,6 +52,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     InvalidFilter: (422, "invalid_filter"),
     StoreUnavailable: (503, "store_unavailable"),
     CacheUnavailable: (503, "cache_unavailable"),
+    IndexBusy: (503, "index_busy"),
     QueueUnavailable: (503, "queue_unavailable"),
     StateUnavailable: (503, "state_unavailable"),
     RagkbError: (400, "bad_request"),
@@ -80,9 +85,18 @@ def _headers_for(exc: Exception) -> dict[str, str] | None:
     return None
 
 
-def _reply_with(status: int, code: str) -> Any:
+# Errors whose own text names server internals (a database URL, a file path): clients get this instead,
+# and the log keeps the full text under the request id.
+PRIVATE_MESSAGES: dict[type[Exception], str] = {
+    StateUnavailable: "the state database is unavailable; see the server log for this request id",
+}
+
+
+def _reply_with(status: int, code: str, private: str | None = None) -> Any:
     async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(status, str(exc), code, headers=_headers_for(exc))
+        if private is not None:
+            log.warning("%s: %s", code, exc)
+        return error_response(status, private or str(exc), code, headers=_headers_for(exc))
 
     return handler
 
@@ -112,6 +126,6 @@ async def _invalid(_: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     for error_type, (status, code) in ERROR_STATUS.items():
-        app.add_exception_handler(error_type, _reply_with(status, code))
+        app.add_exception_handler(error_type, _reply_with(status, code, PRIVATE_MESSAGES.get(error_type)))
     app.add_exception_handler(CollectionNotFound, _collection_not_found)
     app.add_exception_handler(RequestValidationError, _invalid)

@@ -31,13 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
+from ingest.errors import RagkbError
 from ingest.vectorstore import Collection, StoredChunk, VectorStore
 
 log = logging.getLogger("ragkb.lexical")
 
 REBUILD_LOCK_TIMEOUT = 600.0  # seconds a process waits for another one's rebuild
+
+
+class IndexBusy(RagkbError):
+    """Another process has been rebuilding the lexical index for too long (HTTP 503)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,13 +283,22 @@ class LexicalIndexes:
         index = published.current(self.config)
         if index is not None and index.generation == generation:
             return index
-        with published.lock:  # one process rebuilds; the others wait here, then load its build
+        try:
+            published.lock.acquire()  # one process rebuilds; the others wait here, then load its build
+        except Timeout:
+            raise IndexBusy(
+                f"the BM25 index of {collection.name!r} is being rebuilt by another process for over "
+                f"{REBUILD_LOCK_TIMEOUT:.0f} s; try again shortly"
+            ) from None
+        try:
             index = published.current(self.config)
             if index is not None and index.generation == generation:
                 return index
             index = self.rebuild(collection, generation)
             published.publish(index)
             return index
+        finally:
+            published.lock.release()
 
     def rebuild(self, collection: Collection, generation: str) -> LexicalIndex:
         """Build from the stored chunks, labelled with the generation read *before* reading them, so a

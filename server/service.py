@@ -37,7 +37,6 @@ from .schemas import Citation, PromptInfo, QueryResponse, RetrievedChunk, Timing
 
 log = logging.getLogger("ragkb.query")
 
-NO_CONTEXT_ANSWER = "I could not find anything about this in the knowledge base."
 ABSTAIN_ANSWER = "The documents do not contain an answer to this question."
 
 
@@ -192,6 +191,9 @@ class QueryService:
             "prompt": [self.template.name, self.template.version],
             "provider": [self.provider.name, self.provider.model, self.provider.parameters()],
             "context_tokens": self.settings.context_tokens,
+            # what decides an abstention or a dropped citation: a change must not serve a stale outcome
+            "abstain_below": self.settings.abstain_below,
+            "support_threshold": self.settings.support_threshold,
         }
         return "memo:" + hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -199,9 +201,10 @@ class QueryService:
         hit = self.cache.get(key, count_miss=count_miss)
         return None if hit is None or hit.get("abstained") else _validated(hit)
 
-    def _remember(self, keys: list[str], validated: ValidatedAnswer) -> None:
+    def _remember(self, keys: list[str], validated: ValidatedAnswer, confidence: float) -> None:
         if validated.grounded:  # only validated, grounded answers are ever cached
-            value = {"answer": validated.text, "citations": [c.model_dump() for c in validated.citations]}
+            citations = [c.model_dump() for c in validated.citations]
+            value = {"answer": validated.text, "citations": citations, "confidence": confidence}
             for key in keys:
                 self.cache.set(key, value)
 
@@ -229,7 +232,8 @@ class QueryService:
             confidence = float(hit.get("confidence", 0.0))
             return Plan(query, empty, None, [memo], None, False, started, confidence, True, related, remembered=True)
         if hit is not None:
-            return Plan(query, empty, None, [memo], _validated(hit), started=started)
+            confidence = float(hit.get("confidence", 1.0))
+            return Plan(query, empty, None, [memo], _validated(hit), started=started, confidence=confidence)
         retrieval = self.retrieve(query)
         if not retrieval.chunks:
             return Plan(query, retrieval, None, started=started)
@@ -250,7 +254,7 @@ class QueryService:
             prompt_version=prompt.version,
             provider=self.provider.name,
             model=self.provider.model,
-            parameters=self.provider.parameters(),
+            parameters={**self.provider.parameters(), "support_threshold": self.settings.support_threshold},
         )
         cached = self._from_cache(exact)
         return Plan(
@@ -269,14 +273,14 @@ class QueryService:
         if plan.abstain or (plan.request is None and plan.cached is None):
             response = self._abstained(plan, request_id)
             if plan.abstain and not plan.remembered:  # the same question on the same documents: same outcome
-                self._remember_abstention(plan.keys[:1], response)
+                await run_in_threadpool(self._remember_abstention, plan.keys[:1], response)
             yield Token(ABSTAIN_ANSWER)
             yield Done(response)
             return
-        if plan.cached is not None or plan.request is None:
-            validated = plan.cached or ValidatedAnswer(NO_CONTEXT_ANSWER, [], [])
+        if plan.cached is not None or plan.request is None:  # (no request and nothing cached abstained above)
+            validated = plan.cached or ValidatedAnswer(ABSTAIN_ANSWER, [], [])
             if plan.cached_by_exact_key:  # found by the exact key: let the fast path find it next time
-                self._remember(plan.keys[:1], validated)
+                await run_in_threadpool(self._remember, plan.keys[:1], validated, plan.confidence)
             yield Token(validated.text)
             yield Done(self._response(plan, validated, request_id, provider=self.provider, llm_ms=0.0))
             return
@@ -315,7 +319,7 @@ class QueryService:
             return
         validated = await run_in_threadpool(validate, text, plan.request.contexts, self.support)
         if error is None:
-            self._remember(plan.keys, validated)
+            await run_in_threadpool(self._remember, plan.keys, validated, plan.confidence)
         yield Done(self._response(plan, validated, request_id, provider=provider, llm_ms=llm_ms, error=error))
 
     async def stream(
@@ -370,7 +374,7 @@ class QueryService:
             error=error,
             invalid_citations=validated.invalid_markers,
             unsupported_citations=validated.unsupported_markers,
-            confidence=1.0 if plan.cached is not None else round(min(1.0, max(0.0, plan.confidence)), 4),
+            confidence=round(min(1.0, max(0.0, plan.confidence)), 4),
             abstained=abstained,
             related=related,
         )

@@ -4,7 +4,6 @@ content type, body). Bounded: at most MAX_EXAMPLES generated requests per operat
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from .helpers import reader_for
 
 MAX_EXAMPLES = 25
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-TALLY: Counter[str] = Counter()  # requests made and 5xx seen, for the summary test
 KEY: dict[str, str] = {}
 
 
@@ -84,17 +82,9 @@ def test_api_conforms_to_its_schema(api_schema: Any, method: str, path: str) -> 
     )
     def fuzz(case: schemathesis.Case) -> None:
         response = case.call(headers=headers)
-        TALLY["requests"] += 1
-        TALLY["5xx"] += response.status_code >= 500
         case.validate_response(response, checks=CHECKS)
 
     fuzz()
-
-
-def test_fuzz_summary() -> None:
-    """Runs after the fuzzing (same module): it made requests, and none of them was a 5xx."""
-    print(f"\nschemathesis: {TALLY['requests']} requests, {TALLY['5xx']} 5xx")
-    assert TALLY["requests"] >= 10 and TALLY["5xx"] == 0
 
 
 def test_schema_declares_bearer_auth(api_schema: Any) -> None:

@@ -380,3 +380,14 @@ def test_clearing_a_cache_that_is_down_is_a_503(tmp_path: Path, embedder: Embedd
     with TestClient(create_app(settings, service)) as client:
         response = client.delete("/v1/cache")
     assert response.status_code == 503 and response.json()["code"] == "cache_unavailable"
+
+
+def test_an_admin_key_cannot_be_limited_to_collections(tmp_path: Path) -> None:
+    from server.state import InvalidKey
+
+    db = StateDB(f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    db.migrate()
+    keys = KeyStore(db)
+    with pytest.raises(InvalidKey, match="an admin key covers every collection"):
+        keys.create("boss", Scope.ADMIN, ["alpha"])
+    assert keys.create("boss", Scope.ADMIN, None)[0].collections is None

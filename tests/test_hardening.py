@@ -82,20 +82,17 @@ def test_a_writer_killed_after_its_upsert_leaves_no_stale_index(
     assert asyncio.run(service.answer(question, collection="plant")).cached is True
 
     calls = {"n": 0}
-    real = ChromaStore._set_generation
 
-    def dies_after_the_upsert(self: ChromaStore, collection: Any, *, pending: bool) -> None:
-        if not pending:  # the change after the write: the process is killed right before it
-            calls["n"] += 1
-            raise SystemExit("killed")
-        real(self, collection, pending=pending)
+    def dies_after_the_upsert(self: ChromaStore, collection: Any, token: str) -> None:
+        calls["n"] += 1  # the change after the write: the process is killed right before it
+        raise SystemExit("killed")
 
     (docs / "centrifuge.md").write_text("# Centrifuge\n\nThe centrifuge bypass valve opens at 6 bar.\n")
     (docs / "pump.md").write_text("# Pump\n\nReplace the impeller seal every 500 hours.\n")
-    monkeypatch.setattr(ChromaStore, "_set_generation", dies_after_the_upsert)
-    with pytest.raises(SystemExit):
-        Ingestor(settings, embedder=embedder).ingest_paths([docs], collection="plant")
-    monkeypatch.setattr(ChromaStore, "_set_generation", real)
+    with monkeypatch.context() as patched:
+        patched.setattr(ChromaStore, "_end_write", dies_after_the_upsert)
+        with pytest.raises(SystemExit):
+            Ingestor(settings, embedder=embedder).ingest_paths([docs], collection="plant")
     assert calls["n"] == 1
 
     # the server's view, before anyone re-runs: the pending generation already differs from the index's
@@ -313,3 +310,26 @@ def test_the_packaged_command_runs(tmp_path: Path) -> None:
     ragkb = shutil.which("ragkb") or str(Path(sys.executable).with_name("ragkb"))
     done = subprocess.run([ragkb, "formats"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and ".pdf" in done.stdout
+
+
+def test_a_writer_ending_never_clears_another_writers_pending_mark(tmp_path: Path, embedder: Embedder) -> None:
+    store = ChromaStore(Settings(data_dir=tmp_path / "kb"))
+    collection = store.open("two", model=embedder.identity, dimension=embedder.dimension, create=True)
+    first = store._begin_write(collection)
+    second = store._begin_write(collection)  # a concurrent writer, begun later
+    store._end_write(collection, first)
+    assert store.get("two").native.metadata["ragkb_write_pending"] == second, "the second is still writing"
+    before = store.generation("two")
+    store.repair_generation(collection)  # the second died: the next writer clears its mark, with a change
+    assert not store.get("two").native.metadata["ragkb_write_pending"] and store.generation("two") != before
+
+
+def test_two_files_of_one_name_in_one_upload_keep_the_first(client: TestClient) -> None:
+    files = [
+        ("files", ("same.txt", b"The first note says the vault opens at nine.\n", "text/plain")),
+        ("files", ("same.txt", b"The second note says the vault opens at ten.\n", "text/plain")),
+    ]
+    data = client.post("/v1/collections/twins/documents", files=files).json()
+    assert (data["added"], data["failed"]) == (1, 1) and "appears twice in this batch" in data["failures"][0]["error"]
+    [document] = client.get("/v1/collections/twins/documents").json()
+    assert document["chunk_count"] == 1, "the document kept its chunks (two versions in one write deleted both)"

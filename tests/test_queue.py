@@ -79,10 +79,14 @@ def test_uploads_are_queued_then_ingested_by_a_worker(
 def test_a_dead_workers_job_can_be_requeued(queue_url: str) -> None:
     queue = JobQueue(queue_url)
     job_id = queue.enqueue(collection="ops", name="a.txt", source="upload://a.txt", data=b"text")
-    queue.redis.lmove(queue.pending, queue.processing, "LEFT", "RIGHT")  # taken by a worker that then died
-    assert queue.depth() == {"queued": 0, "processing": 1}
-    assert queue.requeue_stalled() == 1
-    assert queue.depth() == {"queued": 1, "processing": 0}
+    live_id = queue.enqueue(collection="ops", name="b.txt", source="upload://b.txt", data=b"more")
+    for job, beat in ((job_id, time.time() - 120), (live_id, time.time())):  # a dead worker's, a live one's
+        queue.redis.lmove(queue.pending, queue.processing, "LEFT", "RIGHT")
+        queue.redis.hset(queue._job(job), mapping={"status": "running", "started_at": beat, "heartbeat_at": beat})
+    assert queue.depth() == {"queued": 0, "processing": 2}
+    assert queue.requeue_stalled() == 1, "only the job whose worker stopped beating goes back"
+    assert queue.depth() == {"queued": 1, "processing": 1}
+    assert queue.status(job_id)["status"] == "queued"
     seen = []
     assert queue.work_one(lambda *job: seen.append(job) or {"failed": 0, "added": 1}) == job_id
     assert seen == [("ops", "a.txt", "upload://a.txt", b"text")]

@@ -95,7 +95,14 @@ class OpenAIProvider:
             else:
                 if response.is_success:
                     return response
-                await response.aread()
+                try:
+                    await response.aread()
+                except httpx.HTTPError as exc:  # the error body itself broke off
+                    await response.aclose()
+                    raise LLMError(
+                        f"the LLM at {self.base_url} answered HTTP {response.status_code} and then broke off ({exc})",
+                        public=f"the LLM answered HTTP {response.status_code}",
+                    ) from exc
                 last_error = f"the LLM at {self.base_url} answered HTTP {response.status_code}: {response.text[:200]}"
                 public = f"the LLM answered HTTP {response.status_code}"
                 await response.aclose()
@@ -148,15 +155,15 @@ class OpenAIProvider:
                     choices = event.get("choices") or []
                     delta = choices[0].get("delta", {}).get("content") if choices else None
                     counts = event.get("usage")
-                except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                    if isinstance(counts, dict) and usage is not None:
+                        usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
+                        usage.completion_tokens = int(counts.get("completion_tokens") or 0)
+                        reported = True
+                except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
                     raise LLMError(
                         f"the LLM stream has a malformed event: {data[:120]!r}",
                         public="the LLM stream has a malformed event",
                     ) from exc
-                if isinstance(counts, dict) and usage is not None:
-                    usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
-                    usage.completion_tokens = int(counts.get("completion_tokens") or 0)
-                    reported = True
                 if delta:
                     pieces += 1
                     yield delta

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.loaders import supported_extensions
 from ingest.pipeline import IngestReport
-from ingest.vectorstore import document_id_for, fallback_display_source
+from ingest.vectorstore import document_id_for
 
 from ..auth import Caller, ReadCaller, WriteCaller, collection_in_path
 from ..http_errors import error_response
@@ -61,7 +61,7 @@ def delete_document(name: Writable, document_id: str, caller: WriteCaller) -> di
         request_id=request_id_var.get(),
         detail={"chunks": removed},
     )
-    return {"document_id": info.document_id, "source": fallback_display_source(info.source), "chunks_deleted": removed}
+    return {"document_id": info.document_id, "source": info.display_source, "chunks_deleted": removed}
 
 
 @router.post(

@@ -3,6 +3,8 @@ RAGKB_PROTECT_OPS)."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -28,8 +30,9 @@ async def readyz(request: Request) -> JSONResponse:
         try:
             await run_in_threadpool(parts.service.reader.store.heartbeat)
             checks["store"] = "ok"
-        except Exception as exc:
-            checks["store"] = f"unreachable: {exc}"
+        except Exception as exc:  # the reason goes to the log; clients see no address or path
+            logging.getLogger("ragkb.api").warning("readiness: the store is unreachable: %s", exc)
+            checks["store"] = "unreachable"
         cache = await run_in_threadpool(parts.service.cache.health)
         if cache != "ok":
             checks["cache"] = cache

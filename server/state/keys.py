@@ -184,6 +184,10 @@ class KeyStore:
         name = _valid_name(name)
         scope = Scope.parse(scope)
         allowed = _valid_collections(collections)
+        if scope is Scope.ADMIN and allowed is not None:
+            # an admin manages keys and reads the whole audit trail: limiting it to collections would be a
+            # promise the scope cannot keep (it could make itself an unlimited key)
+            raise InvalidKey("an admin key covers every collection: give --all, or use write or read")
         token = new_token()
         row = ApiKey(
             name=name, scope=scope.value, collections=allowed, token_hash=hash_token(token), hint=token[:HINT_CHARS]
