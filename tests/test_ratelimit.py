@@ -177,3 +177,16 @@ def _run_threads(target: Callable[[], None], count: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+def test_the_local_limiter_forgets_buckets_that_have_refilled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.state import ratelimit
+
+    monkeypatch.setattr(ratelimit, "MAX_LOCAL_BUCKETS", 5)
+    now = [0.0]
+    limiter = ratelimit.LocalRateLimiter(60, 2, clock=lambda: now[0])
+    for host in range(10):
+        limiter.allow(f"anonymous@{host}")
+    now[0] += 10  # every bucket has refilled
+    limiter.allow("anonymous@late")
+    assert len(limiter._buckets) <= 2

@@ -49,6 +49,9 @@ def _check(per_minute: float, burst: int) -> float:
     return per_minute / 60.0
 
 
+MAX_LOCAL_BUCKETS = 10_000
+
+
 class LocalRateLimiter:
     """Token buckets in this process's memory (thread-safe); state is lost on restart."""
 
@@ -62,6 +65,8 @@ class LocalRateLimiter:
     def allow(self, key_name: str) -> Decision:
         now = self._clock()
         with self._lock:
+            if len(self._buckets) > MAX_LOCAL_BUCKETS:
+                self._forget_full(now)
             tokens, updated = self._buckets.get(key_name, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + max(0.0, now - updated) * self.rate)
             if tokens >= 1.0:
@@ -69,6 +74,15 @@ class LocalRateLimiter:
                 return Decision(True, 0.0)
             self._buckets[key_name] = (tokens, now)
             return Decision(False, (1.0 - tokens) / self.rate)
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that have refilled: forgetting them changes nothing (a new bucket starts full), and
+        one bucket per client host in open mode would otherwise grow without end."""
+        self._buckets = {
+            name: (tokens, updated)
+            for name, (tokens, updated) in self._buckets.items()
+            if tokens + (now - updated) * self.rate < self.burst
+        }
 
 
 # KEYS[1] the bucket; ARGV: rate (tokens/s), burst. Returns {allowed, retry_after} as strings, since
