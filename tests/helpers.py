@@ -70,3 +70,16 @@ def page_tree_pdf(depth: int, text: str = "Deep page tree") -> bytes:
     objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     return raw_pdf(objects)
+
+
+# Page 2 of federal-register-2020-17221.pdf (the shared PDFs), as pypdf extracts it: the Ethiopian
+# Airlines paragraph.
+ACCIDENT = (
+    "On March 10, 2019, only four months\n"
+    "after the FAA issued Emergency AD\n"
+    "2018–23–51, a second fatal accident\n"
+    "occurred involving a 737 MAX airplane.\n"
+    "Ethiopian Airlines Flight 302 crashed\n"
+    "shortly after takeoff from Addis Ababa,\n"
+    "Ethiopia, resulting in 157 fatalities.\n"
+)

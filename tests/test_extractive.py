@@ -23,6 +23,8 @@ from server.providers import ExtractiveProvider, GenerationRequest
 from server.providers.extractive import NO_ANSWER, asks_for
 from server.sentences import Span, collapse, quotable, split
 
+from .helpers import ACCIDENT
+
 # Page 5 of federal-register-2020-17221.pdf as pypdf extracts it: a wrapped column, then the cost table.
 COSTS_PAGE = (
     "approval of AMOCs, if needed. \n"
@@ -51,16 +53,6 @@ APPLICABILITY = (
     "of airworthiness issued on or before the\n"
     "effective date of the original Emergency\n"
     "Order of Prohibition.\n"
-)
-# Page 2 of the notice: the Ethiopian Airlines paragraph.
-ACCIDENT = (
-    "On March 10, 2019, only four months\n"
-    "after the FAA issued Emergency AD\n"
-    "2018–23–51, a second fatal accident\n"
-    "occurred involving a 737 MAX airplane.\n"
-    "Ethiopian Airlines Flight 302 crashed\n"
-    "shortly after takeoff from Addis Ababa,\n"
-    "Ethiopia, resulting in 157 fatalities.\n"
 )
 
 

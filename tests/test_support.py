@@ -9,16 +9,8 @@ import pytest
 from ingest.embedder import Embedder
 from server.support import claim_sentences, has_claim, support, support_many
 
-# Page 2 of federal-register-2020-17221.pdf (the shared PDFs), as pypdf extracts it.
-ACCIDENT = (
-    "On March 10, 2019, only four months\n"
-    "after the FAA issued Emergency AD\n"
-    "2018–23–51, a second fatal accident\n"
-    "occurred involving a 737 MAX airplane.\n"
-    "Ethiopian Airlines Flight 302 crashed\n"
-    "shortly after takeoff from Addis Ababa,\n"
-    "Ethiopia, resulting in 157 fatalities.\n"
-)
+from .helpers import ACCIDENT
+
 # Page 5 of redp5110_sampled.pdf: the cost of a data breach.
 BREACH = (
     "The average cost of a data breach per compromised record containing sensitive and confidential\n"
