@@ -60,6 +60,18 @@ def _write_report(out: Path, report: dict[str, Any], summary: str) -> None:
     console.print(f"report: {out} and {out.with_suffix('.md')}")
 
 
+def _gate(base: dict[str, Any], cand: dict[str, Any], max_drop: float, headline: tuple[str, ...]) -> None:
+    """Print the deltas; exit 1 when a headline metric dropped by more than `max_drop`."""
+    from .harness import compare_reports
+
+    table, regressions = compare_reports(base, cand, max_drop, headline)
+    console.print(table, markup=False, highlight=False)
+    if regressions:
+        console.print(f"REGRESSION: {', '.join(regressions)} dropped by more than {max_drop}", markup=False)
+        raise typer.Exit(1)
+    console.print(f"OK: no headline metric dropped by more than {max_drop}")
+
+
 @eval_app.command("run")
 def run(
     dataset: DatasetArg,
@@ -108,7 +120,6 @@ def compare(
     max_drop: Annotated[float, typer.Option(help="Largest allowed absolute drop of a headline metric.")] = 0.01,
 ) -> None:
     """Print metric deltas; exit 1 when a headline metric drops more than --max-drop."""
-    from .harness import compare_reports
 
     try:
         base, cand = (json.loads(p.read_text()) for p in (baseline, candidate))
@@ -122,12 +133,7 @@ def compare(
     if (base.get("dataset"), base.get("split")) != (cand.get("dataset"), cand.get("split")):
         err.print("[yellow]warning:[/yellow] the reports are for different datasets or splits")
     headline = tuple(cand.get("headline") or base.get("headline") or HEADLINE)
-    table, regressions = compare_reports(base, cand, max_drop, headline)
-    console.print(table, markup=False, highlight=False)
-    if regressions:
-        console.print(f"REGRESSION: {', '.join(regressions)} dropped by more than {max_drop}", markup=False)
-        raise typer.Exit(1)
-    console.print(f"OK: no headline metric dropped by more than {max_drop}")
+    _gate(base, cand, max_drop, headline)
 
 
 @eval_app.command("answers")
@@ -182,7 +188,6 @@ def qa(
     latency; exit 1 when --baseline is given and a headline metric dropped by more than --max-drop."""
     from server.service import QueryService
 
-    from .harness import compare_reports
     from .qa import QA_HEADLINE, evaluate_pages, evaluate_qa, markdown_summary
 
     if retrieval_only:
@@ -215,9 +220,4 @@ def qa(
         except (OSError, json.JSONDecodeError) as exc:
             err.print(f"[red]error:[/red] cannot read the baseline: {exc}")
             raise typer.Exit(2) from None
-        table, regressions = compare_reports(base, report, max_drop, QA_HEADLINE)
-        console.print(table, markup=False, highlight=False)
-        if regressions:
-            console.print(f"REGRESSION: {', '.join(regressions)} dropped by more than {max_drop}", markup=False)
-            raise typer.Exit(1)
-        console.print(f"OK: no headline metric dropped by more than {max_drop}")
+        _gate(base, report, max_drop, QA_HEADLINE)
