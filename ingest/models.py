@@ -62,3 +62,4 @@ class DocumentInfo:
     version: str
     kind: str
     display_source: str = ""  # what clients see (never an absolute server path); `source` is the identity
+    blob: str = ""  # digest of the original in the blob store (`ingest/blobs.py`); "" if ingested before it

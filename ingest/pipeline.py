@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .blobs import BlobStore, open_blobs
 from .chunking import Chunker, ChunkingConfig
 from .config import Settings, get_settings
 from .discovery import Failure, discover
@@ -33,6 +34,10 @@ log = logging.getLogger("ragkb.ingest")
 
 ProgressCallback = Callable[[str], None]
 """Called once per file when it is done (ingested, skipped or failed), with its path."""
+
+StageCallback = Callable[[str, str, int], None]
+"""Called as work moves on, with (stage, file, chunks): ("parsing", name, 0) before a file is parsed,
+("embedding", "", n) before n chunks are embedded, ("written", "", n) once they are stored."""
 
 
 def display_source_for(path: Path, roots: list[Path]) -> str:
@@ -105,6 +110,7 @@ class _Pending:
     extracted: ExtractedDocument
     chunks: list[Chunk]
     display_source: str
+    blob: str
 
 
 class Budget:
@@ -140,8 +146,6 @@ class Budget:
 class Ingestor:
     """The write side: ingests files into a collection; holds the model, chunker and store for the process."""
 
-    FLUSH_CHUNKS = 1024  # chunks gathered across files before one embedding call (sorted by length inside)
-
     def __init__(
         self,
         settings: Settings | None = None,
@@ -149,11 +153,13 @@ class Ingestor:
         store: VectorStore | None = None,
         embedder: Embedder | None = None,
         extractor: Extractor | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        self.blobs = blobs or open_blobs(self.settings)
         self.extract: Extractor = extractor or extract_in_process
         self.stop = threading.Event()  # set it (SIGTERM, shutdown) to stop between files and batches
-        self.embedder = embedder or get_embedder(self.settings.embed_model, self.settings.embed_batch_size)
+        self.embedder = embedder or get_embedder(settings=self.settings)
         self.store = store or open_store(self.settings)
         self.chunker = Chunker(
             self.embedder.tokenizer,
@@ -187,6 +193,7 @@ class Ingestor:
         on_discovered: Callable[[int], None] | None = None,
         on_file_done: ProgressCallback | None = None,
         prune: bool = False,
+        on_stage: StageCallback | None = None,
     ) -> IngestReport:
         """Ingest files and directories. With `prune`, documents stored from inside the given directories
         whose files are gone (deleted, or no longer matched by the globs) are deleted too."""
@@ -203,7 +210,7 @@ class Ingestor:
         roots = [p for p in paths if p.is_dir()]
         items = ((str(p), str(p.resolve()), p) for p in found.files)
         displays = {str(p.resolve()): display_source_for(p, roots) for p in found.files}
-        self._ingest(target, items, report, on_file_done, displays=displays)
+        self._ingest(target, items, report, on_file_done, displays=displays, on_stage=on_stage)
         if prune:
             self._prune(target, [p for p in paths if p.is_dir()], {str(p.resolve()) for p in found.files}, report)
         report.seconds = time.perf_counter() - started
@@ -227,14 +234,17 @@ class Ingestor:
         collection: str,
         on_file_done: ProgressCallback | None = None,
         max_chunks: int | None = None,
+        on_stage: StageCallback | None = None,
+        displays: Mapping[str, str] | None = None,
+        target: Collection | None = None,
     ) -> IngestReport:
         """Ingest in-memory documents given as (name, source, bytes); the name's extension picks the loader.
         `source` names a document in citations and listings (an upload's is `upload://<file name>`).
         `max_chunks` is a budget for the whole call (an upload request): files past it fail with a reason."""
         started = time.perf_counter()
         report = IngestReport(collection=collection)
-        target = self.open_collection(collection)
-        self._ingest(target, items, report, on_file_done, max_chunks)
+        target = target or self.open_collection(collection)
+        self._ingest(target, items, report, on_file_done, max_chunks, displays, on_stage)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -242,7 +252,16 @@ class Ingestor:
         target = self.open_collection(collection, create=False)
         document = self.store.find_document(target, id_or_source)
         removed = self.store.delete_document(target, document.document_id)
+        if document.blob:
+            self.release_blob(document.blob)
         return document, removed
+
+    def release_blob(self, digest: str) -> bool:
+        """Delete an original that no document of any collection uses and no queued job pins (True if
+        deleted). Decided from what uses it, so a crash never leaves a wrong count behind."""
+        if self.blobs.pinned(digest) or self.store.blob_in_use(digest):
+            return False
+        return self.blobs.delete(digest)
 
     # -- the work --------------------------------------------------------------------
 
@@ -267,6 +286,7 @@ class Ingestor:
         on_file_done: ProgressCallback | None,
         max_chunks: int | None = None,
         displays: Mapping[str, str] | None = None,
+        on_stage: StageCallback | None = None,
     ) -> None:
         """`displays` maps a source to how it is shown (`display_source`); others show the fallback."""
         committed = self.store.committed_versions(collection)
@@ -286,6 +306,7 @@ class Ingestor:
                 if document_id in seen:  # two versions of one document in one write would delete each other
                     raise DuplicateSource(f"{name}: {source} appears twice in this batch; only the first is ingested")
                 seen.add(document_id)
+                blob = self.blobs.put(data)  # the original, kept once by content (for reindex and serving)
                 version = self.version_of(data)
                 known = committed.get(document_id, set())
                 if version in known:
@@ -296,6 +317,8 @@ class Ingestor:
                     if on_file_done:
                         on_file_done(name)
                     continue
+                if on_stage:
+                    on_stage("parsing", name, 0)
                 extracted = self.extract(data, name)
                 budget.check_text(name, len(extracted.text))
                 chunks = self.chunker.chunk(extracted)
@@ -304,7 +327,9 @@ class Ingestor:
                 budget.spend(name, len(chunks))
                 report.warnings.extend(f"{name}: {w}" for w in extracted.warnings)
                 shown = (displays or {}).get(source) or fallback_display_source(source)
-                pending.append(_Pending(name, source, document_id, version, bool(known), extracted, chunks, shown))
+                pending.append(
+                    _Pending(name, source, document_id, version, bool(known), extracted, chunks, shown, blob)
+                )
                 pending_chunks += len(chunks)
             except IngestError as exc:
                 self._failed(report, name, str(exc), on_file_done)
@@ -312,10 +337,10 @@ class Ingestor:
             except OSError as exc:
                 self._failed(report, name, f"cannot read: {exc.strerror or exc}", on_file_done)
                 continue
-            if pending_chunks >= self.FLUSH_CHUNKS:
-                self._flush(collection, pending, report, on_file_done)
+            if pending_chunks >= self.settings.ingest_flush_chunks:
+                self._flush(collection, pending, report, on_file_done, on_stage)
                 pending, pending_chunks = [], 0
-        self._flush(collection, pending, report, on_file_done)  # chunks already made are still written
+        self._flush(collection, pending, report, on_file_done, on_stage)  # chunks already made are still written
 
     def _failed(self, report: IngestReport, name: str, error: str, on_file_done: ProgressCallback | None) -> None:
         log.warning("ingest failed", extra={"path": name, "error": error})
@@ -330,10 +355,13 @@ class Ingestor:
         pending: list[_Pending],
         report: IngestReport,
         on_file_done: ProgressCallback | None,
+        on_stage: StageCallback | None = None,
     ) -> None:
         if not pending:
             return
         texts = [chunk.text for doc in pending for chunk in doc.chunks]
+        if on_stage:
+            on_stage("embedding", "", len(texts))
         started = time.perf_counter()
         vectors = self.embedder.embed(texts)
         INGEST_SECONDS.labels(stage="embed").observe(time.perf_counter() - started)
@@ -349,6 +377,7 @@ class Ingestor:
                 "kind": doc.extracted.kind,
                 "ingested_at": now,
                 "embed_model": self.embedder.identity,
+                "blob": doc.blob,
             }
             versions.append(
                 DocumentVersion(
@@ -364,6 +393,8 @@ class Ingestor:
         started = time.perf_counter()
         self.store.write_documents(collection, versions)
         INGEST_SECONDS.labels(stage="write").observe(time.perf_counter() - started)
+        if on_stage:
+            on_stage("written", "", len(texts))
         for doc in pending:
             count = len(doc.chunks)
             outcome = "updated" if doc.is_update else "added"

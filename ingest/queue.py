@@ -1,33 +1,45 @@
-"""The ingestion job queue on Redis: API replicas enqueue uploads, `ragkb worker` processes ingest them.
+"""Ingestion jobs on the task engine (Dramatiq; why: docs/ingestion.md): submitting them, and their state.
 
-A job's bytes and state live in Redis under `ragkb:ingest:*`. Workers move a job
-id from the queue to a processing list atomically (BLMOVE), so a worker that dies
-leaves its job visible there for `requeue_stalled`; ingestion is idempotent by
-content, so processing a job twice is harmless.
+A job is a list of files (name, source, blob reference) for one collection. Its
+bytes are in the blob store (`ingest/blobs.py`), pinned until the job ends; the
+broker carries only the job id. The job's state is a small JSON record under
+`<data_dir>/jobs/`, written by the API when it queues the job and by the worker
+as it runs (stage, files done, chunks embedded, attempts, the worker, a heartbeat),
+so `GET /v1/jobs/{id}` and `ragkb jobs` can show it whichever broker carries it.
+
+The broker (`RAGKB_QUEUE_URL`) is Redis (`redis://`) or RabbitMQ (`amqp://`). The
+worker side, the actor and its retry policy, is `ingest/tasks.py`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import threading
+import os
+import random
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from .blobs import BlobStore, open_blobs
+from .config import Settings
 from .errors import RagkbError
 
-log = logging.getLogger("ragkb.queue")
-
-PREFIX = "ragkb:ingest:"
+QUEUE_NAME = "ragkb-ingest"
+ACTOR_NAME = "ingest_job"
+NAMESPACE = "ragkb"  # Redis keys of the broker: ragkb:ragkb-ingest, ragkb:__heartbeats__, ...
 JOB_TTL_SECONDS = 7 * 24 * 3600
-HEARTBEAT_SECONDS = 5.0
-STALLED_AFTER_SECONDS = 30.0
+MAINTENANCE_EVERY_CALL = 1_000_000  # Dramatiq's scale: out of a million calls; all of them look for dead workers
+
+TERMINAL = ("done", "failed")
+_JOB_ID = "0123456789abcdef"
 
 
 class QueueUnavailable(RagkbError):
-    """The Redis behind the job queue cannot be reached."""
+    """The broker behind the job queue cannot be reached."""
 
 
 class JobNotFound(RagkbError):
@@ -38,112 +50,197 @@ class QueueNotConfigured(RagkbError):
     """No job queue is configured: uploads are ingested at once, so there are no jobs to look up."""
 
 
-class JobQueue:
-    def __init__(self, url: str, *, prefix: str = PREFIX) -> None:
+@dataclass(frozen=True, slots=True)
+class JobFile:
+    """One file of a job: how it is named (its extension picks the loader), its source, its original."""
+
+    name: str
+    source: str
+    blob: str
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: something ragkb needs was unreachable for a while (the vector store, Redis, the
+    network). Everything else (a corrupt file, a bug, the time limit) fails at once, with its reason."""
+    import httpx
+    import redis
+
+    from .vectorstore import StoreUnavailable
+
+    transient = (
+        StoreUnavailable,
+        QueueUnavailable,
+        ConnectionError,
+        TimeoutError,
+        redis.RedisError,
+        httpx.TransportError,
+    )
+    return isinstance(exc, transient)
+
+
+def make_broker(settings: Settings) -> Any:
+    """The Dramatiq broker named by RAGKB_QUEUE_URL, with ragkb's middleware (time limit, retries with
+    exponential backoff for transient errors only; see `ingest/tasks.py`)."""
+    import dramatiq.middleware as mw
+
+    url = settings.queue_url or ""
+    middleware = [
+        mw.AgeLimit(),
+        mw.TimeLimit(time_limit=int(settings.job_time_limit * 1000), interval=1000),
+        mw.ShutdownNotifications(),
+        mw.CurrentMessage(),
+        mw.Retries(
+            max_retries=settings.queue_max_retries,
+            min_backoff=int(settings.queue_min_backoff * 1000),
+            max_backoff=int(settings.queue_max_backoff * 1000),
+            retry_when=lambda retries, exc: is_transient(exc) and retries < settings.queue_max_retries,
+        ),
+    ]
+    if url.startswith(("redis://", "rediss://", "unix://")):
         import redis
+        from dramatiq.brokers.redis import RedisBroker
 
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise RagkbError(f"RAGKB_QUEUE_URL must be a redis:// URL, got {url!r}")
-        self.redis: Any = redis.Redis.from_url(url, socket_connect_timeout=2)  # returns bytes
-        self.prefix = prefix
-        self.pending = prefix + "queue"
-        self.processing = prefix + "processing"
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+        return RedisBroker(
+            client=client,
+            namespace=NAMESPACE,
+            middleware=middleware,
+            heartbeat_timeout=int(settings.queue_heartbeat_timeout * 1000),
+            maintenance_chance=MAINTENANCE_EVERY_CALL,
+        )
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-    def _job(self, job_id: str) -> str:
-        return f"{self.prefix}job:{job_id}"
+        # RabbitMQ hands a dead consumer's unacknowledged messages back as soon as its connection drops
+        return RabbitmqBroker(url=url, middleware=middleware, confirm_delivery=True)
+    raise RagkbError(
+        f"RAGKB_QUEUE_URL must be a redis://, rediss://, unix:// (Redis) or amqp:// (RabbitMQ) URL, got {url!r}"
+    )
 
-    def _blob(self, job_id: str) -> str:
-        return f"{self.prefix}blob:{job_id}"
 
-    def enqueue(self, *, collection: str, name: str, source: str, data: bytes) -> str:
-        import redis
+class JobRecords:
+    """Job states as JSON files under `<data_dir>/jobs` (written whole, then renamed: never half a record)."""
 
-        job_id = uuid.uuid4().hex
-        state = {"id": job_id, "status": "queued", "collection": collection, "name": name, "source": source,
-                 "bytes": str(len(data)), "queued_at": str(time.time())}  # fmt: skip
-        try:
-            with self.redis.pipeline() as pipe:
-                pipe.set(self._blob(job_id), data, ex=JOB_TTL_SECONDS)
-                pipe.hset(self._job(job_id), mapping=state)
-                pipe.expire(self._job(job_id), JOB_TTL_SECONDS)
-                pipe.rpush(self.pending, job_id)
-                pipe.execute()
-        except redis.RedisError as exc:
-            raise QueueUnavailable(f"cannot enqueue the ingestion job: {exc}") from exc
-        return job_id
+    def __init__(self, root: Path, *, stalled_after: float) -> None:
+        self.root = root
+        self.stalled_after = stalled_after
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        import redis
-
-        try:
-            raw = self.redis.hgetall(self._job(job_id))
-        except redis.RedisError as exc:
-            raise QueueUnavailable(f"cannot read the ingestion job: {exc}") from exc
-        if not raw:
+    def _path(self, job_id: str) -> Path:
+        if len(job_id) != 32 or any(c not in _JOB_ID for c in job_id):
             raise JobNotFound(f"no ingestion job {job_id!r} (jobs are kept for 7 days)")
-        state: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-        beat = float(state.get("heartbeat_at") or state.get("started_at") or 0)
-        if state.get("status") == "running" and time.time() - beat > STALLED_AFTER_SECONDS:
-            state["status"] = "stalled"  # its worker died: `ragkb worker --requeue-stalled` puts it back
-        if "report" in state:
-            state["report"] = json.loads(state["report"])
+        return self.root / f"{job_id}.json"
+
+    def write(self, state: dict[str, Any]) -> None:
+        path = self._path(str(state["id"]))
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".job-")
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(state, out)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read(self, job_id: str) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads(self._path(job_id).read_text())
+        except FileNotFoundError:
+            raise JobNotFound(f"no ingestion job {job_id!r} (jobs are kept for 7 days)") from None
         return state
 
-    def depth(self) -> dict[str, int]:
-        return {"queued": int(self.redis.llen(self.pending)), "processing": int(self.redis.llen(self.processing))}
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job as clients see it: a running job whose worker went silent is `stalled` (its worker died;
+        the broker hands it to another worker within RAGKB_QUEUE_HEARTBEAT_TIMEOUT), never running forever."""
+        return self.view(self.read(job_id))
 
-    def requeue_stalled(self) -> int:
-        """Put back on the queue the jobs whose worker died: those in the processing list whose heartbeat
-        is older than STALLED_AFTER_SECONDS (a live worker's jobs stay where they are)."""
-        moved = 0
-        for raw_id in self.redis.lrange(self.processing, 0, -1):
-            job_id = raw_id.decode()
-            try:
-                stalled = self.status(job_id)["status"] == "stalled"
-            except JobNotFound:
-                stalled = True  # its state expired: nothing is running it
-            if stalled and self.redis.lrem(self.processing, 1, job_id):
-                self.redis.hset(self._job(job_id), "status", "queued")
-                self.redis.rpush(self.pending, job_id)
-                moved += 1
-        return moved
-
-    def work_one(self, ingest: Callable[[str, str, str, bytes], dict[str, Any]], *, timeout: float = 1.0) -> str | None:
-        """Take one job (waiting up to `timeout` s), ingest it, record the outcome; returns its id, or None."""
-        raw_id = self.redis.blmove(self.pending, self.processing, timeout, "LEFT", "RIGHT")
-        if raw_id is None:
-            return None
-        job_id = str(raw_id.decode())
-        key = self._job(job_id)
-        now = str(time.time())
-        self.redis.hset(key, mapping={"status": "running", "started_at": now, "heartbeat_at": now})
-        beating = threading.Event()
-        heart = threading.Thread(target=self._beat, args=(key, beating), daemon=True)
-        heart.start()
-        try:
-            job = self.status(job_id)
-            data = self.redis.get(self._blob(job_id))
-            if data is None:
-                raise RagkbError("the job's file has expired from the queue")
-            report = ingest(job["collection"], job["name"], job["source"], data)
-            status = "failed" if report.get("failed") else "done"
-            self.redis.hset(
-                key, mapping={"status": status, "report": json.dumps(report), "finished_at": str(time.time())}
+    def view(self, state: dict[str, Any]) -> dict[str, Any]:
+        silent = time.time() - float(state.get("updated_at") or 0)
+        if state.get("status") == "running" and silent > self.stalled_after:
+            state["status"] = "stalled"
+            state["note"] = (
+                f"its worker ({state.get('worker', '?')}) has not reported for {silent:.0f}s and is presumed dead; "
+                "the job is redelivered to another worker"
             )
-        except Exception as exc:  # a job never takes the worker down with it
-            log.exception("ingestion job failed", extra={"job_id": job_id})
-            self.redis.hset(key, mapping={"status": "failed", "error": str(exc), "finished_at": str(time.time())})
-        finally:
-            beating.set()
-            heart.join()
-            self.redis.delete(self._blob(job_id))
-            self.redis.lrem(self.processing, 1, job_id)
+        return state
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        if not self.root.is_dir():
+            return []
+        paths = sorted(self.root.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+        found = []
+        for path in paths:
+            try:
+                found.append(self.view(json.loads(path.read_text())))
+            except (OSError, ValueError):  # removed or being replaced meanwhile
+                continue
+        return found
+
+    def prune(self, older_than: float = JOB_TTL_SECONDS) -> int:
+        """Forget finished jobs older than the TTL (called when jobs are queued)."""
+        removed = 0
+        cutoff = time.time() - older_than
+        for path in self.root.glob("*.json") if self.root.is_dir() else []:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
+
+def job_records(settings: Settings) -> JobRecords:
+    return JobRecords(settings.data_dir / "jobs", stalled_after=settings.queue_heartbeat_timeout)
+
+
+class JobQueue:
+    """What the API (and `ragkb ingest --queue`) uses: queue jobs, read their state."""
+
+    def __init__(self, settings: Settings, *, blobs: BlobStore | None = None) -> None:
+        if not settings.queue_url:
+            raise QueueNotConfigured("RAGKB_QUEUE_URL is not set")
+        self.settings = settings
+        self.broker = make_broker(settings)
+        self.broker.declare_queue(QUEUE_NAME)
+        self.blobs = blobs or open_blobs(settings)
+        self.records = job_records(settings)
+
+    def enqueue(self, *, collection: str, files: Iterable[JobFile]) -> str:
+        """Queue one job for these files (their originals already in the blob store); returns its id."""
+        import dramatiq
+
+        job_id = uuid.uuid4().hex
+        refs = [asdict(f) for f in files]
+        for ref in refs:
+            self.blobs.pin(ref["blob"], f"job-{job_id}")
+        now = time.time()
+        self.records.write({
+            "id": job_id, "collection": collection, "status": "queued", "stage": "queued", "attempts": 0,
+            "files_total": len(refs), "files_done": 0, "chunks_embedded": 0, "current_file": None,
+            "queued_at": now, "updated_at": now, "files": refs,
+        })  # fmt: skip
+        message: Any = dramatiq.Message(
+            queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
+        )
+        try:
+            self.broker.enqueue(message)
+        except Exception as exc:  # redis.RedisError, pika/dramatiq connection errors
+            for ref in refs:
+                self.blobs.unpin(ref["blob"], f"job-{job_id}")
+            self.records.write({**self.records.read(job_id), "status": "failed", "error": f"not queued: {exc}"})
+            raise QueueUnavailable(f"cannot enqueue the ingestion job: {type(exc).__name__}: {exc}") from exc
+        if random.random() < 0.02:  # now and then, forget jobs past their TTL
+            self.records.prune()
         return job_id
 
-    def _beat(self, key: str, stop: threading.Event) -> None:
-        """While a job runs, say so every HEARTBEAT_SECONDS; `status` calls a silent running job stalled."""
-        while not stop.wait(HEARTBEAT_SECONDS):
-            try:
-                self.redis.hset(key, "heartbeat_at", str(time.time()))
-            except Exception:  # a Redis blip: the next beat tries again
-                log.warning("cannot record the job's heartbeat", extra={"job": key})
+    def enqueue_bytes(self, *, collection: str, items: Iterable[tuple[str, str, bytes]]) -> str:
+        """Store the originals, then queue one job for them (tests, scripts)."""
+        files = [JobFile(name, source, self.blobs.put(data)) for name, source, data in items]
+        return self.enqueue(collection=collection, files=files)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self.records.status(job_id)
+
+    def close(self) -> None:
+        self.broker.close()

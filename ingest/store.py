@@ -8,6 +8,8 @@ error of Chroma's. The write protocol is described in `ingest/vectorstore.py`.
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +23,8 @@ from .config import Settings
 from .errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, RagkbError
 from .models import DocumentInfo
 from .vectorstore import (
+    POINTER_PREFIX,
+    VERSION_PREFIX,
     Collection,
     CollectionSummary,
     DocumentVersion,
@@ -37,6 +41,10 @@ from .vectorstore import (
 SCHEMA_VERSION = 1
 _GENERATION = "ragkb_generation"
 _PENDING = "ragkb_write_pending"
+_ALIAS_OF = "ragkb_alias_of"  # on a pointer collection: the collection name it serves
+_CURRENT = "ragkb_current"  # on a pointer collection: the Chroma collection of the current version
+_VERSION_OF = "ragkb_version_of"  # on a version collection: the collection name it is a version of
+RESOLVE_TTL = 1.0  # seconds a process keeps what a collection name points to before looking again
 
 
 @contextmanager
@@ -94,15 +102,35 @@ def _rows(found: dict[str, Any], *, texts: bool = True) -> list[StoredChunk]:
     ]
 
 
+def _name_key(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+
+
+def pointer_name(name: str) -> str:
+    """The Chroma collection whose metadata names the current version of collection `name` (after a reindex)."""
+    return f"{POINTER_PREFIX}{_name_key(name)}"
+
+
+def version_name(name: str, number: int) -> str:
+    """The Chroma collection holding version `number` of collection `name` (built by a reindex)."""
+    return f"{VERSION_PREFIX}{_name_key(name)}-{number}"
+
+
 class ChromaStore(VectorStore):
-    """Documents and their chunks in Chroma collections, one collection per knowledge base."""
+    """Documents and their chunks in Chroma collections, one collection per knowledge base.
+
+    A knowledge base `name` is the Chroma collection `name` until its first reindex; from then on a small
+    pointer collection (`pointer_name`) names the Chroma collection of its current version (`version_name`),
+    and switching versions is one metadata write on the pointer. Handles carry the logical name; what a name
+    points to is looked up again after RESOLVE_TTL seconds, so every process follows a switch within that.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         with _reachable("connect"):
             self.client = _connect(settings)
             self._max_batch = int(self.client.get_max_batch_size())
-        self._natives: dict[str, Any] = {}
+        self._natives: dict[str, tuple[float, Any]] = {}  # logical name -> (resolved at, Chroma collection)
 
     # -- collections -----------------------------------------------------------------
 
@@ -112,15 +140,46 @@ class ChromaStore(VectorStore):
         except Exception as exc:
             raise StoreUnavailable(f"the vector store is unreachable: {exc}") from exc
 
+    def _get_native(self, physical: str) -> Any | None:
+        try:
+            return self.client.get_collection(physical, embedding_function=None)
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+
+    def _resolve(self, name: str, *, fresh: bool = False) -> Any:
+        """The Chroma collection that holds collection `name` now (`CollectionNotFound` if none)."""
+        cached = self._natives.get(name)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < RESOLVE_TTL:
+            return cached[1]
+        with _reachable(f"open {name}"):
+            pointer = self._get_native(pointer_name(name))
+            physical = str((pointer.metadata or {}).get(_CURRENT, name)) if pointer is not None else name
+            native = self._get_native(physical)
+        if native is None:
+            self._natives.pop(name, None)
+            raise CollectionNotFound(name, self.collection_names())
+        self._natives[name] = (time.monotonic(), native)
+        return native
+
     def collection_names(self) -> list[str]:
+        names: set[str] = set()
         with _reachable("list collections"):
-            return sorted(c.name if hasattr(c, "name") else str(c) for c in self.client.list_collections())
+            for native in self.client.list_collections():
+                if native.name.startswith(POINTER_PREFIX):
+                    alias = (native.metadata or {}).get(_ALIAS_OF)
+                    if alias:
+                        names.add(str(alias))
+                elif not native.name.startswith(VERSION_PREFIX):
+                    names.add(native.name)
+        return sorted(names)
 
     def collections(self) -> list[CollectionSummary]:
         result = []
         with _reachable("list collections"):
             for name in self.collection_names():
-                native = self.client.get_collection(name, embedding_function=None)
+                native = self._resolve(name, fresh=True)
                 meta = native.metadata or {}
                 documents = len(native.get(where={"chunk_index": 0}, include=[])["ids"])
                 result.append(CollectionSummary(name, native.count(), documents, meta.get("ragkb_embed_model")))
@@ -128,21 +187,15 @@ class ChromaStore(VectorStore):
 
     def get(self, name: str) -> Collection:
         validate_collection_name(name)
-        with _reachable(f"open {name}"):
-            try:
-                native = self.client.get_collection(name, embedding_function=None)
-            except Exception as exc:
-                if _is_not_found(exc):
-                    raise CollectionNotFound(name, self.collection_names()) from None
-                raise
-        return self._handle(native)
+        return self._handle(self._resolve(name, fresh=True), name)  # fresh: callers read its metadata
 
     def open(self, name: str, *, model: str, dimension: int, create: bool) -> Collection:
         validate_collection_name(name)
-        native = self._natives.get(name)
-        if native is None and not create:
-            native = self.get(name).native
-        elif native is None:
+        try:
+            native = self._resolve(name)
+        except CollectionNotFound:
+            if not create:
+                raise
             with _reachable(f"open {name}"):
                 # Chroma's default embedding function would download a model: ragkb always passes vectors.
                 native = self.client.get_or_create_collection(
@@ -151,22 +204,22 @@ class ChromaStore(VectorStore):
                     configuration={"hnsw": {"space": "cosine"}},
                     metadata={"ragkb_embed_model": model, "ragkb_embed_dim": dimension, "ragkb_schema": 1},
                 )
-        handle = self._handle(native)
+            self._natives[name] = (time.monotonic(), native)
+        handle = self._handle(native, name)
         if handle.model is not None and (handle.model != model or handle.dimension != dimension):
             raise EmbeddingModelError(
                 f"collection {name!r} was built with {handle.model} ({handle.dimension} dimensions); the configured "
                 f"model is {model} ({dimension} dimensions). Use the same RAGKB_EMBED_MODEL, or another "
-                "collection, or re-ingest into a new one: vectors of different models are never mixed."
+                "collection, or `ragkb reindex --model` it: vectors of different models are never mixed."
             )
-        self._natives[name] = native
         return handle
 
     @staticmethod
-    def _handle(native: Any) -> Collection:
+    def _handle(native: Any, name: str) -> Collection:
         meta = native.metadata or {}
         model, dimension = meta.get("ragkb_embed_model"), meta.get("ragkb_embed_dim")
         return Collection(
-            name=native.name,
+            name=name,
             model=str(model) if model is not None else None,
             dimension=int(dimension) if dimension is not None else None,
             native=native,
@@ -177,28 +230,78 @@ class ChromaStore(VectorStore):
             if name not in self.collection_names():
                 raise CollectionNotFound(name, self.collection_names())
             self._natives.pop(name, None)
-            self.client.delete_collection(name)
+            prefix = f"{VERSION_PREFIX}{_name_key(name)}-"
+            for native in self.client.list_collections():
+                if native.name in (name, pointer_name(name)) or native.name.startswith(prefix):
+                    self.client.delete_collection(native.name)
+
+    # -- versions (reindex) ----------------------------------------------------------
+
+    def begin_version(self, name: str, *, model: str, dimension: int) -> Collection:
+        """A new, empty version of collection `name` to build while `name` keeps serving the current one.
+        Versions left behind by a rebuild that died are dropped first."""
+        current = self._resolve(name, fresh=True).name
+        prefix = f"{VERSION_PREFIX}{_name_key(name)}-"
+        with _reachable(f"open {name}"):
+            numbers = [0]
+            for native in self.client.list_collections():
+                if native.name.startswith(prefix):
+                    numbers.append(int(native.name.rsplit("-", 1)[1]))
+                    if native.name != current:
+                        self.client.delete_collection(native.name)
+            native = self.client.create_collection(
+                version_name(name, max(numbers) + 1),
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={
+                    "ragkb_embed_model": model,
+                    "ragkb_embed_dim": dimension,
+                    "ragkb_schema": 1,
+                    _VERSION_OF: name,
+                },
+            )
+        return self._handle(native, name)
+
+    def switch_version(self, name: str, version: Collection) -> Collection:
+        """Make `version` the one collection `name` serves, in one metadata write; returns the previous one
+        (still there: drop it with `drop_version` once readers have moved, after RESOLVE_TTL)."""
+        previous = self._handle(self._resolve(name, fresh=True), name)
+        metadata = {_ALIAS_OF: name, _CURRENT: version.native.name}
+        with _reachable(f"switch {name}"):
+            pointer = self._get_native(pointer_name(name))
+            if pointer is None:
+                self.client.create_collection(pointer_name(name), embedding_function=None, metadata=metadata)
+            else:
+                pointer.modify(metadata=metadata)
+        self._natives[name] = (time.monotonic(), version.native)
+        return previous
+
+    def drop_version(self, version: Collection) -> None:
+        """Drop a version that no longer serves (never the current one)."""
+        if self._resolve(version.name, fresh=True).name == version.native.name:
+            raise RagkbError(f"refusing to drop the version collection {version.name!r} currently serves")
+        with _reachable(f"drop a version of {version.name}"):
+            self.client.delete_collection(version.native.name)
 
     # -- generation ------------------------------------------------------------------
 
-    def _fresh_metadata(self, name: str) -> dict[str, Any]:
-        try:
-            native = self.client.get_collection(name, embedding_function=None)
-        except Exception as exc:
-            if _is_not_found(exc):
-                self._natives.pop(name, None)
-                raise CollectionNotFound(name, self.collection_names()) from None
-            raise
+    def _fresh_metadata(self, collection: Collection) -> dict[str, Any]:
+        native = self._get_native(collection.native.name)
+        if native is None:
+            raise CollectionNotFound(collection.name, self.collection_names())
         return dict(native.metadata or {})
 
     def generation(self, name: str) -> str:
         validate_collection_name(name)
         with _reachable(f"read {name}"):
-            return str(self._fresh_metadata(name).get(_GENERATION, "0"))
+            native = self._get_native(self._resolve(name).name)
+            if native is None:  # switched and dropped since it was resolved
+                native = self._resolve(name, fresh=True)
+            return str((native.metadata or {}).get(_GENERATION, "0"))
 
     def _begin_write(self, collection: Collection) -> str:
         """A new generation, marked pending with this writer's token, before any chunk changes."""
-        metadata = self._fresh_metadata(collection.name)
+        metadata = self._fresh_metadata(collection)
         token = uuid.uuid4().hex
         metadata[_GENERATION] = metadata[_PENDING] = token
         self._native(collection).modify(metadata=metadata)
@@ -208,7 +311,7 @@ class ChromaStore(VectorStore):
         """Another new generation once the write is done. The pending mark is cleared only if it is still
         this writer's: a concurrent writer that began later keeps its own until it ends (or dies, and the
         next writer's `repair_generation` clears it)."""
-        metadata = self._fresh_metadata(collection.name)
+        metadata = self._fresh_metadata(collection)
         metadata[_GENERATION] = uuid.uuid4().hex
         if metadata.get(_PENDING) == token:
             metadata[_PENDING] = ""
@@ -216,14 +319,13 @@ class ChromaStore(VectorStore):
 
     def repair_generation(self, collection: Collection) -> None:
         with _reachable(f"read {collection.name}"):
-            pending = self._fresh_metadata(collection.name).get(_PENDING)
+            pending = self._fresh_metadata(collection).get(_PENDING)
             if pending:
                 self._end_write(collection, str(pending))
 
-    def _native(self, collection: Collection) -> Any:
-        return self._natives.get(collection.name, collection.native)
-
-    # -- documents -------------------------------------------------------------------
+    @staticmethod
+    def _native(collection: Collection) -> Any:
+        return collection.native
 
     def count(self, collection: Collection) -> int:
         with _reachable(f"count {collection.name}"):
@@ -311,10 +413,19 @@ class ChromaStore(VectorStore):
                 version=str(m.get("doc_version", "")),
                 kind=str(m.get("kind", "")),
                 display_source=str(m.get("display_source") or fallback_display_source(str(m.get("source", "")))),
+                blob=str(m.get("blob", "")),
             )
             for m in found["metadatas"] or []
         ]
         return sorted(docs, key=lambda d: d.source)
+
+    def blob_in_use(self, digest: str) -> bool:
+        """Whether a document of any collection (every stored version of it) was built from this original."""
+        with _reachable("read collections"):
+            for native in self.client.list_collections():
+                if native.get(where={"blob": digest}, include=[], limit=1)["ids"]:
+                    return True
+        return False
 
     def find_document(self, collection: Collection, id_or_source: str) -> DocumentInfo:
         for doc in self.documents(collection):

@@ -88,11 +88,21 @@ def document_id_for(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:24]
 
 
+# Store-internal collections (a collection's versions and the pointer to its current one, see `ingest/store.py`)
+VERSION_PREFIX = "rkv-"
+POINTER_PREFIX = "rkp-"
+
+
 def validate_collection_name(name: str) -> str:
     if not _COLLECTION_NAME.match(name) or ".." in name:
         raise InvalidCollectionName(
             f"invalid collection name {name!r}: use 3-63 characters of letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
+        )
+    if name.startswith((VERSION_PREFIX, POINTER_PREFIX)):
+        raise InvalidCollectionName(
+            f"invalid collection name {name!r}: names starting with {VERSION_PREFIX!r} or {POINTER_PREFIX!r} are "
+            "reserved for ragkb's collection versions"
         )
     return name
 
@@ -303,6 +313,18 @@ class VectorStore(Protocol):
     def documents(self, collection: Collection) -> list[DocumentInfo]: ...
 
     def find_document(self, collection: Collection, id_or_source: str) -> DocumentInfo: ...
+
+    def blob_in_use(self, digest: str) -> bool:
+        """Whether any document of any collection names this original (`ingest/blobs.py`) in its `blob`."""
+
+    def begin_version(self, name: str, *, model: str, dimension: int) -> Collection:
+        """A new, empty version of collection `name`, built while `name` keeps serving its current one."""
+
+    def switch_version(self, name: str, version: Collection) -> Collection:
+        """Serve `version` as collection `name` from now on (atomically); returns the previous version."""
+
+    def drop_version(self, version: Collection) -> None:
+        """Drop a version that no longer serves."""
 
     def chunks(self, collection: Collection, ids: Sequence[str]) -> list[StoredChunk]:
         """The chunks with these ids that still exist, in any order."""

@@ -32,7 +32,8 @@ def test_ingest_query_and_delete_through_a_chroma_server(
     (tmp_path / "faq.txt").write_text("Citations point at the chunks that were retrieved.\n")
     report = ingestor.ingest_paths([tmp_path / "ops.md", tmp_path / "faq.txt"], collection="remote")
     assert (report.added, report.failed) == (2, 0)
-    assert not (tmp_path / "unused").exists(), "server mode must not create an embedded store"
+    assert not settings.chroma_path.exists(), "server mode must not create an embedded store"
+    assert len(list((tmp_path / "unused" / "blobs" / "sha256").glob("*/*"))) == 2, "originals kept in the data dir"
 
     # a second client (another process in production) sees the same data
     other = ChromaStore(settings)

@@ -3,15 +3,20 @@ uploading and deleting `write`; a key limited to collections sees only those (`s
 
 from __future__ import annotations
 
-from pathlib import Path
+import mimetypes
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ingest.blobs import BlobNotFound
+from ingest.errors import DocumentNotFound
 from ingest.loaders import supported_extensions
-from ingest.pipeline import IngestReport
+from ingest.pipeline import Ingestor, IngestReport
+from ingest.queue import JobFile, QueueUnavailable
 from ingest.vectorstore import document_id_for
 
 from ..auth import Caller, ReadCaller, WriteCaller, collection_in_path
@@ -48,6 +53,59 @@ def documents(name: Readable, caller: ReadCaller) -> list[DocumentOut]:
         )
         for d in docs
     ]
+
+
+# What a browser should be told each ingestible type is (mimetypes does not know every one, e.g. .md).
+MEDIA_TYPES = {
+    ".pdf": "application/pdf",
+    ".md": "text/markdown; charset=utf-8",
+    ".markdown": "text/markdown; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+}
+
+
+def media_type_for(name: str) -> str:
+    suffix = PurePosixPath(name).suffix.lower()
+    return MEDIA_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+@router.get(
+    "/documents/{document_id}/file",
+    summary="The document's original file (e.g. a PDF to open at #page=N).",
+    description="Served inline with the original's content type. The collection is the `collection` query "
+    "parameter, or the default one; a key that may not see it gets 404, as for the documents list.",
+    response_class=Response,
+    responses={
+        200: {"description": "The original bytes.", "content": {"application/pdf": {}, "text/plain": {}}},
+        404: {"model": ErrorResponse, "description": "Unknown collection or document, or no original kept."},
+    },
+)
+def document_file(
+    document_id: str,
+    caller: ReadCaller,
+    collection: Annotated[str | None, Query(description="Collection; the default one when omitted.")] = None,
+) -> Response:
+    name = caller.collection(collection)
+    reader = caller.parts.service.reader
+    document = next((d for d in reader.documents(name) if d.document_id == document_id), None)
+    if document is None:
+        raise DocumentNotFound(f"no document with id {document_id!r} in collection {name!r}")
+    if not document.blob:
+        raise BlobNotFound(
+            f"document {document_id!r} was ingested before originals were kept; ingest its file again to keep it"
+        )
+    filename = PurePosixPath(document.display_source.replace("://", "/")).name or "document"
+    media_type = media_type_for(filename)
+    blobs = caller.parts.ingestor.blobs
+    path = blobs.local_path(document.blob)
+    if path is None:
+        if not blobs.exists(document.blob):
+            raise BlobNotFound(f"the original of document {document_id!r} is no longer stored")
+        headers = {"Content-Disposition": f"inline; filename*=utf-8''{quote(filename)}"}
+        return Response(blobs.get(document.blob), media_type=media_type, headers=headers)
+    return FileResponse(path, media_type=media_type, filename=filename, content_disposition_type="inline")
 
 
 @router.delete("/collections/{name}/documents/{document_id}", summary="Delete a document (by id or source).")
@@ -89,27 +147,44 @@ async def upload(
             f"unsupported file type: {', '.join(unsupported)}; supported: {', '.join(supported_extensions())}",
             "unsupported_type",
         )
-    contents: list[bytes] = []
+    # One file in memory at a time: each is stored in the blob store as it is read (batch uploads of many
+    # files never hold them all), and the job or the ingestion reads them back one by one.
+    blobs = parts.ingestor.blobs
+    stored: list[JobFile] = []
     for upload_file, filename in zip(files, names, strict=True):
         data = await upload_file.read(limit + 1)
         if len(data) > limit:
+            await run_in_threadpool(_forget, parts.ingestor, stored)
             return error_response(413, f"{filename} is over the {limit:,}-byte upload limit", "too_large")
-        contents.append(data)
+        digest = await run_in_threadpool(blobs.put, data)
+        stored.append(JobFile(filename, f"upload://{filename}", digest))
+        del data
     await run_in_threadpool(parts.ingestor.open_collection, name)  # validates the name, creates if new
-    items = [(filename, f"upload://{filename}", data) for filename, data in zip(names, contents, strict=True)]
-    if parts.queue is not None:  # scale-out: a worker process ingests them
+    if parts.queue is not None:  # scale-out: a worker process ingests them, one job per file
         queue = parts.queue
-        jobs = []
-        for filename, source, data in items:
-            job_id = await run_in_threadpool(queue.enqueue, collection=name, name=filename, source=source, data=data)
-            jobs.append({"id": job_id, "name": filename, "status": "queued", "status_url": f"/v1/jobs/{job_id}"})
+        jobs: list[dict[str, str]] = []
+        for file in stored:
+            try:
+                job_id = await run_in_threadpool(queue.enqueue, collection=name, files=[file])
+            except QueueUnavailable:
+                await run_in_threadpool(_forget, parts.ingestor, stored[len(jobs) :])  # not queued: keep nothing
+                raise
+            jobs.append({"id": job_id, "name": file.name, "status": "queued", "status_url": f"/v1/jobs/{job_id}"})
             await run_in_threadpool(
-                _record, caller, "document.queue", name, document_id_for(source), {"name": filename, "job": job_id}
+                _record,
+                caller,
+                "document.queue",
+                name,
+                document_id_for(file.source),
+                {"name": file.name, "job": job_id},
             )
         return JSONResponse(JobsQueued(collection=name, jobs=jobs).model_dump(), status_code=202)
+    items = ((f.name, f.source, blobs.get(f.blob)) for f in stored)
     report = await run_in_threadpool(
         parts.ingestor.ingest_items, items, collection=name, max_chunks=settings.max_chunks_per_request
     )
+    failed = {f.path for f in report.failures}
+    await run_in_threadpool(_forget, parts.ingestor, [f for f in stored if f.name in failed])
     await run_in_threadpool(_audit_upload, caller, name, report)
     result = UploadResult(
         collection=name,
@@ -122,6 +197,12 @@ async def upload(
         failures=[f.as_dict() for f in report.failures],
     )
     return JSONResponse(result.model_dump(), status_code=422 if report.failed == len(files) else 200)
+
+
+def _forget(ingestor: Ingestor, stored: list[JobFile]) -> None:
+    """A refused upload keeps nothing: originals already stored for it go unless something else uses them."""
+    for file in stored:
+        ingestor.release_blob(file.blob)
 
 
 def _record(caller: Caller, action: str, collection: str, document_id: str, detail: dict[str, Any]) -> None:
