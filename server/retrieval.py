@@ -7,7 +7,9 @@ given the process's `Reader` (store, embedder, BM25 indexes) when it is built.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 from typing import Protocol
 
@@ -36,6 +38,12 @@ __all__ = [
 
 class UnknownRetriever(RagkbError):
     pass
+
+
+# `hybrid` runs its BM25 side here while the request's own thread embeds the question and queries the
+# vector index: both spend most of their time in native code (ONNX Runtime or torch, Chroma, NumPy) that
+# releases the GIL, so on two cores the slower side sets the latency instead of the sum of both.
+_LEXICAL_SIDE = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ragkb-bm25")
 
 
 class Retriever(Protocol):
@@ -181,11 +189,12 @@ class HybridRetriever:
         self.unit = settings.hybrid_unit
 
     def _fuse(
-        self, question: str, collection: str, pool: int, filters: Filters | None, dense: list[StoredChunk]
+        self,
+        dense: list[StoredChunk],
+        lexical: list[tuple[str, float]],
+        lexical_units: list[tuple[str, float]],
+        unit_of: dict[str, str],
     ) -> dict[str, float]:
-        lexical, lexical_units, unit_of = self.lexical.search_both(
-            question, collection=collection, k=pool, filters=filters, documents=self.fusion is Fusion.DOCUMENT_AWARE
-        )
         dense_scores = [(c.chunk_id, c.score) for c in dense]
         if self.fusion is Fusion.RRF:
             return fuse_rrf([dense_scores, lexical], self.rrf_k)
@@ -202,10 +211,25 @@ class HybridRetriever:
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
     ) -> list[StoredChunk]:
         pool = max(top_k, self.candidates)
-        dense = self.dense.retrieve(question, collection=collection, top_k=pool, filters=filters, with_text=False)
-        fused = self._fuse(question, collection, pool, filters, dense)
+        target = self.reader.collection(collection)  # unknown collection or model mismatch: refused before any work
+        # the BM25 side in another thread (with this request's context: its logs keep the request id)
+        lexical_side = _LEXICAL_SIDE.submit(
+            contextvars.copy_context().run,
+            self.lexical.search_both,
+            question,
+            collection=collection,
+            k=pool,
+            filters=filters,
+            documents=self.fusion is Fusion.DOCUMENT_AWARE,
+        )
+        try:
+            # candidates without their text: only the fused top_k are read from the store, once, below
+            dense = self.dense.retrieve(question, collection=collection, top_k=pool, filters=filters, with_text=False)
+        finally:
+            # waited for even when the dense side fails, so no search outlives its request
+            lexical, lexical_units, unit_of = lexical_side.result()
+        fused = self._fuse(dense, lexical, lexical_units, unit_of)
         ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top_k]
-        target = self.reader.collection(collection)
         return self.reader.chunks(target, [(chunk_id, round(score, 6)) for chunk_id, score in ranked])
 
 

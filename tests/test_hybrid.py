@@ -11,7 +11,7 @@ import pytest
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.lexical import document_text
+from server.lexical import IndexBusy, document_text
 from server.reader import Reader
 from server.retrieval import (
     BM25Retriever,
@@ -188,3 +188,33 @@ def test_document_index_sees_each_document_once_with_overlaps_removed(tmp_path: 
     assert rebuilt.split() == ["long", *" ".join(sentences).split()]  # the title, then every word exactly once
     hits = index.search_documents("zebra", 5)
     assert {doc for doc, _ in hits} == {d.document_id for d in documents}
+
+
+def test_hybrid_runs_its_bm25_side_beside_the_dense_side(
+    kb: tuple[Reader, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextvars
+    import threading
+
+    reader, _ = kb
+    hybrid = HybridRetriever(reader)
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
+    seen: dict[str, str] = {}
+    search_both = hybrid.lexical.search_both
+
+    def watched(*args: object, **kwargs: object) -> object:
+        seen["thread"], seen["marker"] = threading.current_thread().name, marker.get()
+        return search_both(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hybrid.lexical, "search_both", watched)
+    marker.set("request-42")
+    assert _sources(hybrid.retrieve("impeller seal XK-4471-B", collection="plant", top_k=2))[0] == "pump.md"
+    assert seen["thread"].startswith("ragkb-bm25") and seen["thread"] != threading.current_thread().name
+    assert seen["marker"] == "request-42"  # the request's context (its request id) goes along
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise IndexBusy("the lexical index of 'plant' is being rebuilt by another process")
+
+    monkeypatch.setattr(hybrid.lexical, "search_both", broken)
+    with pytest.raises(IndexBusy, match="being rebuilt"):
+        hybrid.retrieve("impeller seal", collection="plant", top_k=2)
