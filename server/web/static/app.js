@@ -1,0 +1,824 @@
+// ragkb's web page: one small script for every page (no build step, no inline code: the CSP forbids it).
+// Every text from users and documents is put in the page with textContent, never as HTML.
+"use strict";
+
+const KEY = "ragkb.key";
+const MARKER = /\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]/g;
+
+// -- talking to the API -----------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function storedKey() {
+  return sessionStorage.getItem(KEY) || "";
+}
+
+function authHeaders(extra) {
+  const headers = Object.assign({}, extra || {});
+  const key = storedKey();
+  if (key) headers.Authorization = "Bearer " + key;
+  return headers;
+}
+
+async function errorOf(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (_) {
+    body = null;
+  }
+  const message = body && body.error ? body.error : "the server answered " + response.status;
+  return new ApiError(response.status, body && body.code ? body.code : "http_" + response.status, message);
+}
+
+async function send(path, options) {
+  const opts = Object.assign({}, options || {});
+  opts.headers = authHeaders(opts.headers);
+  let response;
+  try {
+    response = await fetch(path, opts);
+  } catch (_) {
+    throw new ApiError(0, "unreachable", "Cannot reach the ragkb server. Is it running?");
+  }
+  if (!response.ok) throw await errorOf(response);
+  return response;
+}
+
+async function getJSON(path) {
+  return (await send(path)).json();
+}
+
+async function postJSON(path, body) {
+  const response = await send(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return response.status === 204 ? null : response.json();
+}
+
+function explain(error) {
+  if (!(error instanceof ApiError)) return "Something went wrong: " + error;
+  if (error.status === 401) return "Sign in with a valid API key to continue (" + error.message + ").";
+  if (error.status === 403) return "Your API key may not do this: " + error.message;
+  if (error.status === 413) return "Too large: " + error.message;
+  if (error.status === 415) return "Not accepted: " + error.message;
+  return error.message;
+}
+
+// -- small page helpers ------------------------------------------------------------------------------------
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+function fromTemplate(id) {
+  return $(id).content.firstElementChild.cloneNode(true);
+}
+
+function setText(root, selector, text) {
+  const el = root.querySelector(selector);
+  if (el) el.textContent = text == null ? "" : String(text);
+  return el;
+}
+
+function say(id, text, kind) {
+  const el = $(id);
+  if (!el) return;
+  el.textContent = text || "";
+  el.dataset.kind = kind || "";
+}
+
+function banner(text, withSignIn) {
+  const el = $("banner");
+  el.textContent = "";
+  if (!text) {
+    el.hidden = true;
+    return;
+  }
+  el.append(document.createTextNode(text + " "));
+  if (withSignIn && document.body.dataset.page !== "signin") {
+    const link = document.createElement("a");
+    link.href = "/signin";
+    link.textContent = "Sign in";
+    el.append(link);
+  }
+  el.hidden = false;
+}
+
+function reportError(error, statusId) {
+  const message = explain(error);
+  if (error instanceof ApiError && (error.status === 0 || error.status === 401)) {
+    banner(message, error.status === 401);
+  }
+  if (statusId) say(statusId, message, "error");
+}
+
+// The signed-in identity (null until known): what the page shows depends on what the key may do.
+let me = null;
+
+function applyAbilities(who) {
+  me = who;
+  document.querySelectorAll("[data-needs]").forEach((el) => {
+    el.hidden = !(who && who.can[el.dataset.needs]);
+  });
+  const signin = document.querySelector("[data-signin]");
+  if (signin) signin.hidden = Boolean(who && who.open);
+  let text = "Not signed in";
+  if (who && who.open) text = "Open demo (no API keys): everything is allowed";
+  else if (who) text = "Signed in as " + who.key + " (" + who.scope + ")";
+  $("who").textContent = text;
+}
+
+async function identify() {
+  try {
+    const who = await getJSON("/v1/whoami");
+    applyAbilities(who);
+    banner("");
+    return who;
+  } catch (error) {
+    applyAbilities(null);
+    reportError(error);
+    return null;
+  }
+}
+
+function fillCollections(select, names, preferred) {
+  select.textContent = "";
+  names.forEach((name) => {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name;
+    option.selected = name === preferred;
+    select.append(option);
+  });
+}
+
+// -- Ask ----------------------------------------------------------------------------------------------------
+
+// Yields [eventName, data] for each Server-Sent Event of a fetch response body.
+async function* serverEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let name = "message";
+      const data = [];
+      block.split("\n").forEach((line) => {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+      });
+      if (data.length) yield [name, JSON.parse(data.join("\n"))];
+    }
+  }
+}
+
+// The answer text with each [n] as a link to its source card.
+function renderAnswer(el, answer, known) {
+  el.textContent = "";
+  let last = 0;
+  for (const match of answer.matchAll(MARKER)) {
+    el.append(document.createTextNode(answer.slice(last, match.index)));
+    const numbers = match[1].split(",").map((s) => Number(s.trim()));
+    const group = document.createElement("span");
+    group.className = "marker";
+    numbers.forEach((n) => {
+      if (known.has(n)) {
+        const link = document.createElement("a");
+        link.href = "#source-" + n;
+        link.className = "cite";
+        link.textContent = "[" + n + "]";
+        link.setAttribute("aria-label", "source " + n);
+        group.append(link);
+      } else {
+        group.append(document.createTextNode("[" + n + "]"));
+      }
+    });
+    el.append(group);
+    last = match.index + match[0].length;
+  }
+  el.append(document.createTextNode(answer.slice(last)));
+}
+
+function fileUrl(documentId, collection, page) {
+  const base = "/v1/documents/" + encodeURIComponent(documentId) + "/file?collection=" + encodeURIComponent(collection);
+  return page ? base + "#page=" + page : base;
+}
+
+// Opens an original document: a plain link in the open demo; with a key the file is fetched with the
+// Bearer header and shown from a blob URL (a link cannot carry the header).
+function openOriginal(event) {
+  if (!storedKey()) return;
+  event.preventDefault();
+  const link = event.currentTarget;
+  const target = window.open("", "_blank");
+  const [path, hash] = link.href.split("#");
+  send(path)
+    .then((response) => response.blob())
+    .then((blob) => {
+      const url = URL.createObjectURL(blob) + (hash ? "#" + hash : "");
+      if (target) target.location.href = url;
+      else window.location.href = url;
+    })
+    .catch((error) => {
+      if (target) target.close();
+      say("ask-status", "Could not open the original: " + explain(error), "error");
+    });
+}
+
+// The passage with the ranges the answer quotes in <mark> (ranges are sorted and do not overlap).
+function passageInto(el, text, ranges) {
+  el.textContent = "";
+  let last = 0;
+  (ranges || []).forEach(([start, end]) => {
+    const mark = document.createElement("mark");
+    mark.textContent = text.slice(start, end);
+    el.append(document.createTextNode(text.slice(last, start)), mark);
+    last = end;
+  });
+  el.append(document.createTextNode(text.slice(last)));
+}
+
+function sourceCard(n, chunk, collection, passage) {
+  const card = fromTemplate("source-card");
+  card.id = "source-" + n;
+  card.tabIndex = -1;
+  card.dataset.chunk = chunk.chunk_id;
+  setText(card, ".num", n ? "[" + n + "]" : "");
+  setText(card, ".title", chunk.title || chunk.source);
+  setText(card, ".file", chunk.source);
+  const where = [];
+  if (chunk.page) where.push("page " + chunk.page);
+  if (chunk.heading) where.push(chunk.heading);
+  setText(card, ".loc", where.length ? "· " + where.join(" · ") : "");
+  passageInto(card.querySelector(".passage"), passage, null);
+  const link = card.querySelector(".original");
+  link.href = fileUrl(chunk.document_id, collection, chunk.page);
+  link.textContent = chunk.page ? "Open the original at page " + chunk.page : "Open the original";
+  link.addEventListener("click", openOriginal);
+  return card;
+}
+
+function originLabel(response) {
+  const origin = response.origin || (response.cached ? "cached" : "generated");
+  if (origin === "curated" || origin === "reviewed") {
+    const c = response.curated;
+    const by = c && c.reviewer ? " by " + c.reviewer : "";
+    const when = c && c.approved_at ? " on " + String(c.approved_at).slice(0, 10) : "";
+    return (origin === "curated" ? "Curated answer" : "Reviewed answer") + ", approved" + by + when;
+  }
+  if (origin === "cached") return "Cached answer";
+  return "";
+}
+
+async function fillPassages(response) {
+  if (!response.citations.length) return;
+  const body = {
+    collection: response.collection,
+    answer: response.answer,
+    citations: response.citations.map((c) => ({ n: c.n, chunk_id: c.chunk_id })),
+  };
+  try {
+    const found = await postJSON("/v1/passages", body);
+    found.passages.forEach((p) => {
+      const card = $("source-" + p.n);
+      if (!card) return;
+      const el = card.querySelector(".passage");
+      if (p.text == null) {
+        el.textContent = "This passage's document has been deleted since the answer was made.";
+        el.classList.add("gone");
+      } else {
+        passageInto(el, p.text, p.highlights);
+        const mark = el.querySelector("mark");
+        if (mark) el.scrollTop = Math.max(0, mark.offsetTop - 24); // the quote in view inside its box
+      }
+    });
+  } catch (error) {
+    reportError(error);
+  }
+}
+
+let lastAnswer = null;
+
+function showResponse(response) {
+  lastAnswer = response;
+  const answerEl = $("answer");
+  const known = new Set(response.citations.map((c) => c.n));
+  renderAnswer(answerEl, response.answer, known);
+  answerEl.setAttribute("aria-busy", "false");
+  const label = originLabel(response);
+  const badge = $("origin");
+  badge.textContent = label;
+  badge.hidden = !label;
+  $("abstained").hidden = !response.abstained;
+  const list = $("sources");
+  list.textContent = "";
+  const chunks = response.abstained ? response.related : response.citations;
+  chunks.forEach((chunk, i) => {
+    const n = response.abstained ? i + 1 : chunk.n;
+    list.append(sourceCard(n, chunk, response.collection, chunk.text || chunk.snippet || ""));
+  });
+  $("sources-heading").textContent = response.abstained ? "Closest passages" : "Sources";
+  $("sources-section").hidden = chunks.length === 0;
+  const feedback = $("feedback");
+  feedback.hidden = false;
+  feedback.dataset.requestId = response.request_id;
+  resetFeedback();
+  if (response.degraded) say("ask-status", "The language model failed; this is the extractive answer.", "warn");
+  else say("ask-status", "");
+  if (!response.abstained) fillPassages(response);
+}
+
+function resetFeedback() {
+  ["thumb-up", "thumb-down"].forEach((id) => $(id).setAttribute("aria-pressed", "false"));
+  $("comment").value = "";
+  say("feedback-status", "");
+}
+
+async function waitForReview(pending) {
+  say("ask-status", "This collection's answers are checked by a reviewer first. Waiting for the review…", "wait");
+  $("answer").textContent = "";
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    let state;
+    try {
+      state = await getJSON("/v1/answers/" + encodeURIComponent(pending.review_id));
+    } catch (error) {
+      reportError(error, "ask-status");
+      return;
+    }
+    if (state.answer) {
+      showResponse(state.answer);
+      return;
+    }
+    if (state.status === "rejected") {
+      say("ask-status", "A reviewer rejected the answer to this question.", "error");
+      return;
+    }
+  }
+}
+
+async function ask(event) {
+  event.preventDefault();
+  const question = $("question").value.trim();
+  if (!question) {
+    say("ask-status", "Type a question first.", "error");
+    $("question").focus();
+    return;
+  }
+  const button = $("ask-button");
+  button.disabled = true;
+  $("result").hidden = false;
+  $("abstained").hidden = true;
+  $("sources-section").hidden = true;
+  $("feedback").hidden = true;
+  $("origin").hidden = true;
+  const answerEl = $("answer");
+  answerEl.textContent = "";
+  answerEl.setAttribute("aria-busy", "true");
+  say("ask-status", "Answering…", "wait");
+  try {
+    const response = await send("/v1/query", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      body: JSON.stringify({ question: question, collection: $("collection").value || null, stream: true }),
+    });
+    if (!(response.headers.get("content-type") || "").startsWith("text/event-stream")) {
+      const body = await response.json();
+      if (response.status === 202) await waitForReview(body);
+      else showResponse(body);
+      return;
+    }
+    for await (const [name, data] of serverEvents(response)) {
+      if (name === "token") answerEl.append(document.createTextNode(data.text));
+      else if (name === "error") say("ask-status", "The language model failed: " + data.error, "warn");
+      else if (name === "done") showResponse(data);
+    }
+  } catch (error) {
+    answerEl.setAttribute("aria-busy", "false");
+    $("result").hidden = answerEl.textContent === "";
+    reportError(error, "ask-status");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function sendFeedback(event) {
+  event.preventDefault();
+  const pressed = ["thumb-up", "thumb-down"].find((id) => $(id).getAttribute("aria-pressed") === "true");
+  if (!pressed) {
+    say("feedback-status", "Choose helpful or not helpful first.", "error");
+    return;
+  }
+  const body = { request_id: $("feedback").dataset.requestId, rating: $(pressed).value };
+  const comment = $("comment").value.trim();
+  if (comment) body.comment = comment;
+  try {
+    await postJSON("/v1/feedback", body);
+    say("feedback-status", "Thank you: your feedback was recorded.", "ok");
+  } catch (error) {
+    reportError(error, "feedback-status");
+  }
+}
+
+async function initAsk(who) {
+  $("ask-form").addEventListener("submit", ask);
+  $("question").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      $("ask-form").requestSubmit();
+    }
+  });
+  ["thumb-up", "thumb-down"].forEach((id) =>
+    $(id).addEventListener("click", () => {
+      ["thumb-up", "thumb-down"].forEach((other) => $(other).setAttribute("aria-pressed", String(other === id)));
+    }),
+  );
+  $("feedback").addEventListener("submit", sendFeedback);
+  if (!who) return;
+  try {
+    const collections = await getJSON("/v1/collections");
+    const names = collections.map((c) => c.name);
+    if (!names.length) {
+      say("ask-status", "No documents yet: add some on the Documents page first.", "warn");
+    }
+    fillCollections($("collection"), names, who.default_collection);
+  } catch (error) {
+    reportError(error, "ask-status");
+  }
+}
+
+// -- Documents ------------------------------------------------------------------------------------------------
+
+let collectionNames = [];
+
+async function loadDocuments() {
+  const root = $("collections");
+  let collections;
+  try {
+    collections = await getJSON("/v1/collections");
+  } catch (error) {
+    reportError(error, "docs-status");
+    return;
+  }
+  collectionNames = collections.map((c) => c.name);
+  const datalist = $("collection-names");
+  datalist.textContent = "";
+  collectionNames.forEach((name) => {
+    const option = document.createElement("option");
+    option.value = name;
+    datalist.append(option);
+  });
+  const blocks = [];
+  for (const info of collections) {
+    let docs = [];
+    try {
+      docs = await getJSON("/v1/ui/collections/" + encodeURIComponent(info.name) + "/documents");
+    } catch (error) {
+      reportError(error, "docs-status");
+    }
+    blocks.push(collectionBlock(info, docs));
+  }
+  root.textContent = "";
+  blocks.forEach((b) => root.append(b));
+  if (!collections.length) say("docs-status", "No collections yet: upload a document to create one.", "");
+  applyAbilities(me);
+}
+
+function collectionBlock(info, docs) {
+  const block = fromTemplate("collection-block");
+  block.dataset.collection = info.name;
+  setText(block, ".name", info.name);
+  setText(block, ".count", docs.length + (docs.length === 1 ? " document" : " documents") + ", " + info.chunks + " chunks");
+  const body = block.querySelector("tbody");
+  docs.forEach((doc) => {
+    const row = fromTemplate("document-row");
+    row.dataset.document = doc.document_id;
+    setText(row, ".title", doc.title);
+    setText(row, ".source", doc.source);
+    setText(row, ".pages", doc.pages == null ? "–" : doc.pages);
+    setText(row, ".chunks", doc.chunks);
+    setText(row, ".ingested", doc.ingested_at ? doc.ingested_at.replace("T", " ").slice(0, 16) : "–");
+    const button = row.querySelector(".delete");
+    button.setAttribute("aria-label", "Delete " + (doc.title || doc.source));
+    button.addEventListener("click", () => confirmDelete(info.name, doc, button));
+    body.append(row);
+  });
+  block.querySelector(".empty").hidden = docs.length > 0;
+  block.querySelector("table").hidden = docs.length === 0;
+  return block;
+}
+
+function confirmDelete(collection, doc, opener) {
+  const dialog = $("confirm-delete");
+  $("confirm-name").textContent = doc.title || doc.source;
+  dialog.returnValue = "";
+  dialog.onclose = null;
+  dialog.addEventListener(
+    "close",
+    async () => {
+      if (dialog.returnValue !== "delete") {
+        opener.focus();
+        return;
+      }
+      try {
+        const path = "/v1/collections/" + encodeURIComponent(collection) + "/documents/" + encodeURIComponent(doc.document_id);
+        await send(path, { method: "DELETE" });
+        say("docs-status", "Deleted “" + (doc.title || doc.source) + "” from " + collection + ".", "ok");
+        await loadDocuments();
+      } catch (error) {
+        reportError(error, "docs-status");
+      }
+    },
+    { once: true },
+  );
+  dialog.showModal();
+  $("confirm-cancel").focus();
+}
+
+function setUploadState(item, state, reason) {
+  item.dataset.state = state;
+  setText(item, ".state", state);
+  setText(item, ".reason", reason || "");
+}
+
+function describeReport(report) {
+  const parts = [];
+  if (report.added) parts.push("added");
+  if (report.updated) parts.push("updated");
+  if (report.unchanged) parts.push("unchanged");
+  return parts.join(", ") + (report.chunks_added ? " (" + report.chunks_added + " chunks)" : "");
+}
+
+function uploadOne(collection, file, item) {
+  return new Promise((resolve) => {
+    const form = new FormData();
+    form.append("files", file, file.name);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/v1/collections/" + encodeURIComponent(collection) + "/documents");
+    const key = storedKey();
+    if (key) xhr.setRequestHeader("Authorization", "Bearer " + key);
+    const bar = item.querySelector("progress");
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) bar.value = Math.round((100 * event.loaded) / event.total);
+    });
+    xhr.upload.addEventListener("load", () => {
+      bar.value = 100;
+      setUploadState(item, "running", "ingesting…");
+    });
+    xhr.addEventListener("error", () => {
+      setUploadState(item, "failed", "Cannot reach the ragkb server. Is it running?");
+      resolve();
+    });
+    xhr.addEventListener("load", () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch (_) {
+        body = null;
+      }
+      if (xhr.status === 200) {
+        setUploadState(item, "done", describeReport(body));
+      } else if (xhr.status === 202) {
+        const job = body.jobs[0];
+        setUploadState(item, "queued", "waiting for a worker");
+        followJob(job.status_url, item).then(resolve);
+        return;
+      } else if (xhr.status === 422 && body && body.failures && body.failures.length) {
+        setUploadState(item, "failed", body.failures[0].error);
+      } else {
+        const error = new ApiError(xhr.status, body && body.code, body && body.error ? body.error : "HTTP " + xhr.status);
+        setUploadState(item, "failed", explain(error));
+        if (xhr.status === 401) banner(explain(error), true);
+      }
+      resolve();
+    });
+    setUploadState(item, "uploading", "");
+    xhr.send(form);
+  });
+}
+
+async function followJob(url, item) {
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    let job;
+    try {
+      job = await getJSON(url);
+    } catch (error) {
+      setUploadState(item, "failed", explain(error));
+      return;
+    }
+    const state = job.status || job.state || "queued";
+    if (state === "failed") {
+      setUploadState(item, "failed", job.error || "ingestion failed");
+      return;
+    }
+    if (state === "done" || state === "succeeded" || state === "finished") {
+      setUploadState(item, "done", "ingested");
+      return;
+    }
+    setUploadState(item, state, state === "queued" ? "waiting for a worker" : "");
+  }
+}
+
+async function uploadFiles(fileList) {
+  const collection = $("upload-collection").value.trim();
+  if (!$("upload-collection").checkValidity() || !collection) {
+    say("docs-status", "Name a collection (3-63 letters, digits, dots, dashes or underscores) first.", "error");
+    $("upload-collection").focus();
+    return;
+  }
+  const files = Array.from(fileList);
+  if (!files.length) return;
+  const items = files.map((file) => {
+    const item = fromTemplate("upload-item");
+    setText(item, ".name", file.name);
+    item.querySelector("progress").setAttribute("aria-label", "Upload of " + file.name);
+    $("uploads").prepend(item);
+    return item;
+  });
+  for (let i = 0; i < files.length; i++) {
+    await uploadOne(collection, files[i], items[i]);
+  }
+  await loadDocuments();
+}
+
+async function initDocuments(who) {
+  const drop = $("drop");
+  ["dragenter", "dragover"].forEach((name) =>
+    drop.addEventListener(name, (event) => {
+      event.preventDefault();
+      drop.classList.add("over");
+    }),
+  );
+  ["dragleave", "drop"].forEach((name) => drop.addEventListener(name, () => drop.classList.remove("over")));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    uploadFiles(event.dataTransfer.files);
+  });
+  $("files").addEventListener("change", (event) => {
+    uploadFiles(event.target.files).then(() => {
+      event.target.value = "";
+    });
+  });
+  $("upload-form").addEventListener("submit", (event) => event.preventDefault());
+  if (!who) return;
+  $("upload-collection").value = who.default_collection;
+  $("formats").textContent = "PDF, Markdown, HTML and text files.";
+  await loadDocuments();
+}
+
+// -- Review ---------------------------------------------------------------------------------------------------
+
+let openReview = null;
+
+async function loadQueue() {
+  const list = $("queue");
+  let found;
+  try {
+    found = await getJSON("/v1/reviews?status=pending");
+  } catch (error) {
+    if (error.status === 404 && error.code !== "review_not_found") {
+      say("review-status", "This server has no review queue.", "error");
+    } else {
+      reportError(error, "review-status");
+    }
+    return;
+  }
+  list.textContent = "";
+  found.reviews.forEach((review) => {
+    const item = fromTemplate("queue-item");
+    setText(item, ".q", review.question);
+    setText(item, ".meta", review.collection + " · " + (review.reasons || []).join(", "));
+    item.querySelector(".open").addEventListener("click", () => showReview(review.id));
+    item.dataset.review = review.id;
+    list.append(item);
+  });
+  $("queue-empty").hidden = found.reviews.length > 0;
+}
+
+async function showReview(id) {
+  let review;
+  try {
+    review = await getJSON("/v1/reviews/" + encodeURIComponent(id));
+  } catch (error) {
+    reportError(error, "review-status");
+    return;
+  }
+  openReview = review;
+  $("review").hidden = false;
+  $("review").dataset.review = review.id;
+  $("review-question").textContent = review.question;
+  $("review-collection").textContent = review.collection;
+  $("review-reasons").textContent = (review.reasons || []).join(", ") || "sent for review";
+  $("review-answer").value = review.answer || "";
+  $("review-note").value = "";
+  const list = $("review-passages");
+  list.textContent = "";
+  const passages = review.citations && review.citations.length ? review.citations : review.context || [];
+  passages.forEach((c, i) => {
+    const card = fromTemplate("review-card");
+    setText(card, ".num", "[" + (c.n || i + 1) + "]");
+    setText(card, ".title", c.title || c.source);
+    setText(card, ".loc", [c.source, c.page ? "page " + c.page : "", c.heading || ""].filter(Boolean).join(" · "));
+    setText(card, ".passage", c.text || c.snippet || "");
+    list.append(card);
+  });
+  $("review-answer").focus();
+}
+
+async function decide(action) {
+  if (!openReview) return;
+  const id = encodeURIComponent(openReview.id);
+  const note = $("review-note").value.trim();
+  try {
+    if (action === "approve") {
+      const edited = $("review-answer").value;
+      const body = edited.trim() && edited !== openReview.answer ? { answer: edited } : {};
+      await postJSON("/v1/reviews/" + id + "/approve", body);
+      say("review-status", "Approved: the asker now gets this answer.", "ok");
+    } else {
+      const body = { retry: action === "retry" };
+      if (note) body.note = note;
+      await postJSON("/v1/reviews/" + id + "/reject", body);
+      say("review-status", action === "retry" ? "Rejected; a new answer will be tried." : "Rejected.", "ok");
+    }
+  } catch (error) {
+    reportError(error, "review-status");
+    return;
+  }
+  openReview = null;
+  $("review").hidden = true;
+  await loadQueue();
+  $("queue-heading").focus();
+}
+
+async function initReview(who) {
+  $("approve").addEventListener("click", () => decide("approve"));
+  $("reject").addEventListener("click", () => decide("reject"));
+  $("retry").addEventListener("click", () => decide("retry"));
+  $("queue-heading").tabIndex = -1;
+  if (!who) return;
+  if (!who.can.review) {
+    say("review-status", "Your API key has no review scope: ask an administrator for a review key.", "error");
+    return;
+  }
+  await loadQueue();
+}
+
+// -- Sign-in --------------------------------------------------------------------------------------------------
+
+async function initSignin(who) {
+  if (who && who.open) say("signin-status", "This server has no API keys yet: no sign-in is needed.", "ok");
+  else if (who) say("signin-status", "Signed in as " + who.key + " (" + who.scope + ").", "ok");
+  $("signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = $("key").value.trim();
+    if (!key) {
+      say("signin-status", "Paste an API key first.", "error");
+      $("key").focus();
+      return;
+    }
+    sessionStorage.setItem(KEY, key);
+    $("key").value = "";
+    try {
+      const found = await getJSON("/v1/whoami");
+      applyAbilities(found);
+      banner("");
+      say("signin-status", "Signed in as " + found.key + " (" + found.scope + ").", "ok");
+    } catch (error) {
+      sessionStorage.removeItem(KEY);
+      applyAbilities(null);
+      say("signin-status", error.status === 401 ? "That key is not valid (unknown, malformed or revoked)." : explain(error), "error");
+    }
+  });
+  $("signout").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    applyAbilities(null);
+    say("signin-status", "Signed out: the key is gone from this tab.", "ok");
+  });
+}
+
+// -- start ----------------------------------------------------------------------------------------------------
+
+const PAGES = { ask: initAsk, documents: initDocuments, review: initReview, signin: initSignin };
+
+document.addEventListener("DOMContentLoaded", async () => {
+  const who = await identify();
+  const init = PAGES[document.body.dataset.page];
+  if (init) await init(who);
+  document.body.dataset.ready = "true";
+});
