@@ -178,6 +178,10 @@ def qa(
         bool, typer.Option(help="Score where the right page ranks (page hit@1/@5, MRR@10); no answers.")
     ] = False,
     retriever: Annotated[str | None, typer.Option(help="Retriever for --retrieval-only [default: configured].")] = None,
+    mode: Annotated[
+        str, typer.Option(help="single (one retrieval per question) or agent (plan, search, review; docs/agent.md).")
+    ] = "single",
+    limit: Annotated[int | None, typer.Option(help="Answer only the first N questions (smoke runs).")] = None,
     baseline: Annotated[Path | None, typer.Option(help="A previous qa report to gate against.")] = None,
     max_drop: Annotated[float, typer.Option(help="Largest allowed drop of a headline metric vs --baseline.")] = 0.02,
     out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
@@ -208,7 +212,7 @@ def qa(
         with _progress() as track:
             report = evaluate_qa(
                 QueryService(), question_set, documents, half=half, collection=collection, include=include,
-                on_item=track("answer"),
+                on_item=track("answer"), mode=mode, limit=limit,
             )  # fmt: skip
     except RagkbError as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -7,6 +7,11 @@ A question set is JSONL, one object a line:
 `source` is the file name of the document holding the answer; a citation counts as the right page when
 its source ends with that file name and its page is `page`.
 
+A multi-part question (eval/datasets/multipart-dev.jsonl) also has `answers` (every string the answer needs)
+and `evidence` (every place it needs: `{"source", "page"}` or, for Markdown/HTML, `{"source", "heading"}`);
+it is scored by *full evidence* (the citations cover every needed place) and *answer recall* (the share of
+the needed strings in the answer). `mode="agent"` answers through agent mode (`server.agent`).
+
 The documents are ingested first (once; unchanged files are skipped) into a collection of their own,
 then every question goes through the real query path (`QueryService.answer`).
 """
@@ -26,12 +31,14 @@ from typing import Any
 
 from ingest.errors import RagkbError
 from ingest.pipeline import Ingestor
-from server.schemas import QueryResponse
+from server.agent import AgentRunner
+from server.schemas import Citation, QueryResponse
 from server.service import QueryService
 
 from .harness import metrics_table, percentile
 
 QA_HEADLINE = ("right_page_cited", "answer_found", "abstention_precision", "abstention_recall", "citations_supported")
+MODES = ("single", "agent")
 
 
 class QuestionSetError(RagkbError):
@@ -47,10 +54,47 @@ class QAItem:
     page: int | None
     kind: str = ""
     split: str = ""
+    answers: tuple[str, ...] = ()  # every string a multi-part answer needs (default: `answer`)
+    evidence: tuple[Evidence, ...] = ()  # every place it needs (default: `source` and `page`)
 
     @property
     def answerable(self) -> bool:
         return self.answer is not None
+
+    @property
+    def needed_answers(self) -> tuple[str, ...]:
+        return self.answers or ((self.answer,) if self.answer is not None else ())
+
+    @property
+    def needed_evidence(self) -> tuple[Evidence, ...]:
+        if self.evidence:
+            return self.evidence
+        return (Evidence(self.source, self.page),) if self.source is not None else ()
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A place an answer needs: a page of a PDF, or a heading of a Markdown/HTML document."""
+
+    source: str
+    page: int | None = None
+    heading: str | None = None
+
+    def cited_by(self, citation: Citation) -> bool:
+        if _file(citation.source) != self.source:
+            return False
+        if self.page is not None and citation.page != self.page:
+            return False
+        return self.heading is None or self.heading.casefold() in (citation.heading or "").casefold()
+
+
+def _evidence(record: dict[str, Any]) -> tuple[Evidence, ...]:
+    places = record.get("evidence") or []
+    if not isinstance(places, list):
+        raise TypeError("evidence must be a list")
+    return tuple(
+        Evidence(str(e["source"]), None if e.get("page") is None else int(e["page"]), e.get("heading")) for e in places
+    )
 
 
 def read_question_set(path: Path, *, half: str | None = None) -> list[QAItem]:
@@ -73,12 +117,14 @@ def read_question_set(path: Path, *, half: str | None = None) -> list[QAItem]:
                 page=None if record.get("page") is None else int(record["page"]),
                 kind=str(record.get("kind") or ""),
                 split=str(record.get("split") or ""),
+                answers=tuple(str(a) for a in record.get("answers") or ()),
+                evidence=_evidence(record),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             message = f"{path}:{number}: expected an object with question/answer/source/page ({exc})"
             raise QuestionSetError(message) from None
-        if item.answerable and (item.source is None or item.page is None):
-            raise QuestionSetError(f"{path}:{number}: an answerable question needs its source and page")
+        if item.answerable and (item.source is None or item.page is None) and not item.evidence:
+            raise QuestionSetError(f"{path}:{number}: an answerable question needs its source and page (or evidence)")
         items.append(item)
     if half is not None:
         items = [item for item in items if item.split == half]
@@ -109,6 +155,11 @@ class Outcome:
     confidence: float
     ms: float
     cited: list[str]
+    full_evidence: bool = False  # the citations cover every place the answer needs
+    answers_found: int = 0  # of the strings the answer needs
+    answers_needed: int = 0
+    steps: int = 0  # agent mode: steps taken
+    truncated: bool = False
 
 
 def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
@@ -117,6 +168,9 @@ def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
         _file(c.source) == item.source and c.page == item.page for c in response.citations
     )
     found = item.answer is not None and normalized(item.answer) in normalized(response.answer)
+    needed = item.needed_evidence
+    full = bool(needed) and all(any(e.cited_by(c) for c in response.citations) for e in needed)
+    answers_found = sum(normalized(a) in normalized(response.answer) for a in item.needed_answers)
     return Outcome(
         id=item.id,
         kind=item.kind,
@@ -129,6 +183,11 @@ def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
         confidence=response.confidence,
         ms=ms,
         cited=cited,
+        full_evidence=full and not response.abstained,
+        answers_found=0 if response.abstained else answers_found,
+        answers_needed=len(item.needed_answers),
+        steps=len(response.steps),
+        truncated=response.truncated,
     )
 
 
@@ -148,7 +207,27 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, float]:
         "abstention_recall": _share(sum(o.abstained for o in unanswerable), len(unanswerable)),
         "false_abstention": _share(sum(o.abstained for o in answerable), len(answerable)),
         "citations_supported": _share(citations, citations + sum(o.unsupported for o in outcomes)),
+        "full_evidence": _share(sum(o.full_evidence for o in answerable), len(answerable)),
+        "answer_recall": _share(sum(o.answers_found for o in answerable), sum(o.answers_needed for o in answerable)),
     }
+
+
+def score_by_kind(outcomes: Sequence[Outcome]) -> dict[str, dict[str, float]]:
+    """`score` per kind of question, plus latency and steps (multi-part sets: multi-* against control)."""
+    kinds: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        kinds.setdefault(o.kind or "-", []).append(o)
+    table = {}
+    for kind, group in sorted(kinds.items()):
+        latencies = [o.ms for o in group]
+        table[kind] = {
+            **score(group),
+            "questions": len(group),
+            "steps_mean": round(sum(o.steps for o in group) / len(group), 2),
+            "latency_p50_ms": round(percentile(latencies, 0.5), 1),
+            "latency_p95_ms": round(percentile(latencies, 0.95), 1),
+        }
+    return table
 
 
 def ingest_documents(ingestor: Ingestor, folders: Sequence[Path], collection: str, include: list[str]) -> None:
@@ -158,12 +237,20 @@ def ingest_documents(ingestor: Ingestor, folders: Sequence[Path], collection: st
 
 
 async def _answer_all(
-    service: QueryService, items: Sequence[QAItem], collection: str, on_item: Callable[[int, int], None] | None
+    service: QueryService,
+    items: Sequence[QAItem],
+    collection: str,
+    on_item: Callable[[int, int], None] | None,
+    mode: str = "single",
 ) -> list[Outcome]:
     outcomes = []
+    agent = AgentRunner(service) if mode == "agent" else None
     for number, item in enumerate(items, start=1):
         started = time.perf_counter()
-        response = await service.answer(item.question, collection=collection, request_id=f"qa-{item.id}")
+        if agent is not None:
+            response = await agent.answer(item.question, collection=collection, request_id=f"qa-{item.id}")
+        else:
+            response = await service.answer(item.question, collection=collection, request_id=f"qa-{item.id}")
         outcomes.append(judge(item, response, (time.perf_counter() - started) * 1000))
         if on_item:
             on_item(number, len(items))
@@ -179,9 +266,14 @@ def evaluate_qa(
     collection: str = "eval-qa",
     include: list[str] | None = None,
     on_item: Callable[[int, int], None] | None = None,
+    mode: str = "single",
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """Ingest the documents, answer every question (cache bypassed: a fresh answer each time) and score."""
-    items = read_question_set(question_set, half=half)
+    """Ingest the documents, answer every question (cache bypassed: a fresh answer each time) and score.
+    `mode`: "single" (one retrieval per question) or "agent"; `limit`: only the first N questions."""
+    if mode not in MODES:
+        raise QuestionSetError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    items = read_question_set(question_set, half=half)[:limit]
     reader = service.reader
     ingest_documents(
         Ingestor(reader.settings, store=reader.store, embedder=reader.embedder),
@@ -192,7 +284,7 @@ def evaluate_qa(
 
     async def run() -> list[Outcome]:
         try:
-            return await _answer_all(service, items, collection, on_item)
+            return await _answer_all(service, items, collection, on_item, mode)
         finally:
             await service.aclose()
 
@@ -204,6 +296,7 @@ def evaluate_qa(
         "kind": "qa",
         "dataset": question_set.name,
         "split": half or "all",
+        "mode": mode,
         "headline": list(QA_HEADLINE),
         "provider": service.provider.name,
         "model": service.provider.model,
@@ -214,6 +307,8 @@ def evaluate_qa(
         "num_answerable": sum(item.answerable for item in items),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": score(outcomes),
+        "by_kind": score_by_kind(outcomes),
+        "steps_mean": round(sum(o.steps for o in outcomes) / max(len(outcomes), 1), 2),
         "latency_ms": {"p50": round(percentile(latencies, 0.5), 1), "p95": round(percentile(latencies, 0.95), 1)},
         "questions": [asdict(o) for o in outcomes],
     }
@@ -276,8 +371,15 @@ def markdown_summary(report: dict[str, Any]) -> str:
         "",
         f"{report['num_questions']} questions ({report['num_answerable']} answerable), retriever "
         f"`{report['retriever']}`, prompt {report['prompt']['name']} v{report['prompt']['version']}, "
-        f"{report['created_at']}.",
+        f"{report['created_at']}, mode `{report.get('mode', 'single')}`.",
         "",
         *metrics_table(report),
     ]
+    kinds = report.get("by_kind") or {}
+    if len(kinds) > 1:
+        columns = ("questions", "full_evidence", "answer_recall", "right_page_cited", "steps_mean",
+                   "latency_p50_ms", "latency_p95_ms")  # fmt: skip
+        lines += ["| kind | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+        lines += [f"| {kind} | " + " | ".join(f"{row[c]:g}" for c in columns) + " |" for kind, row in kinds.items()]
+        lines.append("")
     return "\n".join(lines)
