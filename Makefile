@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest bench bench-ingest bench-query bench-auth clean
+.PHONY: install run test lint typecheck pytest browser bench bench-ingest bench-query bench-auth bench-workers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The web page's browser tests drive Debian's Chromium through its chromedriver (nothing is downloaded at
+# run time); installed once, as root (CI) or with sudo.
+browser:
+	@test -x /usr/bin/chromedriver || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+pytest: install browser
 	$(BIN)/pytest -q
 
 bench-ingest: install
@@ -45,6 +51,9 @@ bench-query: install
 
 bench-auth: install
 	$(BIN)/python -m eval.bench_auth
+
+bench-workers: install
+	$(BIN)/python -m eval.bench_workers
 
 bench: install
 	$(BIN)/python -m eval.bench

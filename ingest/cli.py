@@ -9,10 +9,11 @@ import dataclasses
 import json
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -86,13 +87,15 @@ def ingest(
             _stopping_on_signals(ingestor.stop),
         ):
             task = progress.add_task("discovering", total=None)
+            meter = _ChunkMeter(lambda text: progress.update(task, description=text))
             report = ingestor.ingest_paths(
                 paths,
                 collection=name,
                 include=include,
                 exclude=exclude,
                 on_discovered=lambda total: progress.update(task, total=total),
-                on_file_done=lambda path: progress.update(task, advance=1, description=Path(path).name[:40]),
+                on_file_done=lambda path: progress.update(task, advance=1),
+                on_stage=meter,
                 prune=prune,
             )
     except RagkbError as exc:
@@ -115,6 +118,24 @@ def ingest(
         err.print("[yellow]stopped:[/yellow] what was embedded is stored; run the same command again to finish")
         raise typer.Exit(130)
     raise typer.Exit(0 if report.ok else 1)
+
+
+class _ChunkMeter:
+    """The progress bar's text: chunks embedded, their rate, and the file being parsed."""
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self.show = show
+        self.chunks = 0
+        self.file = ""
+        self.started = time.perf_counter()
+
+    def __call__(self, stage: str, name: str, chunks: int) -> None:
+        if stage == "parsing":
+            self.file = Path(name).name[:40]
+        elif stage == "written":
+            self.chunks += chunks
+        rate = self.chunks / max(time.perf_counter() - self.started, 1e-6)
+        self.show(f"{self.chunks:,} chunks, {rate:,.0f} chunks/s  {stage} {self.file}")
 
 
 @contextmanager
@@ -158,9 +179,9 @@ def delete(
         console.print(f"deleted {info.source} ({info.document_id}): {removed} chunks")
 
 
-@app.command()
-def collections(as_json: JsonOption = False) -> None:
-    """List collections with their chunk counts and embedding model."""
+def collections(as_json: bool = False) -> None:
+    """List collections with their chunk counts and embedding model (`ragkb collections`, mounted with the
+    collection settings commands in server/review_cli.py)."""
     from .store import open_store
 
     try:
@@ -198,43 +219,146 @@ def documents(collection: CollectionOption = None, as_json: JsonOption = False) 
 
 @app.command()
 def worker(
-    once: Annotated[bool, typer.Option("--once", help="Exit when the queue is empty instead of waiting.")] = False,
-    requeue_stalled: Annotated[
-        bool, typer.Option(help="First put back jobs a dead worker left half-done (only when no other worker runs).")
-    ] = False,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-n", min=1, max=64, help="Worker processes (each loads the model once).")
+    ] = 1,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds SIGTERM waits for running jobs to finish; past it they are left to be redelivered."),
+    ] = 600.0,
 ) -> None:
-    """Process queued ingestion jobs (uploads made while RAGKB_QUEUE_URL is set). Run as many as you like."""
+    """Run ingestion workers on the task engine (Dramatiq) for jobs queued while RAGKB_QUEUE_URL is set.
+
+    Run as many as you like, on as many machines as share the data dir. A job is acknowledged only when it
+    ends: a worker that dies leaves its job to another (see `ragkb jobs`, docs/ingestion.md).
+    """
+    import os
+
     from .datadir import refuse_if_served
-    from .pipeline import Ingestor
-    from .queue import JobQueue
 
     settings = get_settings()
     if not settings.queue_url:
         raise exit_with_error(
-            "RAGKB_QUEUE_URL is not set: there is no queue to work on (e.g. redis://127.0.0.1:6379/0)"
+            "RAGKB_QUEUE_URL is not set: there is no queue to work on (e.g. redis://127.0.0.1:6379/0 or "
+            "amqp://guest:guest@127.0.0.1:5672/)"
         )
     try:
         refuse_if_served(settings, "queued ingestion")
-        queue = JobQueue(settings.queue_url)
-        ingestor = Ingestor()
-        if requeue_stalled:
-            err.print(f"requeued {queue.requeue_stalled()} stalled jobs")
     except RagkbError as exc:
         raise exit_with_error(str(exc)) from None
+    import logging
 
-    def ingest(collection: str, name: str, source: str, data: bytes) -> dict[str, object]:
-        return ingestor.ingest_items([(name, source, data)], collection=collection).as_dict()
+    logging.getLogger().setLevel(logging.INFO)  # a worker says when it is ready and what its jobs do
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Chroma request otherwise
+    # one job at a time per process: a busy worker does not hold jobs that an idle one could run
+    os.environ.setdefault("dramatiq_queue_prefetch", "1")
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
 
-    err.print(f"worker waiting for jobs on {settings.queue_url} (Ctrl-C to stop)")
+    from .queue import QUEUE_NAME
+
+    args = make_argument_parser().parse_args(
+        ["ingest.tasks", "--processes", str(concurrency), "--threads", "1", "--queues", QUEUE_NAME,
+         "--worker-shutdown-timeout", str(int(shutdown_timeout * 1000))]
+    )  # fmt: skip
+    err.print(f"{concurrency} ingestion worker(s) on {_redacted(settings.queue_url)} (Ctrl-C or SIGTERM to stop)")
+    raise typer.Exit(dramatiq_main(args) or 0)
+
+
+def _redacted(url: str) -> str:
+    """A broker URL without its password, for logs."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+@app.command()
+def jobs(
+    job_id: Annotated[str | None, typer.Argument(help="One job's id: show it in full.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many recent jobs to list.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Show queued ingestion jobs: status, stage, files done, chunks embedded, attempts, worker."""
+    import time
+
+    from .queue import job_records
+
+    records = job_records(get_settings())
     try:
-        while True:
-            job_id = queue.work_one(ingest)
-            if job_id:
-                console.print(f"job {job_id}: {queue.status(job_id)['status']}")
-            elif once:
-                break
-    except KeyboardInterrupt:
-        pass
+        rows = [records.status(job_id)] if job_id else records.recent(limit)
+    except RagkbError as exc:
+        raise exit_with_error(str(exc), 1) from None
+    if as_json or job_id:
+        print(json.dumps(rows[0] if job_id else rows, indent=2))
+        return
+    table = Table("job", "collection", "status", "stage", "files", "chunks", "attempts", "updated", "error")
+    now = time.time()
+    for row in rows:
+        table.add_row(
+            str(row["id"]), str(row.get("collection", "")), str(row.get("status", "")), str(row.get("stage", "")),
+            f"{row.get('files_done', 0)}/{row.get('files_total', 0)}", str(row.get("chunks_embedded", 0)),
+            str(row.get("attempts", 0)), f"{now - float(row.get('updated_at') or now):.0f}s ago",
+            str(row.get("error") or "")[:60],
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def reindex(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="The collection to rebuild.")],
+    model: Annotated[str | None, typer.Option("--model", help="Embedding model to rebuild with.")] = None,
+    chunk_tokens: Annotated[
+        int | None, typer.Option("--chunk-tokens", min=16, help="Chunk size in embedder tokens.")
+    ] = None,
+    chunk_overlap: Annotated[
+        int | None, typer.Option("--chunk-overlap", min=0, help="Tokens shared by chunks.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild a collection from its kept originals with new settings, then switch to it at once.
+
+    No re-upload. Queries keep being answered from the current version during the rebuild; the old
+    version is dropped after the switch. A server that should answer from a new --model needs that
+    model as its RAGKB_EMBED_MODEL too.
+    """
+    from .datadir import refuse_if_served
+    from .reindex import Reindexer, describe, reindex_settings
+
+    settings = get_settings()
+    try:
+        refuse_if_served(settings, "reindex (use POST /v1/collections/{name}/reindex on the server)")
+        new = reindex_settings(settings, model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+        show_bar = err.is_terminal and not as_json
+        with Progress(
+            TextColumn("[bold]reindex[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            disable=not show_bar,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("starting", total=None)
+
+            def show(p: Any) -> None:
+                progress.update(task, total=p.documents_total or None, completed=p.documents_done,
+                                description=describe(p))  # fmt: skip
+
+            result = Reindexer(new, collection, on_progress=show).run()
+    except RagkbError as exc:
+        raise exit_with_error(str(exc), 1) from None
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return
+    seconds = (result.finished_at or result.updated_at) - result.started_at
+    console.print(
+        f"[bold]{collection}[/bold]: rebuilt {result.documents_done} documents into {result.chunks_after:,} chunks "
+        f"(was {result.chunks_before:,}) with {result.settings} in {seconds:.1f}s; switched, old version dropped"
+    )
 
 
 @app.command()

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_COLLECTION = "default"
+# How the embedding model runs (see docs/speed.md): torch fp32, ONNX Runtime fp32, ONNX Runtime int8.
+EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 class Settings(BaseSettings):
@@ -27,6 +29,20 @@ class Settings(BaseSettings):
         description="Embedding model: the packaged default, a local folder, or a hub model name.",
     )
     embed_batch_size: int = Field(64, ge=1, le=4096)
+    embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="How the embedding model runs: torch (fp32), onnx (ONNX Runtime fp32) or onnx-int8 (ONNX Runtime, "
+        "int8 weights); part of the model identity a collection records (see docs/speed.md).",
+    )
+    embed_threads: int = Field(
+        0, ge=0, le=256, description="Intra-op threads of the ONNX backends (0: one per physical core)."
+    )
+    embed_cache_dir: Path | None = Field(
+        None, description="Where ONNX exports of the model are cached; unset means <data_dir>/models."
+    )
+    ingest_flush_chunks: int = Field(
+        1024, ge=1, description="Chunks gathered across files before they are embedded and written together."
+    )
     chunk_tokens: int = Field(200, ge=16, description="Target chunk size in embedder tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared between neighbouring chunks.")
     max_file_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Files larger than this are refused.")
@@ -80,6 +96,38 @@ class Settings(BaseSettings):
     )
     prompt_template: str = Field("answer", description="Name of the prompt template in server/prompts/.")
 
+    # -- agent mode (server/agent, docs/agent.md) ---------------------------------------
+    agent_max_subquestions: int = Field(3, ge=1, le=8, description="Sub-questions the agent's planner may make.")
+    agent_max_steps: int = Field(
+        10, ge=2, le=50, description="Steps (plan, tool calls, drafts, reviews) one agent request may take."
+    )
+    agent_seconds: float = Field(60.0, gt=0, description="Wall-clock budget of one agent request, in seconds.")
+    agent_llm_tokens: int = Field(
+        12_000, ge=0, description="LLM tokens (prompt + completion) one agent request may spend; 0: no LLM calls."
+    )
+    agent_plan_template: str = Field("plan", description="The planner's prompt template in server/prompts/.")
+    # human review (docs/review.md)
+    review_flag_below: float = Field(
+        0.55,
+        ge=0,
+        le=1,
+        description="With review policy `flagged`, answers whose confidence is below this enter the review queue.",
+    )
+    review_max_attempts: int = Field(
+        3, ge=1, le=10, description="Candidate answers per review, the first included (reject-and-retry stops there)."
+    )
+    curated_match_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Unset (default): a curated answer serves only the same normalised question. Set (e.g. 0.8): "
+        "also questions this similar (cosine) that differ in no number, name, negation or content word "
+        "(docs/review.md has the measured hit and false-match rates).",
+    )
+    answer_wait_seconds: float = Field(
+        300.0, gt=0, le=3600, description="How long GET /v1/answers/{id}/events waits for a decision before ending."
+    )
+
     llm_provider: str = Field("extractive", description="extractive (offline, default) or openai.")
     llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible API base URL.")
     llm_model: str = Field("local", description="Model name sent to the OpenAI-compatible API.")
@@ -116,8 +164,19 @@ class Settings(BaseSettings):
     protect_ops: bool = Field(False, description="Serve /metrics, /docs and /openapi.json to admin keys only.")
 
     queue_url: str | None = Field(
-        None, description="redis:// URL of the ingestion job queue; set, uploads are queued for `ragkb worker`."
+        None,
+        description="Broker of the ingestion task engine (Dramatiq): redis://... or amqp://... (RabbitMQ); set, "
+        "uploads are queued for `ragkb worker`; unset, they are ingested in-process (docs/ingestion.md).",
     )
+    queue_heartbeat_timeout: float = Field(
+        60.0, gt=0, description="Seconds without a sign of life after which a worker is dead and its job redelivered."
+    )
+    queue_max_retries: int = Field(
+        5, ge=0, le=50, description="Retries of a job after a transient error (store or broker unreachable)."
+    )
+    queue_min_backoff: float = Field(2.0, gt=0, description="Seconds before the first retry; doubled each time.")
+    queue_max_backoff: float = Field(300.0, gt=0, description="Longest wait between two retries, in seconds.")
+    job_time_limit: float = Field(3600.0, gt=0, description="Seconds one ingestion job may run before it fails.")
     max_upload_bytes: int = Field(
         25 * 1024 * 1024, ge=1, description="Largest accepted upload request (all files together)."
     )

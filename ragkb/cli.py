@@ -17,6 +17,7 @@ from eval.cli import eval_app
 from ingest.cli import app as ingest_app
 from server.cli import app as server_app
 from server.keys_cli import audit_app, keys_app
+from server.review_cli import collections_app, feedback_app, review_app
 
 app = typer.Typer(
     name="ragkb",
@@ -41,6 +42,9 @@ app.add_typer(server_app)  # ragkb serve, ragkb ask, ragkb cache ..., ragkb llm 
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")  # ragkb keys create / list / revoke
 app.add_typer(audit_app, name="audit")  # ragkb audit [--limit --action --key --since]
+app.add_typer(review_app, name="review")  # ragkb review list / show / approve / reject
+app.add_typer(feedback_app, name="feedback")  # ragkb feedback list / export
+app.add_typer(collections_app, name="collections")  # ragkb collections set NAME --review POLICY / show
 
 if __name__ == "__main__":
     app()

@@ -20,8 +20,9 @@ from ingest.config import Settings, get_settings
 from .components import Components
 from .http_errors import ERROR_RESPONSES, install_error_handlers
 from .observability import BodySizeLimit, RequestContextMiddleware
-from .routes import admin, collections, jobs, ops, query
+from .routes import admin, answers, collections, jobs, ops, query, reindex, reviews
 from .service import QueryService
+from .web import router as web_router
 
 
 def create_app(settings: Settings | None = None, service: QueryService | None = None) -> FastAPI:
@@ -55,11 +56,12 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
     install_error_handlers(app)
-    for module in (ops, query, collections, jobs, admin):
+    for module in (ops, query, answers, reviews, collections, jobs, admin, reindex):
         app.include_router(module.router)
+    app.include_router(web_router)  # the web page for people (server/web/, docs/web.md)
     return app

@@ -167,4 +167,5 @@ async def ops_access(request: Request, credentials: Credentials) -> None:
 
 ReadCaller = Annotated[Caller, Depends(require(Scope.READ))]
 WriteCaller = Annotated[Caller, Depends(require(Scope.WRITE))]
+ReviewCaller = Annotated[Caller, Depends(require(Scope.REVIEW))]
 AdminCaller = Annotated[Caller, Depends(require(Scope.ADMIN))]

@@ -139,7 +139,11 @@ def _print_answer(data: dict[str, Any]) -> None:
             + (f", {c['heading']}" if c.get("heading") else "")
         )
         console.print(f"[{c['n']}] {c['title']} ({where})", markup=False, highlight=False, soft_wrap=True)
+    for step in data.get("steps") or []:  # agent mode: the trace, on stderr
+        err.print(f"  {step['kind']:<14} {step['ms']:>9.1f} ms  {step['output'][:100]}", markup=False, highlight=False)
     flags = [f"model={data['model']}", f"grounded={data['grounded']}", f"cached={data['cached']}"]
+    if data.get("truncated"):
+        flags.append("truncated")
     if data.get("degraded"):
         flags.append(f"degraded: {data.get('error')}")
     err.print(" ".join(flags))
@@ -152,11 +156,16 @@ def ask(
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Chunks to retrieve.")] = None,
     retriever: Annotated[str | None, typer.Option(help="Retrieval strategy (e.g. dense).")] = None,
     server: Annotated[str | None, typer.Option(help="Ask a running server (e.g. http://127.0.0.1:8000).")] = None,
+    agent: Annotated[
+        bool, typer.Option("--agent", help="Agent mode: plan sub-questions, search for each, review (docs/agent.md).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question with numbered sources, in-process or through a running server."""
     body: dict[str, Any] = {"question": question, "collection": collection, "top_k": top_k, "retriever": retriever}
     body = {k: v for k, v in body.items() if v is not None}
+    if agent:
+        body["mode"] = "agent"
     if server:
         import httpx
 
@@ -173,7 +182,13 @@ def ask(
         async def run() -> dict[str, Any]:
             service = QueryService()
             try:
-                result = await service.answer(
+                if agent:
+                    from .agent import AgentRunner
+
+                    answering = AgentRunner(service).answer
+                else:
+                    answering = service.answer
+                result = await answering(
                     question, collection=collection, top_k=top_k, retriever=retriever, request_id="cli"
                 )
                 return result.model_dump()

@@ -12,8 +12,10 @@ from ingest.pipeline import Ingestor
 from ingest.queue import JobQueue, QueueNotConfigured
 from ingest.vectorstore import StoreUnavailable
 
+from .review.desk import ReviewDesk
 from .service import QueryService
 from .state import Audit, KeyStore, RateLimiter, StateDB, make_rate_limiter
+from .state.reviews import ReviewStore
 
 
 @dataclass(slots=True)
@@ -30,6 +32,7 @@ class Components:
     keys: KeyStore
     audit: Audit
     limiter: RateLimiter
+    desk: ReviewDesk
 
     @classmethod
     def build(cls, settings: Settings, service: QueryService | None = None) -> Components:
@@ -38,15 +41,19 @@ class Components:
         # large uploads are parsed in a worker process, so they never hold this process's GIL for long
         extractor = ProcessExtractor(timeout=settings.extract_timeout)
         ingestor = Ingestor(settings, store=reader.store, embedder=reader.embedder, extractor=extractor)
-        queue = JobQueue(settings.queue_url) if settings.queue_url else None
+        queue = JobQueue(settings, blobs=ingestor.blobs) if settings.queue_url else None
         state = StateDB.from_settings(settings)
         state.migrate()
         limiter = make_rate_limiter(settings.rate_limit_per_minute, settings.rate_limit_burst, rate_limit_url(settings))
-        return cls(settings, service, ingestor, queue, state, KeyStore(state), Audit(state), limiter)
+        audit = Audit(state)
+        desk = ReviewDesk(service, ReviewStore(state), audit, settings)
+        return cls(settings, service, ingestor, queue, state, KeyStore(state), audit, limiter, desk)
 
     def close(self) -> None:
         """Stop in-flight ingestion between batches, end the extraction worker, close the state database."""
         self.ingestor.stop.set()
+        if self.queue is not None:
+            self.queue.close()
         if isinstance(self.ingestor.extract, ProcessExtractor):
             self.ingestor.extract.close()
         self.state.dispose()
@@ -80,3 +87,7 @@ def components(request: Request) -> Components:
 
 def query_service(request: Request) -> QueryService:
     return components(request).service
+
+
+def review_desk(request: Request) -> ReviewDesk:
+    return components(request).desk

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ingest.blobs import BlobNotFound
 from ingest.errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, InvalidCollectionName, RagkbError
 from ingest.queue import JobNotFound, QueueNotConfigured, QueueUnavailable
 from ingest.vectorstore import InvalidFilter, StoreUnavailable
@@ -27,6 +28,16 @@ from .metrics import ERRORS
 from .observability import request_id_var
 from .questions import QuestionError
 from .retrieval import UnknownRetriever
+from .review.errors import (
+    AnswerNotFound,
+    InvalidEdit,
+    InvalidFeedback,
+    InvalidReviewPolicy,
+    RetryLimitReached,
+    ReviewDecided,
+    ReviewNotFound,
+    StaleChunk,
+)
 from .schemas import ErrorResponse
 from .state import DuplicateKeyName, InvalidAudit, InvalidKey, InvalidScope, StateUnavailable, UnknownKey
 
@@ -43,6 +54,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     InvalidKey: (422, "invalid_key"),
     InvalidAudit: (422, "invalid_audit_query"),
     DocumentNotFound: (404, "document_not_found"),
+    BlobNotFound: (404, "original_not_found"),
     JobNotFound: (404, "job_not_found"),
     QueueNotConfigured: (404, "queue_not_configured"),
     EmbeddingModelError: (409, "model_mismatch"),
@@ -55,6 +67,14 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     IndexBusy: (503, "index_busy"),
     QueueUnavailable: (503, "queue_unavailable"),
     StateUnavailable: (503, "state_unavailable"),
+    InvalidReviewPolicy: (422, "invalid_review_policy"),
+    AnswerNotFound: (404, "answer_not_found"),
+    InvalidFeedback: (422, "invalid_feedback"),
+    ReviewNotFound: (404, "review_not_found"),
+    ReviewDecided: (409, "review_decided"),
+    RetryLimitReached: (409, "retry_limit_reached"),
+    InvalidEdit: (422, "invalid_review_answer"),
+    StaleChunk: (409, "stale_chunk"),
     RagkbError: (400, "bad_request"),
 }
 
@@ -63,7 +83,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."},
     403: {"model": ErrorResponse, "description": "The API key's scope does not allow this."},
     429: {"model": ErrorResponse, "description": "Rate limit spent: see `Retry-After`."},
-    404: {"model": ErrorResponse, "description": "Unknown collection or document."},
+    404: {"model": ErrorResponse, "description": "Unknown collection, document, answer or review."},
     422: {"model": ErrorResponse, "description": "Invalid request (empty or oversized question, bad field)."},
     503: {"model": ErrorResponse, "description": "The vector store, job queue or state database is unreachable."},
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5, 10, 30, 60)
 
@@ -26,6 +26,35 @@ LLM_SKIPPED = Counter(
 CACHE_EVENTS = Counter("ragkb_cache_events_total", "Answer cache lookups by outcome (hit, miss, error).", ["outcome"])
 ABSTENTIONS = Counter("ragkb_abstentions_total", "Answers that said the documents do not contain the answer.")
 ERRORS = Counter("ragkb_errors_total", "Requests answered with an error, by kind.", ["kind"])
+AGENT_STEPS = Histogram(
+    "ragkb_agent_steps", "Steps per agent-mode request.", buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
+)
+AGENT_TOOL_CALLS = Counter(
+    "ragkb_agent_tool_calls_total", "Agent tool calls by tool and outcome (ok, cached, invalid).", ["tool", "outcome"]
+)
+AGENT_BUDGET_EXHAUSTED = Counter(
+    "ragkb_agent_budget_exhausted_total", "Agent requests cut short by a budget (steps, seconds, tokens).", ["budget"]
+)
+
+REVIEWS_QUEUED = Counter("ragkb_reviews_queued_total", "Answers that entered the review queue, by reason.", ["reason"])
+REVIEWS_PENDING = Gauge(
+    "ragkb_reviews_pending", "Reviews waiting for a decision (read at each change).", multiprocess_mode="mostrecent"
+)
+REVIEW_DECISIONS = Counter(
+    "ragkb_review_decisions_total", "Review actions by outcome (approved, edited, rejected, retried).", ["decision"]
+)
+REVIEW_SECONDS = Histogram(
+    "ragkb_review_seconds",
+    "Time from an answer entering the queue to its decision.",
+    buckets=(10, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400),
+)
+REVIEW_RETRIES = Counter(
+    "ragkb_review_retries_total", "Reject-and-retry outcomes (answered, abstained, limit).", ["outcome"]
+)
+FEEDBACK = Counter("ragkb_feedback_total", "Feedback received, by rating.", ["rating"])
+CURATED = Counter(
+    "ragkb_curated_answers_total", "Curated answers served (exact, similar) or withdrawn (withdrawn).", ["event"]
+)
 
 
 def metrics_payload() -> tuple[bytes, str]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,6 +83,11 @@ class QueryRequest(RetrieveRequest):
     )
 
     stream: bool = Field(False, description="Stream Server-Sent Events: tokens, then a final event with citations.")
+    mode: Literal["single", "agent"] = Field(
+        "single",
+        description="`single`: one retrieval, one answer. `agent`: plan sub-questions, search for each, review the "
+        "draft, answer (bounded; the steps come back in `steps`, or as SSE `step` events when streaming).",
+    )
 
 
 class RetrievedChunk(ChunkRef):
@@ -105,10 +111,32 @@ class PromptInfo(BaseModel):
     version: str
 
 
+class AgentStep(BaseModel):
+    """One step of an agent-mode answer (`mode: "agent"`), in the order taken."""
+
+    kind: Literal["cache", "plan", "search", "read", "list_documents", "draft", "review"]
+    input: dict[str, Any] = Field(default_factory=dict, description="What the step was given (a tool's arguments).")
+    output: str = Field("", description="A one-line summary of what the step found or decided.")
+    chunk_ids: list[str] = Field(default_factory=list, description="The chunks the step found or used.")
+    ms: float = Field(0.0, description="How long the step took, in milliseconds.")
+    error: str | None = Field(None, description="Why the step failed or was refused (invalid tool arguments, ...).")
+
+
 class Timings(BaseModel):
     retrieve_ms: float
     llm_ms: float
     total_ms: float
+
+
+class CuratedInfo(BaseModel):
+    review_id: str
+    reviewer: str | None = Field(description="The reviewer's key name (None on a server without keys).")
+    approved_at: datetime
+    match: Literal["exact", "similar", "review"] = Field(
+        description="`exact`: the same normalised question; `similar`: a close paraphrase; `review`: this request's "
+        "own review."
+    )
+    similarity: float | None = None
 
 
 class QueryResponse(BaseModel):
@@ -145,6 +173,18 @@ class QueryResponse(BaseModel):
     related: list[RetrievedChunk] = Field(
         default_factory=list, description="When abstaining: the closest passages, for the user to look at."
     )
+    steps: list[AgentStep] = Field(
+        default_factory=list, description="Agent mode: the plan, tool calls, drafts and reviews, in order."
+    )
+    truncated: bool = Field(
+        False, description="Agent mode: a budget (steps, seconds, LLM tokens) ran out; the best answer so far."
+    )
+    origin: Literal["generated", "cached", "curated", "reviewed"] = Field(
+        "generated",
+        description="Where the answer comes from: made now, from the answer cache, a curated (reviewer-approved) "
+        "answer to the same or a similar question, or this question's own approved review.",
+    )
+    curated: CuratedInfo | None = Field(None, description="Who approved the answer and when (curated/reviewed).")
 
 
 class JobsQueued(BaseModel):

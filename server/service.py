@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, Unpack
 
@@ -27,7 +27,7 @@ from .breaker import CircuitBreaker
 from .cache import AnswerCache, cache_key
 from .citations import SupportCheck, ValidatedAnswer, validate
 from .metrics import ABSTENTIONS, LLM_ERRORS, LLM_SECONDS, LLM_SKIPPED, LLM_TOKENS, RETRIEVE_SECONDS
-from .prompting import fit_to_budget, format_context, load_template
+from .prompting import PromptTemplate, fit_to_budget, format_context, load_template
 from .providers import ExtractiveProvider, GenerationRequest, LLMError, LLMProvider, Usage, make_provider
 from .providers.extractive import NO_ANSWER
 from .questions import clean_question, question_key
@@ -219,14 +219,24 @@ class QueryService:
         for key in keys:
             self.cache.set(key, value)
 
-    def plan(self, query: Query) -> Plan:
+    def plan(
+        self,
+        query: Query,
+        *,
+        template: PromptTemplate | None = None,
+        variables: Mapping[str, str] | None = None,
+        use_cache: bool = True,
+    ) -> Plan:
         """Cache lookups and retrieval. A repeated question on an unchanged collection is answered from
-        the fast path without retrieving at all. Raises every error a request can have."""
+        the fast path without retrieving at all. Raises every error a request can have.
+
+        A review's retry passes another `template` (with its extra `variables`, such as the reviewer's note)
+        and `use_cache=False`: the answer is neither looked up nor remembered."""
         started = time.perf_counter()
         self.reader.collection(query.collection)  # unknown collection or another model: fail here
         memo = self._memo_key(query)
         empty = Retrieval([], query.retriever, query.collection, 0.0)
-        hit = self.cache.get(memo, count_miss=False)
+        hit = self.cache.get(memo, count_miss=False) if use_cache else None
         if hit is not None and hit.get("abstained"):  # asked before, and the documents did not answer it
             related = [RetrievedChunk(**chunk) for chunk in hit.get("related", [])]
             confidence = float(hit.get("confidence", 0.0))
@@ -238,14 +248,19 @@ class QueryService:
         if not retrieval.chunks:
             return Plan(query, retrieval, None, started=started)
         contexts = fit_to_budget(retrieval.chunks, self.settings.context_tokens, self.reader.count_tokens)
-        prompt = self.template.render(question=query.question, context=format_context(contexts))
+        prompt = (template or self.template).render(
+            question=query.question, context=format_context(contexts), **(variables or {})
+        )
         request = GenerationRequest(question=query.question, prompt=prompt, contexts=contexts)
         evidence = self.fallback.select(request)  # one batched embedding of the candidate sentences
         request = replace(request, evidence=evidence)
+        keys = [memo] if use_cache else []
         if evidence.answerability < self.settings.abstain_below:
             return Plan(
-                query, retrieval, request, [memo], started=started, confidence=evidence.answerability, abstain=True
+                query, retrieval, request, keys, started=started, confidence=evidence.answerability, abstain=True
             )
+        if not use_cache:
+            return Plan(query, retrieval, request, [], started=started, confidence=evidence.answerability)
         exact = cache_key(
             question=query.question,
             collection=query.collection,
@@ -354,14 +369,17 @@ class QueryService:
     ) -> QueryResponse:
         retrieval = plan.retrieval
         related = (plan.related or [RetrievedChunk.of(c) for c in retrieval.chunks]) if abstained else []
+        used = plan.request.prompt if plan.request is not None else self.template  # a retry's own template
+        prompt = PromptInfo(name=used.name, version=used.version)
         return QueryResponse(
             answer=validated.text,
             citations=validated.citations,
             grounded=validated.grounded,
             cached=plan.cached is not None or plan.remembered,
+            origin="cached" if plan.cached is not None or plan.remembered else "generated",
             model=provider.model,
             provider=provider.name,
-            prompt=PromptInfo(name=self.template.name, version=self.template.version),
+            prompt=prompt,
             timings=Timings(
                 retrieve_ms=round(retrieval.milliseconds, 3),
                 llm_ms=round(llm_ms, 3),

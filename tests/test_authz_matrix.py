@@ -30,7 +30,7 @@ from server.state import Scope
 from .conftest import ENGINES, fresh_database_url
 from .helpers import reader_for
 
-Access = Literal["public", "ops", "read", "write", "admin"]
+Access = Literal["public", "ops", "read", "write", "review", "admin"]
 IDENTITIES = ["none", "invalid", "revoked", "read", "write_other", "admin"]
 TARGET, OTHER = "alpha", "other"
 _names = itertools.count()
@@ -87,7 +87,52 @@ CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/v1/collections/{name}/documents/{document_id}"): Case(
         "write", _none, 404, "document_not_found", path=f"/v1/collections/{TARGET}/documents/nope", collection=True
     ),
+    ("GET", "/v1/documents/{document_id}/file"): Case(
+        "read", _none, 404, "document_not_found", path=f"/v1/documents/nope/file?collection={TARGET}", collection=True
+    ),
     ("GET", "/v1/jobs/{job_id}"): Case("read", _none, 404, "queue_not_configured", path="/v1/jobs/abc"),
+    ("POST", "/v1/feedback"): Case("read", _json({"request_id": "nope", "rating": "up"}), 404, "answer_not_found"),
+    ("GET", "/v1/answers/{review_id}"): Case("read", _none, 404, "answer_not_found", path="/v1/answers/nope"),
+    ("GET", "/v1/answers/{review_id}/events"): Case(
+        "read", _none, 404, "answer_not_found", path="/v1/answers/nope/events"
+    ),
+    ("GET", "/v1/reviews"): Case("review", _none),
+    ("GET", "/v1/reviews/{review_id}"): Case("review", _none, 404, "review_not_found", path="/v1/reviews/nope"),
+    ("POST", "/v1/reviews/{review_id}/approve"): Case(
+        "review", _json({}), 404, "review_not_found", path="/v1/reviews/nope/approve"
+    ),
+    ("POST", "/v1/reviews/{review_id}/reject"): Case(
+        "review", _json({"retry": False}), 404, "review_not_found", path="/v1/reviews/nope/reject"
+    ),
+    ("GET", "/v1/collections/{name}/review-policy"): Case(
+        "read", _none, path=f"/v1/collections/{TARGET}/review-policy", collection=True
+    ),
+    ("PUT", "/v1/collections/{name}/review-policy"): Case(
+        "admin", _json({"review": "off"}), path=f"/v1/collections/{TARGET}/review-policy", collection=True
+    ),
+    ("POST", "/v1/collections/{name}/reindex"): Case(
+        "admin",
+        _json({"chunk_tokens": 16, "chunk_overlap": 99}),
+        422,
+        "invalid_reindex",
+        path=f"/v1/collections/{TARGET}/reindex",
+        collection=True,
+    ),
+    ("GET", "/v1/collections/{name}/reindex"): Case(
+        "admin", _none, 404, "reindex_not_found", path=f"/v1/collections/{TARGET}/reindex", collection=True
+    ),
+    ("GET", "/"): Case("public", _none),  # the web page (server/web/): the pages are shells, the API checks keys
+    ("GET", "/documents"): Case("public", _none),
+    ("GET", "/review"): Case("public", _none),
+    ("GET", "/signin"): Case("public", _none),
+    ("GET", "/static/{name}"): Case("public", _none, path="/static/app.js"),
+    ("GET", "/v1/whoami"): Case("read", _none),
+    ("POST", "/v1/passages"): Case(
+        "read", _json({"collection": TARGET, "citations": [{"n": 1, "chunk_id": "nope:v:0"}]}), collection=True
+    ),
+    ("GET", "/v1/ui/collections/{name}/documents"): Case(
+        "read", _none, path=f"/v1/ui/collections/{TARGET}/documents", collection=True
+    ),
     ("GET", "/v1/keys"): Case("admin", _none),
     ("POST", "/v1/keys"): Case("admin", _new_key, 201),
     ("DELETE", "/v1/keys/{name}"): Case("admin", _none, 404, "key_not_found", path="/v1/keys/nobody"),
@@ -95,7 +140,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/audit"): Case("admin", _none),
 }
 
-SCOPE_OF = {"read": Scope.READ, "write": Scope.WRITE, "admin": Scope.ADMIN}
+SCOPE_OF = {"read": Scope.READ, "write": Scope.WRITE, "review": Scope.REVIEW, "admin": Scope.ADMIN}
 HOLDS = {"read": Scope.READ, "write_other": Scope.WRITE, "admin": Scope.ADMIN}
 
 

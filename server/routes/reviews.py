@@ -1,0 +1,77 @@
+"""The review queue (scope `review`): list, show, approve, reject or retry; and each collection's review
+policy (read it with `read`, set it with `admin`). Every action is in the audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
+
+from ..auth import AdminCaller, Caller, ReadCaller, ReviewCaller
+from ..components import review_desk
+from ..review.desk import Actor, ReviewDesk
+from ..review.schemas import ApproveIn, PolicyIn, PolicyOut, RejectIn, ReviewDetail, ReviewList
+
+router = APIRouter(prefix="/v1", tags=["reviews"])
+Desk = Annotated[ReviewDesk, Depends(review_desk)]
+
+
+def actor(caller: Caller) -> Actor:
+    """The caller as the review desk knows them: a name for the record, the collections they may see."""
+    identity = caller.identity
+    collections = None if identity is None or identity.collections is None else sorted(identity.collections)
+    return Actor(caller.key_name, collections)
+
+
+@router.get("/reviews", response_model=ReviewList, summary="The review queue, oldest first.")
+def reviews(
+    desk: Desk,
+    caller: ReviewCaller,
+    status: Annotated[Literal["pending", "approved", "rejected"] | None, Query()] = "pending",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ReviewList:
+    return ReviewList(reviews=desk.queue(actor(caller), status=status, limit=limit))
+
+
+@router.get("/reviews/{review_id}", response_model=ReviewDetail, summary="One review: candidate, passages, history.")
+def review(review_id: str, desk: Desk, caller: ReviewCaller) -> ReviewDetail:
+    return desk.detail(review_id, actor(caller))
+
+
+@router.post(
+    "/reviews/{review_id}/approve",
+    response_model=ReviewDetail,
+    summary="Approve the candidate, or an edited answer; it reaches the asker and becomes a curated answer.",
+    responses={409: {"description": "Already decided, or a cited passage changed or disappeared."}},
+)
+def approve(review_id: str, body: ApproveIn, desk: Desk, caller: ReviewCaller) -> ReviewDetail:
+    return desk.approve(review_id, actor(caller), answer=body.answer, extra_chunks=body.extra_chunks)
+
+
+@router.post(
+    "/reviews/{review_id}/reject",
+    response_model=ReviewDetail,
+    summary="Reject for good, or retry: a new candidate is made and queued (up to RAGKB_REVIEW_MAX_ATTEMPTS).",
+    responses={409: {"description": "Already decided, or the retry limit is reached."}},
+)
+async def reject(review_id: str, body: RejectIn, desk: Desk, caller: ReviewCaller) -> ReviewDetail:
+    return await desk.reject(review_id, actor(caller), retry=body.retry, note=body.note)
+
+
+@router.get("/collections/{name}/review-policy", response_model=PolicyOut, summary="A collection's review policy.")
+def get_policy(name: str, desk: Desk, caller: ReadCaller) -> PolicyOut:
+    collection = caller.collection(name)
+    return PolicyOut(collection=collection, review=desk.policy(collection).value)
+
+
+@router.put(
+    "/collections/{name}/review-policy",
+    response_model=PolicyOut,
+    summary="Set a collection's review policy: off, flagged or required.",
+)
+async def set_policy(name: str, body: PolicyIn, desk: Desk, caller: AdminCaller) -> PolicyOut:
+    collection = caller.collection(name)
+    await run_in_threadpool(caller.parts.service.reader.collection, collection)  # 404 for an unknown collection
+    policy = await run_in_threadpool(desk.set_policy, collection, body.review, caller.key_name)
+    return PolicyOut(collection=collection, review=policy.value)
