@@ -50,7 +50,7 @@ class Desk:
     tokens: dict[str, str]
 
     def call(self, who: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
+        headers = {"Authorization": f"Bearer {self.tokens[who]}", **kwargs.pop("headers", {})}
         return self.client.request(method, path, headers=headers, **kwargs)
 
     def ask(self, question: str = QUESTION, who: str = "asker", **body: Any) -> httpx.Response:
@@ -241,7 +241,7 @@ def test_approval_is_validated(desk: Desk) -> None:
 
     too_far = desk.call("reviewer", "POST", approve, json={"answer": f"Twenty-five days [{len(context) + 1}]."})
     assert too_far.status_code == 422 and too_far.json()["code"] == "invalid_review_answer"
-    assert f"[1]..[{len(context)}]" in too_far.json()["error"]
+    assert f"[{len(context)}] (extra_chunks follow from [{len(context) + 1}])" in too_far.json()["error"]
     empty = desk.call("reviewer", "POST", approve, json={"answer": "   "})
     assert empty.status_code == 422 and "empty" in empty.json()["error"]
     uncited = desk.call("reviewer", "POST", approve, json={"answer": "Twenty-five days."})
@@ -394,3 +394,50 @@ def test_agent_mode_answers_are_recorded_for_feedback(desk: Desk) -> None:
     desk.policy("required")
     held = desk.ask(mode="agent")  # agent mode never bypasses review
     assert held.status_code == 202
+
+
+def test_candidates_keep_their_numbers_whatever_their_origin(desk: Desk) -> None:
+    """A cached candidate (context = its citations, numbered as cited) and a thumbs-down review approve as they
+    are; an approval of a candidate older than the newest is refused."""
+    desk.policy("required")
+    first = desk.ask().json()["review_id"]
+    second = desk.ask().json()["review_id"]  # the same question again: the answer comes from the cache
+    detail = desk.call("reviewer", "GET", f"/v1/reviews/{second}").json()
+    assert detail["citations"] and [p["n"] for p in detail["context"]] == [c["n"] for c in detail["citations"]]
+    approved = desk.call("reviewer", "POST", f"/v1/reviews/{second}/approve", json={"attempt": 1})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["final_answer"] == detail["answer"]
+
+    retried = desk.call("reviewer", "POST", f"/v1/reviews/{first}/reject", json={"retry": True})
+    assert retried.status_code == 200
+    stale = desk.call("reviewer", "POST", f"/v1/reviews/{first}/approve", json={"attempt": 1})
+    assert stale.status_code == 409 and "newer candidate (2)" in stale.json()["error"]
+
+    desk.policy("flagged")
+    shown = desk.ask("How long are backups kept?").json()
+    down = desk.call("asker", "POST", "/v1/feedback", json={"request_id": shown["request_id"], "rating": "down"})
+    review_id = down.json()["review_id"]
+    as_shown = desk.call("reviewer", "POST", f"/v1/reviews/{review_id}/approve", json={})
+    assert as_shown.status_code == 200, as_shown.text
+    assert as_shown.json()["final_answer"] == shown["answer"]
+
+
+def test_a_request_id_cannot_overwrite_another_callers_answer(desk: Desk) -> None:
+    mine = desk.call(
+        "asker",
+        "POST",
+        "/v1/query",
+        json={"question": QUESTION, "collection": KB},
+        headers={"X-Request-ID": "shared-id-1"},
+    )
+    assert mine.status_code == 200 and mine.json()["request_id"] == "shared-id-1"
+    other = desk.call(
+        "admin",
+        "POST",
+        "/v1/query",
+        json={"question": "How long are backups kept?", "collection": KB},
+        headers={"X-Request-ID": "shared-id-1"},
+    )
+    assert other.status_code == 200
+    exported = desk.client.app.state.components.desk.store.answer("shared-id-1")  # type: ignore[attr-defined]
+    assert exported.question == QUESTION and exported.key_name == "asker"

@@ -46,6 +46,9 @@ class Lookup:
     withdrawn: list[CuratedAnswer]
 
 
+NO_LOOKUP = Lookup(None, [])
+
+
 class CuratedAnswers:
     def __init__(self, store: ReviewStore, reader: Reader, threshold: float | None) -> None:
         self.store = store
@@ -58,8 +61,9 @@ class CuratedAnswers:
             return Lookup(None, [])
         withdrawn: list[CuratedAnswer] = []
         for match in self.matches(question, self.store.curated(collection)):
-            if self.stale(match.curated, collection) and self.store.withdraw(match.curated.id):
-                withdrawn.append(match.curated)
+            if self.stale(match.curated, collection):
+                if self.store.withdraw(match.curated.id):  # False: another request withdrew it first
+                    withdrawn.append(match.curated)
                 continue
             return Lookup(match, withdrawn)
         return Lookup(None, withdrawn)

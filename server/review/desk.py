@@ -138,7 +138,7 @@ class ReviewDesk:
             similarity=lookup.found.similarity,
         )
         return self._approved_response(
-            curated.answer, curated.citations, query.collection, request_id, started, info
+            curated.answer, curated.citations, query.collection, request_id, started, info, bool(curated.citations)
         ), lookup
 
     def _approved_response(
@@ -149,12 +149,13 @@ class ReviewDesk:
         request_id: str,
         started: float,
         info: CuratedInfo,
+        grounded: bool = True,
     ) -> QueryResponse:
         fields = set(Citation.model_fields)
         return QueryResponse(
             answer=answer,
             citations=[Citation(**{k: v for k, v in c.items() if k in fields}) for c in citations],
-            grounded=bool(citations),
+            grounded=grounded,
             cached=False,
             model="reviewer",
             provider="review",
@@ -170,9 +171,14 @@ class ReviewDesk:
 
     def record(self, plan: Plan | None, response: QueryResponse, key_name: str | None, question: str) -> None:
         """Keep what was answered, so feedback and reviews refer to exactly what was shown."""
-        chunk_ids = [c.chunk_id for c in plan.request.contexts] if plan and plan.request else []
-        if not chunk_ids:
-            chunk_ids = [c.chunk_id for c in response.citations] or [c.chunk_id for c in response.related]
+        if plan is not None and plan.request is not None:
+            shown = [
+                {"n": n, "chunk_id": c.chunk_id, "text_hash": text_hash(c.text)}
+                for n, c in enumerate(plan.request.contexts, start=1)
+            ]
+        else:  # a cached or curated answer: its citations, by their numbers, are what it was made from
+            shown = [{"n": c.n, "chunk_id": c.chunk_id, "text_hash": None} for c in response.citations]
+        chunk_ids = [p["chunk_id"] for p in shown] or [c.chunk_id for c in response.related]
         self.store.record_answer(
             AnswerRecord(
                 request_id=response.request_id,
@@ -189,7 +195,11 @@ class ReviewDesk:
                 confidence=response.confidence,
                 origin=response.origin,
                 abstained=response.abstained,
-                detail={"unsupported_citations": response.unsupported_citations, "retriever": response.retriever},
+                detail={
+                    "unsupported_citations": response.unsupported_citations,
+                    "retriever": response.retriever,
+                    "passages": shown,  # the numbers [n] meant when shown, and each passage's text hash then
+                },
             )
         )
 
@@ -320,8 +330,27 @@ class ReviewDesk:
 
     def _queue_recorded(self, answer: AnswerRecord, key_name: str | None) -> ReviewRecord:
         """Queue an answer already shown (thumbs down), rebuilding its context from the recorded chunk ids."""
-        chunks = {c.chunk_id: c for c in self._read_chunks(answer.collection, [str(i) for i in answer.chunk_ids])}
-        context = passages_of([chunks[i] for i in answer.chunk_ids if i in chunks])
+        shown = list((answer.detail or {}).get("passages") or [])
+        chunks = {c.chunk_id: c for c in self._read_chunks(answer.collection, [str(p["chunk_id"]) for p in shown])}
+        context = []
+        for p in shown:  # the numbers the answer used; a passage changed since is shown as such and cannot be cited
+            chunk = chunks.get(str(p["chunk_id"]))
+            if chunk is not None and p.get("text_hash") in (None, text_hash(chunk.text)):
+                context.append(passages_of([chunk], first=int(p["n"]))[0])
+            else:
+                gone = "(this passage changed or was deleted after the answer was shown)"
+                context.append(
+                    {
+                        **p,
+                        "text": gone,
+                        "text_hash": p.get("text_hash") or "",
+                        "document_id": "",
+                        "source": "",
+                        "title": "",
+                        "page": None,
+                        "heading": None,
+                    }
+                )
         candidate = {
             "answer": answer.answer,
             "citations": answer.citations,
@@ -370,14 +399,25 @@ class ReviewDesk:
         ]
 
     def approve(
-        self, review_id: str, caller: Actor, *, answer: str | None = None, extra_chunks: Sequence[str] = ()
+        self,
+        review_id: str,
+        caller: Actor,
+        *,
+        answer: str | None = None,
+        extra_chunks: Sequence[str] = (),
+        attempt: int | None = None,
     ) -> ReviewDetail:
         """Approve the newest candidate, or an edited answer validated like model output. The approved answer
-        reaches a waiting asker and becomes the collection's curated answer to this question."""
+        reaches a waiting asker and becomes the collection's curated answer to this question. `attempt` is the
+        candidate the reviewer read: if a retry made a newer one meanwhile, the approval is refused (409)."""
         review, attempts = self.load(review_id, caller)
         if review.status != PENDING:
             raise ReviewDecided(f"review {review_id} is already {review.status}")
         latest = attempts[-1]
+        if attempt is not None and attempt != latest.n:
+            raise ReviewDecided(
+                f"review {review_id} has a newer candidate ({latest.n}) than the one approved ({attempt}): read it"
+            )
         context = list(latest.context)
         edited = answer is not None
         text = (answer if answer is not None else str(latest.candidate.get("answer", ""))).strip()
@@ -385,23 +425,26 @@ class ReviewDesk:
             raise InvalidEdit("the approved answer is empty: write the answer, or reject the review")
         if not edited and latest.candidate.get("abstained"):
             raise InvalidEdit("the candidate says the documents do not contain the answer: edit it, or reject")
-        extra = self._extra_passages(review.collection, extra_chunks, first=len(context) + 1)
-        passages = context + extra
+        last = max((int(p["n"]) for p in context), default=0)  # passages keep their numbers (gaps possible)
+        extra = self._extra_passages(review.collection, extra_chunks, first=last + 1)
+        by_n = {int(p["n"]): p for p in context + extra}
         numbers = [n for match in MARKER.finditer(text) for n in marker_numbers(match)]
-        bad = sorted({n for n in numbers if not 1 <= n <= len(passages)})
+        bad = sorted({n for n in numbers if n not in by_n})
         if bad:
+            valid = ", ".join(f"[{n}]" for n in sorted(by_n)) or "none"
             raise InvalidEdit(
-                f"the answer cites {bad}, but only [1]..[{len(passages)}] exist: the {len(context)} passages of the "
-                "candidate's context, then the chunks added in extra_chunks"
+                f"the answer cites {bad}, which is no passage: the candidate's passages are {valid} (extra_chunks "
+                f"follow from [{last + 1}])"
             )
         if not numbers:
             raise InvalidEdit("the approved answer cites no passage: cite each claim with [n]")
-        cited = [passages[n - 1] for n in sorted(set(numbers))]
+        cited = [by_n[n] for n in sorted(set(numbers))]
         chunks = self._current(review.collection, cited)
         # every marker is valid and every cited chunk is current: the citations are built the usual way
-        validated = validate(text, chunks_in_order(passages, chunks), None)
-        support = validate(text, chunks_in_order(passages, chunks), self.service.support)
-        final = {
+        ordered = chunks_in_order(by_n, chunks)
+        validated = validate(text, ordered, None)
+        support = validate(text, ordered, self.service.support)
+        final: dict[str, Any] = {
             "answer": validated.text,
             "citations": [
                 dict(c.model_dump(mode="json"), text_hash=text_hash(chunks[c.chunk_id].text))
@@ -409,15 +452,19 @@ class ReviewDesk:
             ],
             "edited": edited,
             "unsupported_citations": support.unsupported_markers,
+            "grounded": support.grounded,
         }
+        embedding = self.curated.embed(review.question)  # before the decision: nothing can fail after it but I/O
         if not self.store.decide(review_id, status=APPROVED, by=caller.key_name, final=final):
             raise ReviewDecided(f"review {review_id} was decided by someone else a moment ago")
+        if review.held:  # what the asker is shown is now the approved answer: feedback refers to it
+            self.store.update_answer(review.request_id, answer=validated.text, citations=final["citations"])
         self.store.add_curated(
             CuratedAnswer(
                 collection=review.collection,
                 question=review.question,
                 question_key=question_key(review.question),
-                embedding=self.curated.embed(review.question),
+                embedding=embedding,
                 model=self.service.reader.embedder.identity,
                 answer=validated.text,
                 citations=final["citations"],
@@ -564,6 +611,7 @@ class ReviewDesk:
             review.request_id,
             time.perf_counter(),
             info,
+            grounded=bool(final.get("grounded", True)),
         )
         return AnswerOutcome(review_id=review.id, status="approved", answer=response, message="Approved by a reviewer.")
 
@@ -577,10 +625,17 @@ def set_policy(store: ReviewStore, audit: Audit, collection: str, policy: str, b
     return parsed
 
 
-def chunks_in_order(passages: list[dict[str, Any]], chunks: dict[str, StoredChunk]) -> list[StoredChunk]:
-    """The passages as chunks, position n-1 for [n] (an uncited passage may be gone: a placeholder keeps
-    the numbering; nothing cites it)."""
-    return [chunks.get(str(p["chunk_id"])) or StoredChunk(str(p["chunk_id"]), str(p["text"]), {}) for p in passages]
+def chunks_in_order(by_n: dict[int, dict[str, Any]], chunks: dict[str, StoredChunk]) -> list[StoredChunk]:
+    """The passages as chunks at position n-1 for [n], as `validate` reads them. A number with no passage,
+    or an uncited passage that is gone, gets a placeholder that nothing cites."""
+    out: list[StoredChunk] = []
+    for n in range(1, max(by_n, default=0) + 1):
+        p = by_n.get(n)
+        if p is None:
+            out.append(StoredChunk(f"missing-{n}", "", {}))
+        else:
+            out.append(chunks.get(str(p["chunk_id"])) or StoredChunk(str(p["chunk_id"]), str(p["text"]), {}))
+    return out
 
 
 def summary_of(review: ReviewRecord, attempts: int, confidence: float | None = None) -> ReviewSummary:

@@ -127,6 +127,12 @@ class ApproveIn(BaseModel):
     extra_chunks: list[str] = Field(
         default_factory=list, max_length=20, description="Chunk ids the edited answer may cite beyond the context."
     )
+    attempt: int | None = Field(
+        None,
+        ge=1,
+        description="The candidate number the reviewer read (`history[-1].n`); refused with 409 if a retry made a "
+        "newer one meanwhile.",
+    )
 
 
 class RejectIn(BaseModel):

@@ -18,6 +18,7 @@ from ..agent.http import agent_reply
 from ..auth import ReadCaller
 from ..components import query_service, review_desk
 from ..observability import request_id_var
+from ..review.curated import NO_LOOKUP
 from ..review.desk import ReviewDesk
 from ..review.policy import ReviewPolicy
 from ..review.schemas import HeldAnswer
@@ -78,7 +79,12 @@ async def query(
         retriever=body.retriever,
     )
     policy = await run_in_threadpool(desk.policy, asked.collection)
-    curated, lookup = await run_in_threadpool(desk.curated_answer, asked, request_id, started)
+    # a curated answer was approved for the question, not for a filtered view of the collection
+    curated, lookup = (
+        await run_in_threadpool(desk.curated_answer, asked, request_id, started)
+        if asked.filters is None
+        else (None, NO_LOOKUP)
+    )
     if curated is not None:
         background.add_task(desk.record_quietly, curated, caller.key_name, asked.question)
         return await _reply(body.stream, _single(curated))

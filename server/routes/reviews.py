@@ -46,7 +46,9 @@ def review(review_id: str, desk: Desk, caller: ReviewCaller) -> ReviewDetail:
     responses={409: {"description": "Already decided, or a cited passage changed or disappeared."}},
 )
 def approve(review_id: str, body: ApproveIn, desk: Desk, caller: ReviewCaller) -> ReviewDetail:
-    return desk.approve(review_id, actor(caller), answer=body.answer, extra_chunks=body.extra_chunks)
+    return desk.approve(
+        review_id, actor(caller), answer=body.answer, extra_chunks=body.extra_chunks, attempt=body.attempt
+    )
 
 
 @router.post(

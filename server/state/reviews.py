@@ -37,10 +37,27 @@ class ReviewStore:
 
     # -- answers and feedback ---------------------------------------------------------
 
-    def record_answer(self, record: AnswerRecord) -> None:
-        """Store one shown answer (a repeated request id replaces the earlier record)."""
+    def record_answer(self, record: AnswerRecord) -> bool:
+        """Store one shown answer; False when its request id is already recorded (request ids may come from
+        the client: the first record stands, so no caller can overwrite another's answer)."""
+        try:
+            with self.db.session() as session:
+                if session.get(AnswerRecord, record.request_id) is not None:
+                    return False
+                session.add(record)
+        except sa.exc.IntegrityError:  # recorded by a concurrent request a moment ago
+            return False
+        return True
+
+    def update_answer(self, request_id: str, *, answer: str, citations: list[Any]) -> None:
+        """A held answer once approved: what the asker is now shown."""
         with self.db.session() as session:
-            session.merge(record)
+            session.execute(
+                sa.update(AnswerRecord)
+                .where(AnswerRecord.request_id == request_id)
+                .values(answer=answer, citations=citations, origin="reviewed", provider="review", model="reviewer")
+                .execution_options(synchronize_session=False)
+            )
 
     def answer(self, request_id: str) -> AnswerRecord | None:
         with self.db.session() as session:
