@@ -12,6 +12,7 @@ from ingest.pipeline import Ingestor
 from ingest.queue import JobQueue, QueueNotConfigured
 from ingest.vectorstore import StoreUnavailable
 
+from .metrics import REVIEWS_PENDING
 from .review.desk import ReviewDesk
 from .service import QueryService
 from .state import Audit, KeyStore, RateLimiter, StateDB, make_rate_limiter
@@ -47,6 +48,7 @@ class Components:
         limiter = make_rate_limiter(settings.rate_limit_per_minute, settings.rate_limit_burst, rate_limit_url(settings))
         audit = Audit(state)
         desk = ReviewDesk(service, ReviewStore(state), audit, settings)
+        REVIEWS_PENDING.set(desk.store.pending_count())  # the gauge is right from start-up, not from the next change
         return cls(settings, service, ingestor, queue, state, KeyStore(state), audit, limiter, desk)
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from ingest.cli import JsonOption, console, exit_with_error
 from ingest.cli import collections as list_collections
 from ingest.config import get_settings
 from ingest.errors import RagkbError
+from ingest.store import open_store
 
 from .review.desk import Actor, ReviewDesk, detail_of, set_policy, summary_of
 from .review.policy import ReviewPolicy
@@ -273,6 +274,12 @@ def collections_set(
 ) -> None:
     """Set a collection's review policy: off (answers go out), flagged (doubtful and thumbs-down answers are
     queued after they go out) or required (every answer is held until a reviewer approves it)."""
+    try:
+        known = open_store(get_settings()).collection_names()
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
+    if name not in known:
+        raise exit_with_error(f"no collection {name!r}: collections are {', '.join(sorted(known)) or 'none yet'}")
     with _store() as (store, audit):
         policy = set_policy(store, audit, name, review, None)
     console.print(f"collection {name}: review {policy.value}")

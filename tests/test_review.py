@@ -202,6 +202,8 @@ def test_flagged_feedback_and_validation_of_feedback(desk: Desk) -> None:
     hidden = desk.call("outsider", "POST", "/v1/feedback", json=feedback)
     assert hidden.status_code == 404  # a key that may not see the collection learns nothing
 
+    missing = desk.call("asker", "GET", "/v1/collections/no-such-kb/review-policy")
+    assert missing.status_code == 404 and missing.json()["code"] == "collection_not_found"
     abstained = desk.ask("What is the capital of France?")
     assert abstained.status_code == 200 and abstained.json()["abstained"] is True
     reasons = [r["reasons"] for r in pending(desk)]
@@ -339,6 +341,8 @@ def test_review_feedback_and_policy_through_the_cli(cli_env: Path, tmp_path: Pat
     (docs / "leave.md").write_text(LEAVE)
     (docs / "backup.md").write_text(BACKUP)
     assert runner.invoke(app, ["ingest", str(docs), "--collection", KB]).exit_code == 0
+    unknown = runner.invoke(app, ["collections", "set", "nope-kb", "--review", "required"])
+    assert unknown.exit_code == 2 and "no collection 'nope-kb'" in unknown.output
     bad = runner.invoke(app, ["collections", "set", KB, "--review", "sometimes"])
     assert bad.exit_code == 2 and "use one of off, flagged, required" in bad.output
     assert runner.invoke(app, ["collections", "set", KB, "--review", "required"]).exit_code == 0
@@ -441,3 +445,14 @@ def test_a_request_id_cannot_overwrite_another_callers_answer(desk: Desk) -> Non
     assert other.status_code == 200
     exported = desk.client.app.state.components.desk.store.answer("shared-id-1")  # type: ignore[attr-defined]
     assert exported.question == QUESTION and exported.key_name == "asker"
+
+
+@pytest.mark.settings(answer_wait_seconds=1)
+def test_waiting_ends_with_a_timeout_event_when_nobody_decides(desk: Desk) -> None:
+    desk.policy("required")
+    held = desk.ask().json()
+    with desk.client.stream(
+        "GET", held["events_url"], headers={"Authorization": f"Bearer {desk.tokens['asker']}"}
+    ) as response:
+        events = [line for line in response.iter_lines() if line.startswith("event: ")]
+    assert events == ["event: status", "event: timeout"]

@@ -45,7 +45,8 @@ def answer(review_id: str, desk: Desk, caller: ReadCaller) -> AnswerOutcome:
 
 @router.get(
     "/answers/{review_id}/events",
-    summary="Wait for a held answer: SSE `status` events, the last one approved or rejected.",
+    summary="Wait for a held answer: SSE `status` events until approved or rejected (or a `timeout` event after "
+    "RAGKB_ANSWER_WAIT_SECONDS).",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def answer_events(review_id: str, desk: Desk, caller: ReadCaller) -> StreamingResponse:
@@ -62,6 +63,9 @@ async def answer_events(review_id: str, desk: Desk, caller: ReadCaller) -> Strea
             if latest.status != outcome.status:
                 yield _event(latest)
             outcome = latest
+        if outcome.status == "pending":  # still waiting: say so, so the client knows to poll or reconnect
+            waiting = {"review_id": review_id, "retry_url": f"/v1/answers/{review_id}"}
+            yield f"event: timeout\ndata: {json.dumps(waiting)}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

@@ -64,6 +64,7 @@ async def reject(review_id: str, body: RejectIn, desk: Desk, caller: ReviewCalle
 @router.get("/collections/{name}/review-policy", response_model=PolicyOut, summary="A collection's review policy.")
 def get_policy(name: str, desk: Desk, caller: ReadCaller) -> PolicyOut:
     collection = caller.collection(name)
+    caller.parts.service.reader.store.get(collection)  # 404 for an unknown collection
     return PolicyOut(collection=collection, review=desk.policy(collection).value)
 
 
