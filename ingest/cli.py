@@ -44,6 +44,20 @@ def exit_with_error(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _progress(label: str, *, show: bool) -> Progress:
+    """The progress bar of a long command on stderr (hidden when stderr is not a terminal, or with --json)."""
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        disable=not show,
+        transient=True,
+    )
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files and directories (searched recursively).")],
@@ -74,16 +88,7 @@ def ingest(
         ingestor = Ingestor()
         show_bar = err.is_terminal and not as_json
         with (
-            Progress(
-                TextColumn("[bold]ingest[/bold]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                console=err,
-                disable=not show_bar,
-                transient=True,
-            ) as progress,
+            _progress("ingest", show=show_bar) as progress,
             _stopping_on_signals(ingestor.stop),
         ):
             task = progress.add_task("discovering", total=None)
@@ -332,16 +337,7 @@ def reindex(
         refuse_if_served(settings, "reindex (use POST /v1/collections/{name}/reindex on the server)")
         new = reindex_settings(settings, model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
         show_bar = err.is_terminal and not as_json
-        with Progress(
-            TextColumn("[bold]reindex[/bold]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=err,
-            disable=not show_bar,
-            transient=True,
-        ) as progress:
+        with _progress("reindex", show=show_bar) as progress:
             task = progress.add_task("starting", total=None)
 
             def show(p: Any) -> None:
