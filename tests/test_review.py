@@ -395,6 +395,10 @@ def test_agent_mode_answers_are_recorded_for_feedback(desk: Desk) -> None:
         "asker", "POST", "/v1/feedback", json={"request_id": answered.json()["request_id"], "rating": "up"}
     )
     assert given.status_code == 201, given.text
+    desk.policy("flagged")
+    abstained = desk.ask("What is the capital of France?", mode="agent")
+    assert abstained.status_code == 200 and abstained.json()["abstained"] is True
+    assert [r["reasons"] for r in pending(desk)] == [["abstained"]]  # flagged applies to agent answers too
     desk.policy("required")
     held = desk.ask(mode="agent")  # agent mode never bypasses review
     assert held.status_code == 202

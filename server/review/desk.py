@@ -229,9 +229,18 @@ class ReviewDesk:
         except RagkbError as exc:
             log.warning("answer not recorded for review: %s", exc, extra={"request_id": response.request_id})
 
-    def record_quietly(self, response: QueryResponse, key_name: str | None, question: str) -> None:
+    def record_quietly(
+        self, response: QueryResponse, key_name: str | None, question: str, policy: ReviewPolicy = ReviewPolicy.OFF
+    ) -> None:
+        """Record an answer made without a plan of this desk's (curated, agent mode); with policy `flagged`, a
+        doubtful one is queued from its record. Failures are logged, not raised (the answer has gone out)."""
         try:
             self.record(None, response, key_name, question)
+            if policy is ReviewPolicy.FLAGGED and response.origin not in ("curated", "reviewed"):
+                reasons = flag_reasons(response, confidence_below=self.settings.review_flag_below)
+                recorded = self.store.answer(response.request_id)
+                if reasons and recorded is not None and recorded.key_name == key_name:
+                    self._queue_recorded(recorded, key_name, reasons)
         except RagkbError as exc:
             log.warning("answer not recorded for review: %s", exc, extra={"request_id": response.request_id})
 
@@ -328,7 +337,9 @@ class ReviewDesk:
             review = self._queue_recorded(answer, caller.key_name)
         return record, review
 
-    def _queue_recorded(self, answer: AnswerRecord, key_name: str | None) -> ReviewRecord:
+    def _queue_recorded(
+        self, answer: AnswerRecord, key_name: str | None, reasons: Sequence[Reason] = (Reason.THUMBS_DOWN,)
+    ) -> ReviewRecord:
         """Queue an answer already shown (thumbs down), rebuilding its context from the recorded chunk ids."""
         shown = list((answer.detail or {}).get("passages") or [])
         chunks = {c.chunk_id: c for c in self._read_chunks(answer.collection, [str(p["chunk_id"]) for p in shown])}
@@ -365,20 +376,21 @@ class ReviewDesk:
             question=answer.question,
             options={"confidence": answer.confidence},
             held=False,
-            reasons=[Reason.THUMBS_DOWN.value],
+            reasons=[r.value for r in reasons],
             asked_by=answer.key_name,
             candidate=candidate,
             context=context,
             strategy="first",
         )
-        REVIEWS_QUEUED.labels(reason=Reason.THUMBS_DOWN.value).inc()
+        for reason in reasons:
+            REVIEWS_QUEUED.labels(reason=reason.value).inc()
         REVIEWS_PENDING.set(self.store.pending_count())
         self.audit.record(
             "review.queue",
             key_name,
             collection=answer.collection,
             request_id=answer.request_id,
-            detail={"review_id": review.id, "reasons": [Reason.THUMBS_DOWN.value], "held": False},
+            detail={"review_id": review.id, "reasons": [r.value for r in reasons], "held": False},
         )
         return review
 

@@ -94,7 +94,7 @@ async def query(
             asked,
             stream=body.stream,
             request_id=request_id,
-            answered=lambda response: desk.record_quietly(response, caller.key_name, asked.question),
+            answered=lambda response: desk.record_quietly(response, caller.key_name, asked.question, policy),
         )
     plan = await run_in_threadpool(service.plan, asked)
     withdrawn = bool(lookup.withdrawn)  # a curated answer went stale: its question is reviewed again
