@@ -460,3 +460,24 @@ def test_waiting_ends_with_a_timeout_event_when_nobody_decides(desk: Desk) -> No
     ) as response:
         events = [line for line in response.iter_lines() if line.startswith("event: ")]
     assert events == ["event: status", "event: timeout"]
+
+
+def test_concurrent_retries_never_pass_the_limit(desk: Desk) -> None:
+    desk.policy("required")
+    review_id = desk.ask().json()["review_id"]
+    barrier = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def retry() -> None:
+        barrier.wait()
+        response = desk.call("reviewer", "POST", f"/v1/reviews/{review_id}/reject", json={"retry": True})
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=retry) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 200, 409, 409]  # 1 candidate + 2 retries = RAGKB_REVIEW_MAX_ATTEMPTS
+    history = desk.call("reviewer", "GET", f"/v1/reviews/{review_id}").json()["history"]
+    assert [a["n"] for a in history] == [1, 2, 3]

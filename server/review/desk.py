@@ -543,17 +543,17 @@ class ReviewDesk:
             use_cache=False,
         )
         response = await self.service.complete(plan, request_id=review.request_id)
-        current = await run_in_threadpool(self.store.review, review_id)
-        if current is None or current[0].status != PENDING:
-            raise ReviewDecided(f"review {review_id} was decided while the new candidate was being made")
-        await run_in_threadpool(
+        added = await run_in_threadpool(
             self.store.add_attempt,
             review_id,
             candidate=response.model_dump(mode="json"),
             context=self._context(plan, response),
             note=note,
             strategy=strategy,
+            limit=limit,
         )
+        if added is None:  # decided, or another retry took the last slot, while this candidate was being made
+            raise ReviewDecided(f"review {review_id} was decided or retried by someone else meanwhile")
         REVIEW_RETRIES.labels(outcome="abstained" if response.abstained else "answered").inc()
         REVIEW_DECISIONS.labels(decision="retried").inc()
         await run_in_threadpool(

@@ -156,13 +156,31 @@ class ReviewStore:
         context: list[dict[str, Any]],
         note: str | None,
         strategy: str,
-    ) -> ReviewAttempt:
+        limit: int | None = None,
+    ) -> ReviewAttempt | None:
+        """Add the next candidate to a pending review; None when the review is no longer pending or already has
+        `limit` candidates. The review's row is locked first (a no-op UPDATE), so concurrent retries and a
+        concurrent decision are serialised on SQLite and PostgreSQL alike."""
         with self.db.session() as session:
-            n = session.execute(
-                sa.select(sa.func.coalesce(sa.func.max(ReviewAttempt.n), 0)).where(ReviewAttempt.review_id == review_id)
-            ).scalar_one()
+            locked = session.execute(
+                sa.update(ReviewRecord)
+                .where(ReviewRecord.id == review_id, ReviewRecord.status == PENDING)
+                .values(status=PENDING)
+                .execution_options(synchronize_session=False)
+            )
+            if locked.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            n = int(
+                session.execute(
+                    sa.select(sa.func.coalesce(sa.func.max(ReviewAttempt.n), 0)).where(
+                        ReviewAttempt.review_id == review_id
+                    )
+                ).scalar_one()
+            )
+            if limit is not None and n >= limit:
+                return None
             attempt = ReviewAttempt(
-                review_id=review_id, n=int(n) + 1, candidate=candidate, context=context, note=note, strategy=strategy
+                review_id=review_id, n=n + 1, candidate=candidate, context=context, note=note, strategy=strategy
             )
             session.add(attempt)
         return attempt
