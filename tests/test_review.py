@@ -481,3 +481,16 @@ def test_concurrent_retries_never_pass_the_limit(desk: Desk) -> None:
     assert sorted(statuses) == [200, 200, 409, 409]  # 1 candidate + 2 retries = RAGKB_REVIEW_MAX_ATTEMPTS
     history = desk.call("reviewer", "GET", f"/v1/reviews/{review_id}").json()["history"]
     assert [a["n"] for a in history] == [1, 2, 3]
+
+
+def test_a_rejected_curated_answer_is_withdrawn(desk: Desk) -> None:
+    desk.policy("flagged")
+    shown = desk.ask().json()
+    down = desk.call("asker", "POST", "/v1/feedback", json={"request_id": shown["request_id"], "rating": "down"})
+    assert desk.call("reviewer", "POST", f"/v1/reviews/{down.json()['review_id']}/approve", json={}).is_success
+    curated = desk.ask().json()
+    assert curated["origin"] == "curated"
+    down = desk.call("asker", "POST", "/v1/feedback", json={"request_id": curated["request_id"], "rating": "down"})
+    rejected = desk.call("reviewer", "POST", f"/v1/reviews/{down.json()['review_id']}/reject", json={"note": "Old."})
+    assert rejected.status_code == 200
+    assert desk.ask().json()["origin"] != "curated"  # withdrawn: answered afresh

@@ -471,6 +471,7 @@ class ReviewDesk:
             raise ReviewDecided(f"review {review_id} was decided by someone else a moment ago")
         if review.held:  # what the asker is shown is now the approved answer: feedback refers to it
             self.store.update_answer(review.request_id, answer=validated.text, citations=final["citations"])
+        self.store.withdraw_question(review.collection, question_key(review.question))  # the newest approval rules
         self.store.add_curated(
             CuratedAnswer(
                 collection=review.collection,
@@ -524,6 +525,12 @@ class ReviewDesk:
                 self.store.decide, review_id, status=REJECTED, by=caller.key_name, note=note
             ):
                 raise ReviewDecided(f"review {review_id} was decided by someone else a moment ago")
+            shown = await run_in_threadpool(self.store.answer, review.request_id)
+            if shown is not None and shown.origin == "curated":  # a reviewer rejected a curated answer: no more
+                withdrawn = await run_in_threadpool(
+                    self.store.withdraw_question, review.collection, question_key(review.question)
+                )
+                CURATED.labels(event="withdrawn").inc(withdrawn)
             await run_in_threadpool(self._decided, review, "rejected", caller, {"note": note})
             return await run_in_threadpool(self.detail, review_id, caller)
         limit = self.settings.review_max_attempts

@@ -268,6 +268,21 @@ class ReviewStore:
             ).first()
         return found is not None
 
+    def withdraw_question(self, collection: str, key: str) -> int:
+        """Withdraw every active curated answer to this normalised question; how many were."""
+        with self.db.session() as session:
+            result = session.execute(
+                sa.update(CuratedAnswer)
+                .where(
+                    CuratedAnswer.collection == collection,
+                    CuratedAnswer.question_key == key,
+                    CuratedAnswer.status == ACTIVE,
+                )
+                .values(status=WITHDRAWN, withdrawn_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
     def withdraw(self, curated_id: int) -> bool:
         """Withdraw an active curated answer; False when another process withdrew it first."""
         with self.db.session() as session:
