@@ -268,16 +268,44 @@ class ReviewDesk:
                 "where": dict(query.filters.where),
             },
         }
-        review = self.store.create_review(
+        return self._create(
             request_id=response.request_id,
             collection=query.collection,
             question=query.question,
             options=options,
             held=held,
-            reasons=[r.value for r in reasons],
+            reasons=reasons,
             asked_by=asked_by,
+            by=asked_by,
             candidate=response.model_dump(mode="json"),
             context=self._context(plan, response),
+        )
+
+    def _create(
+        self,
+        *,
+        request_id: str,
+        collection: str,
+        question: str,
+        options: dict[str, Any],
+        held: bool,
+        reasons: Sequence[Reason],
+        asked_by: str | None,
+        by: str | None,
+        candidate: dict[str, Any],
+        context: list[dict[str, Any]],
+    ) -> ReviewRecord:
+        """Open a review with its first candidate; count, gauge and audit it (`by`: who queued it)."""
+        review = self.store.create_review(
+            request_id=request_id,
+            collection=collection,
+            question=question,
+            options=options,
+            held=held,
+            reasons=[r.value for r in reasons],
+            asked_by=asked_by,
+            candidate=candidate,
+            context=context,
             strategy="first",
         )
         for reason in reasons:
@@ -285,9 +313,9 @@ class ReviewDesk:
         REVIEWS_PENDING.set(self.store.pending_count())
         self.audit.record(
             "review.queue",
-            asked_by,
-            collection=query.collection,
-            request_id=response.request_id,
+            by,
+            collection=collection,
+            request_id=request_id,
             detail={"review_id": review.id, "reasons": [r.value for r in reasons], "held": held},
         )
         return review
@@ -370,29 +398,18 @@ class ReviewDesk:
             "provider": answer.provider,
             "prompt": {"name": answer.prompt.split(":")[0], "version": answer.prompt.split(":")[-1]},
         }
-        review = self.store.create_review(
+        return self._create(
             request_id=answer.request_id,
             collection=answer.collection,
             question=answer.question,
             options={"confidence": answer.confidence},
             held=False,
-            reasons=[r.value for r in reasons],
+            reasons=reasons,
             asked_by=answer.key_name,
+            by=key_name,
             candidate=candidate,
             context=context,
-            strategy="first",
         )
-        for reason in reasons:
-            REVIEWS_QUEUED.labels(reason=reason.value).inc()
-        REVIEWS_PENDING.set(self.store.pending_count())
-        self.audit.record(
-            "review.queue",
-            key_name,
-            collection=answer.collection,
-            request_id=answer.request_id,
-            detail={"review_id": review.id, "reasons": [r.value for r in reasons], "held": False},
-        )
-        return review
 
     # -- the reviewer's side -------------------------------------------------------------
 
