@@ -491,6 +491,23 @@ class ChromaStore(VectorStore):
             hits = [h for h in hits if filters.accepts_source(str(h.metadata.get("source", "")))]
         return hits[:k]
 
+    def nearest(
+        self, collection: Collection, embedding: np.ndarray, *, k: int, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        """Ids and distances only: at ~10k chunks, reading 100 candidates' metadata costs more than the
+        search itself. A source glob needs the metadata, so it goes through `query`."""
+        if filters is not None and filters.source_glob is not None:
+            hits = self.query(collection, embedding, k=k, filters=filters, with_text=False)
+            return [(hit.chunk_id, hit.score) for hit in hits]
+        with _reachable(f"query {collection.name}"):
+            result = self._native(collection).query(
+                query_embeddings=[embedding], n_results=k, where=_where(filters), include=["distances"]
+            )
+        return [
+            (chunk_id, 1.0 - float(distance))
+            for chunk_id, distance in zip(result["ids"][0], result["distances"][0], strict=True)
+        ]
+
 
 def open_store(settings: Settings) -> VectorStore:
     """The configured vector store (Chroma, embedded or a server; the one backend today)."""

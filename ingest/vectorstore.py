@@ -341,3 +341,9 @@ class VectorStore(Protocol):
         self, collection: Collection, embedding: np.ndarray, *, k: int, filters: Filters | None, with_text: bool
     ) -> list[StoredChunk]:
         """Nearest chunks by cosine similarity, best first (score = 1 - cosine distance)."""
+
+    def nearest(
+        self, collection: Collection, embedding: np.ndarray, *, k: int, filters: Filters | None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, score) of the nearest chunks, best first, reading neither text nor metadata (a fusion
+        that keeps few of its candidates reads those of the kept ones afterwards)."""

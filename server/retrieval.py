@@ -65,12 +65,18 @@ class DenseRetriever:
         self.reader = reader
 
     def retrieve(
-        self, question: str, *, collection: str, top_k: int, filters: Filters | None = None, with_text: bool = True
+        self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
     ) -> list[StoredChunk]:
-        """Best chunks first; `with_text=False` leaves the text out (a fusion that keeps few of them)."""
         target = self.reader.collection(collection)
         vector = self.reader.embedder.embed_query(question)
-        return self.reader.store.query(target, vector, k=top_k, filters=filters, with_text=with_text)
+        return self.reader.store.query(target, vector, k=top_k, filters=filters, with_text=True)
+
+    def search(
+        self, question: str, *, collection: str, k: int, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, cosine) pairs, best first, without reading the chunks (a fusion keeps few of them)."""
+        target = self.reader.collection(collection)
+        return self.reader.store.nearest(target, self.reader.embedder.embed_query(question), k=k, filters=filters)
 
 
 class BM25Retriever:
@@ -190,22 +196,23 @@ class HybridRetriever:
 
     def _fuse(
         self,
-        dense: list[StoredChunk],
+        dense: list[tuple[str, float]],
         lexical: list[tuple[str, float]],
         lexical_units: list[tuple[str, float]],
         unit_of: dict[str, str],
     ) -> dict[str, float]:
-        dense_scores = [(c.chunk_id, c.score) for c in dense]
+        """`unit_of` is the lexical index's map of every chunk to its unit (computed by `StoredChunk.unit`
+        with the same grain when the index was built), so the dense candidates need no metadata; a chunk
+        newer than the index counts as its own document's."""
         if self.fusion is Fusion.RRF:
-            return fuse_rrf([dense_scores, lexical], self.rrf_k)
+            return fuse_rrf([dense, lexical], self.rrf_k)
         if self.fusion is Fusion.WEIGHTED:
-            return fuse_weighted(dense_scores, lexical, self.dense_weight)
-        units = {c.chunk_id: c.unit(self.unit) for c in dense}
+            return fuse_weighted(dense, lexical, self.dense_weight)
 
         def unit(chunk_id: str) -> str:
-            return units.get(chunk_id) or unit_of.get(chunk_id) or document_of(chunk_id)
+            return unit_of.get(chunk_id) or document_of(chunk_id)
 
-        return fuse_document_aware(dense_scores, lexical, lexical_units, unit, self.dense_weight, self.doc_weight)
+        return fuse_document_aware(dense, lexical, lexical_units, unit, self.dense_weight, self.doc_weight)
 
     def retrieve(
         self, question: str, *, collection: str, top_k: int, filters: Filters | None = None
@@ -223,8 +230,8 @@ class HybridRetriever:
             documents=self.fusion is Fusion.DOCUMENT_AWARE,
         )
         try:
-            # candidates without their text: only the fused top_k are read from the store, once, below
-            dense = self.dense.retrieve(question, collection=collection, top_k=pool, filters=filters, with_text=False)
+            # candidates as ids and scores: only the fused top_k are read from the store, once, below
+            dense = self.dense.search(question, collection=collection, k=pool, filters=filters)
         finally:
             # waited for even when the dense side fails, so no search outlives its request
             lexical, lexical_units, unit_of = lexical_side.result()

@@ -95,6 +95,19 @@ def test_filters_apply_on_every_side(kb: tuple[Reader, Path], name: str) -> None
     assert _sources(by_id) == ["pump.md"]
 
 
+@pytest.mark.parametrize(
+    "filters", [None, Filters(where={"kind": "markdown"}), Filters(source_glob="*/valves.md")], ids=str
+)
+def test_nearest_gives_the_ids_and_scores_of_a_full_query(kb: tuple[Reader, Path], filters: Filters | None) -> None:
+    """The hybrid's dense side reads ids and distances only; it must rank exactly as a query reading it all."""
+    reader, _ = kb
+    target = reader.collection("plant")
+    vector = reader.embedder.embed_query("how often are valves exercised")
+    full = reader.store.query(target, vector, k=3, filters=filters, with_text=True)
+    assert full, "the query found nothing to compare"
+    assert reader.store.nearest(target, vector, k=3, filters=filters) == [(c.chunk_id, c.score) for c in full]
+
+
 def test_deleted_document_never_comes_back_from_the_lexical_side(kb: tuple[Reader, Path]) -> None:
     reader, root = kb
     bm25 = BM25Retriever(reader)
