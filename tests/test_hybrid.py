@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ingest.config import Settings
@@ -106,6 +107,26 @@ def test_nearest_gives_the_ids_and_scores_of_a_full_query(kb: tuple[Reader, Path
     full = reader.store.query(target, vector, k=3, filters=filters, with_text=True)
     assert full, "the query found nothing to compare"
     assert reader.store.nearest(target, vector, k=3, filters=filters) == [(c.chunk_id, c.score) for c in full]
+
+
+def test_bm25_search_ranks_exactly_as_bm25s_retrieve(kb: tuple[Reader, Path]) -> None:
+    """`_BM25.search` scores and selects without bm25s's per-call thread pool; the ranking must not change."""
+    reader, _ = kb
+    index = reader.lexical(reader.collection("plant"))
+    part = index.chunks
+    mask = np.zeros(len(part.ids), dtype=np.float32)
+    mask[::2] = 1.0
+    allowed = {part.ids[i] for i in range(0, len(part.ids), 2)}
+    compared = 0
+    for question in ("pump seal hours", "gloves hydraulic fluid skin", "valves quarterly seize", "glucose"):
+        terms = [t for t in index.terms(question) if t in part.bm25.vocab_dict]
+        for weights, subset in ((None, None), (mask, allowed)):
+            ids, scores = part.bm25.retrieve([terms], k=3, weight_mask=weights, show_progress=False, n_threads=1)
+            expected = [(part.ids[int(i)], float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+            assert expected or subset is not None, f"nothing matched {question!r}"
+            assert part.search(terms, 3, subset) == expected
+            compared += len(expected)
+    assert compared >= 6  # the masked searches matched something too
 
 
 def test_deleted_document_never_comes_back_from_the_lexical_side(kb: tuple[Reader, Path]) -> None:
