@@ -40,8 +40,10 @@ browser:
 	@test -x /usr/bin/chromedriver || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# One test file per worker (`--dist loadfile`): a module's tests share its fixtures and its Redis database.
+PYTEST_WORKERS ?= auto
 pytest: install browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 bench-ingest: install
 	$(BIN)/python -m eval.bench_ingest

@@ -24,7 +24,7 @@ from server.service import QueryService
 from .helpers import reader_for
 from .servers import free_port
 
-QUEUE_URL = "redis://127.0.0.1:6379/13"  # a database of its own, emptied around each test
+QUEUE_URL = "redis://127.0.0.1:6379/12"  # a database of its own (the worker tests use 13), emptied around each test
 NOTE = b"# Runbook\n\nRotate the TLS certificates every March.\n"
 
 
