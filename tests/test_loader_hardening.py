@@ -77,7 +77,14 @@ MUTATIONS: list[Callable[[bytes, random.Random], bytes]] = [
 ]
 
 
-@pytest.mark.parametrize("path", SHARED_PDFS, ids=lambda p: p.name)
+# The quick loop fuzzes the small PDFs; the whole suite also the long ones (a second or two each).
+LONG_PDFS = {"redp5110_sampled.pdf", "normal_4pages.pdf", "federal-register-2020-17221.pdf", "amt_handbook_sample.pdf"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, id=p.name, marks=pytest.mark.slow if p.name in LONG_PDFS else ()) for p in SHARED_PDFS],
+)
 def test_mutated_pdfs_load_or_fail_with_an_ingest_error(path: Path) -> None:
     """Fuzz: 5 mutations of each of the 12 shared PDFs (60 cases, fixed seeds, about a second in all)."""
     original = path.read_bytes()
