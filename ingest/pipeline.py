@@ -111,6 +111,12 @@ class _Pending:
     chunks: list[Chunk]
     display_source: str
     blob: str
+    previous_blob: str | None = None  # the replaced version's original, released once the new one is written
+
+
+def _unshared(blob: str | None, pending: list[_Pending]) -> str | None:
+    """A failed file's original, unless a file of the same batch, not yet written, has the same bytes."""
+    return None if blob is None or any(p.blob == blob for p in pending) else blob
 
 
 class Budget:
@@ -256,6 +262,11 @@ class Ingestor:
             self.release_blob(document.blob)
         return document, removed
 
+    def _blob_of(self, collection: Collection, document_id: str) -> str | None:
+        """The original the stored version of a document names (None if it names none)."""
+        chunks = self.store.document_chunks(collection, document_id)
+        return str(chunks[0].metadata.get("blob") or "") or None if chunks else None
+
     def release_blob(self, digest: str) -> bool:
         """Delete an original that no document of any collection uses and no queued job pins (True if
         deleted). Decided from what uses it, so a crash never leaves a wrong count behind."""
@@ -295,6 +306,7 @@ class Ingestor:
         budget = Budget(self.settings, max_chunks)
         seen: set[str] = set()
         for name, source, item in items:
+            blob: str | None = None
             if self.stop.is_set():
                 report.interrupted = True
                 self._failed(report, name, "not ingested: ingestion was stopped (shutdown or Ctrl-C)", on_file_done)
@@ -327,22 +339,34 @@ class Ingestor:
                 budget.spend(name, len(chunks))
                 report.warnings.extend(f"{name}: {w}" for w in extracted.warnings)
                 shown = (displays or {}).get(source) or fallback_display_source(source)
+                previous = self._blob_of(collection, document_id) if known else None
                 pending.append(
-                    _Pending(name, source, document_id, version, bool(known), extracted, chunks, shown, blob)
+                    _Pending(name, source, document_id, version, bool(known), extracted, chunks, shown, blob, previous)
                 )
                 pending_chunks += len(chunks)
             except IngestError as exc:
-                self._failed(report, name, str(exc), on_file_done)
+                self._failed(report, name, str(exc), on_file_done, _unshared(blob, pending))
                 continue
             except OSError as exc:
-                self._failed(report, name, f"cannot read: {exc.strerror or exc}", on_file_done)
+                error = f"cannot read: {exc.strerror or exc}"
+                self._failed(report, name, error, on_file_done, _unshared(blob, pending))
                 continue
             if pending_chunks >= self.settings.ingest_flush_chunks:
                 self._flush(collection, pending, report, on_file_done, on_stage)
                 pending, pending_chunks = [], 0
         self._flush(collection, pending, report, on_file_done, on_stage)  # chunks already made are still written
 
-    def _failed(self, report: IngestReport, name: str, error: str, on_file_done: ProgressCallback | None) -> None:
+    def _failed(
+        self,
+        report: IngestReport,
+        name: str,
+        error: str,
+        on_file_done: ProgressCallback | None,
+        blob: str | None = None,
+    ) -> None:
+        """A file that failed after its original was stored leaves no original behind (unless used elsewhere)."""
+        if blob is not None:
+            self.release_blob(blob)
         log.warning("ingest failed", extra={"path": name, "error": error})
         report.fail(name, error)
         INGEST_FILES.labels(outcome="failed").inc()
@@ -393,6 +417,9 @@ class Ingestor:
         started = time.perf_counter()
         self.store.write_documents(collection, versions)
         INGEST_SECONDS.labels(stage="write").observe(time.perf_counter() - started)
+        for doc in pending:
+            if doc.previous_blob and doc.previous_blob != doc.blob:
+                self.release_blob(doc.previous_blob)
         if on_stage:
             on_stage("written", "", len(texts))
         for doc in pending:

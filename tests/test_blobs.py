@@ -18,6 +18,7 @@ from server.state import Scope
 from .helpers import reader_for
 
 NOTE = b"# Runbook\n\nRotate the TLS certificates every March.\n"
+TWIN = b"Twin text about backups."
 
 
 def test_blob_store_keeps_bytes_once_by_content(tmp_path: Path) -> None:
@@ -35,6 +36,33 @@ def test_blob_store_keeps_bytes_once_by_content(tmp_path: Path) -> None:
         blobs.get(first)
     with pytest.raises(BlobNotFound, match="not a blob reference"):
         blobs.get("../../etc/passwd")
+
+
+def test_a_replaced_or_failed_document_leaves_no_unused_original(ingestor: Ingestor) -> None:
+    first = NOTE
+    second = NOTE + b"\nAlso rotate the SSH host keys.\n"
+    assert ingestor.ingest_items([("runbook.md", "upload://runbook.md", first)], collection="runbooks").added == 1
+    assert ingestor.ingest_items([("runbook.md", "upload://runbook.md", first)], collection="runbooks").unchanged == 1
+    assert list(ingestor.blobs.digests()) == [digest_of(first)]
+
+    assert ingestor.ingest_items([("runbook.md", "upload://runbook.md", second)], collection="runbooks").updated == 1
+    assert list(ingestor.blobs.digests()) == [digest_of(second)], "the replaced version's original is released"
+
+    copy = ingestor.ingest_items([("copy.md", "upload://copy.md", second)], collection="runbooks")
+    assert copy.added == 1
+    assert ingestor.ingest_items([("runbook.md", "upload://runbook.md", first)], collection="runbooks").updated == 1
+    assert sorted(ingestor.blobs.digests()) == sorted([digest_of(first), digest_of(second)]), "still used by copy.md"
+
+    broken = b"%PDF-1.7\nnot a PDF after all"
+    failed = ingestor.ingest_items([("broken.pdf", "upload://broken.pdf", broken)], collection="runbooks")
+    assert failed.failed and not ingestor.blobs.exists(digest_of(broken)), "a failed file keeps no original"
+    twins = ingestor.ingest_items(
+        [("a.md", "upload://a.md", TWIN), ("b.md", "upload://b.md", TWIN)],
+        collection="runbooks",
+        max_chunks=1,
+    )
+    assert (twins.added, twins.failed) == (1, 1)
+    assert ingestor.blobs.exists(digest_of(TWIN)), "the written twin still has its original"
 
 
 @pytest.mark.slow
