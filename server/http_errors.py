@@ -30,6 +30,8 @@ from .questions import QuestionError
 from .retrieval import UnknownRetriever
 from .review.errors import (
     AnswerNotFound,
+    CuratedNotFound,
+    CuratedWithdrawn,
     InvalidEdit,
     InvalidFeedback,
     InvalidReviewPolicy,
@@ -75,6 +77,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     RetryLimitReached: (409, "retry_limit_reached"),
     InvalidEdit: (422, "invalid_review_answer"),
     StaleChunk: (409, "stale_chunk"),
+    CuratedNotFound: (404, "curated_not_found"),
+    CuratedWithdrawn: (409, "curated_withdrawn"),
     RagkbError: (400, "bad_request"),
 }
 
@@ -83,7 +87,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."},
     403: {"model": ErrorResponse, "description": "The API key's scope does not allow this."},
     429: {"model": ErrorResponse, "description": "Rate limit spent: see `Retry-After`."},
-    404: {"model": ErrorResponse, "description": "Unknown collection, document, answer or review."},
+    404: {"model": ErrorResponse, "description": "Unknown collection, document, answer, review or curated answer."},
     422: {"model": ErrorResponse, "description": "Invalid request (empty or oversized question, bad field)."},
     503: {"model": ErrorResponse, "description": "The vector store, job queue or state database is unreachable."},
 }

@@ -23,13 +23,18 @@ from ingest.config import get_settings
 from ingest.errors import RagkbError
 from ingest.store import open_store
 
+from .review.curation import Curation
 from .review.desk import Actor, ReviewDesk, detail_of, set_policy, summary_of
+from .review.errors import CuratedNotFound
 from .review.policy import ReviewPolicy
 from .service import QueryService
 from .state import Audit, StateDB
-from .state.reviews import STATUSES, ReviewStore
+from .state.reviews import CURATED_STATUSES, STATUSES, ReviewStore
 
-review_app = typer.Typer(help="The review queue: list, show, approve, reject (or retry) answers.", no_args_is_help=True)
+review_app = typer.Typer(
+    help="The review queue: list, show, approve, reject (or retry) answers; list and withdraw curated answers.",
+    no_args_is_help=True,
+)
 feedback_app = typer.Typer(help="Feedback on answers: list it, or export it as JSONL.", no_args_is_help=True)
 collections_app = typer.Typer(
     help="List collections; `set` and `show` manage their review policy.", invoke_without_command=True
@@ -172,6 +177,57 @@ def review_reject(
         console.print(f"candidate {len(detail.history)} queued for review {review_id}:\n{detail.answer}")
     else:
         console.print(f"rejected review {review_id}")
+
+
+@review_app.command("curated")
+def review_curated(
+    collection: Annotated[str | None, typer.Option("--collection", help="Only this collection.")] = None,
+    status: Annotated[str, typer.Option("--status", help=f"One of: {', '.join(CURATED_STATUSES)}, all.")] = "active",
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Curated answers (approved answers served for the same question), newest approval first."""
+    if status not in (*CURATED_STATUSES, "all"):
+        raise exit_with_error(f"unknown status {status!r}: use one of {', '.join(CURATED_STATUSES)}, all")
+    with _store() as (store, audit):
+        found = Curation(store, audit).list(
+            OPERATOR, collection=collection, status=None if status == "all" else status, limit=limit
+        )
+    if as_json:
+        print(json.dumps([c.model_dump(mode="json") for c in found]))
+        return
+    if not found:
+        console.print("no curated answers" if status == "all" else f"no {status} curated answers")
+        return
+    table = Table("id", "collection", "question", "answer", "reviewer", "approved", "status")
+    for c in found:
+        table.add_row(
+            str(c.id),
+            c.collection,
+            c.question[:50],
+            c.answer[:50],
+            c.reviewer or "-",
+            c.approved_at.strftime("%Y-%m-%d %H:%M"),
+            c.status if c.withdrawn_at is None else f"{c.status} {c.withdrawn_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@review_app.command("withdraw")
+def review_withdraw(
+    curated_id: Annotated[int, typer.Argument(help="The curated answer's id (see `ragkb review curated`).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw a curated answer: its question is answered afresh (and reviewed as the collection's policy says)."""
+    with _store() as (store, audit):
+        try:
+            withdrawn = Curation(store, audit).withdraw(curated_id, OPERATOR)
+        except CuratedNotFound as exc:
+            raise exit_with_error(f"{exc}: see `ragkb review curated --status all`") from None
+    if as_json:
+        print(json.dumps(withdrawn.model_dump(mode="json")))
+        return
+    console.print(f"withdrew curated answer {curated_id} ({withdrawn.collection}): {withdrawn.question}")
 
 
 # -- ragkb feedback ------------------------------------------------------------------------------

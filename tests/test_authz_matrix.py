@@ -104,6 +104,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/reviews/{review_id}/reject"): Case(
         "review", _json({"retry": False}), 404, "review_not_found", path="/v1/reviews/nope/reject"
     ),
+    ("GET", "/v1/curated"): Case("review", _none),
+    ("GET", "/v1/curated/{curated_id}"): Case("review", _none, 404, "curated_not_found", path="/v1/curated/987654"),
+    ("DELETE", "/v1/curated/{curated_id}"): Case("review", _none, 404, "curated_not_found", path="/v1/curated/987654"),
     ("GET", "/v1/collections/{name}/review-policy"): Case(
         "read", _none, path=f"/v1/collections/{TARGET}/review-policy", collection=True
     ),

@@ -494,3 +494,109 @@ def test_a_rejected_curated_answer_is_withdrawn(desk: Desk) -> None:
     rejected = desk.call("reviewer", "POST", f"/v1/reviews/{down.json()['review_id']}/reject", json={"note": "Old."})
     assert rejected.status_code == 200
     assert desk.ask().json()["origin"] != "curated"  # withdrawn: answered afresh
+
+
+def _approve_edited(desk: Desk, answer: str = "Employees get 25 days of paid leave per year [{n}].") -> str:
+    """Hold the question (policy `required`), approve an edited answer citing leave.md; the answer approved."""
+    desk.policy("required")
+    review_id = desk.ask().json()["review_id"]
+    context = desk.call("reviewer", "GET", f"/v1/reviews/{review_id}").json()["context"]
+    n = next(p["n"] for p in context if p["source"].endswith("leave.md"))
+    edited = answer.format(n=n)
+    approved = desk.call("reviewer", "POST", f"/v1/reviews/{review_id}/approve", json={"answer": edited})
+    assert approved.status_code == 200, approved.text
+    assert desk.ask().json()["origin"] == "curated"
+    return edited
+
+
+def test_a_reviewer_lists_and_withdraws_a_curated_answer(desk: Desk) -> None:
+    """approve -> listed -> withdrawn by hand -> the question is held again -> 409 twice, 404 unknown; keys
+    limited to another collection see nothing and withdraw nothing, read keys are refused."""
+    edited = _approve_edited(desk)
+    listed = desk.call("reviewer", "GET", "/v1/curated")
+    assert listed.status_code == 200, listed.text
+    [entry] = listed.json()["curated"]
+    assert entry["question"] == QUESTION and entry["answer"] == edited and entry["collection"] == KB
+    assert entry["status"] == "active" and entry["withdrawn_at"] is None and entry["reviewer"] == "reviewer"
+    assert entry["review_id"] and entry["approved_at"]
+    cited = entry["citations"][0]
+    assert cited["source"].endswith("leave.md") and cited["chunk_id"] and cited["text_hash"]
+    assert desk.call("reviewer", "GET", f"/v1/curated/{entry['id']}").json() == entry
+    assert desk.call("admin", "GET", f"/v1/curated?collection={KB}").json()["curated"] == [entry]
+
+    # a review key limited to another collection: nothing to see, nothing to withdraw; a read key: refused
+    assert desk.call("outsider", "GET", "/v1/curated?status=all").json() == {"curated": []}
+    assert desk.call("outsider", "GET", f"/v1/curated?collection={KB}").json() == {"curated": []}
+    for method in ("GET", "DELETE"):
+        hidden = desk.call("outsider", method, f"/v1/curated/{entry['id']}")
+        assert hidden.status_code == 404 and hidden.json()["code"] == "curated_not_found"
+        refused = desk.call("asker", method, f"/v1/curated/{entry['id']}")
+        assert refused.status_code == 403
+    assert desk.call("asker", "GET", "/v1/curated").status_code == 403
+    assert desk.call("reviewer", "GET", f"/v1/curated/{entry['id']}").json()["status"] == "active"
+
+    withdrawn = desk.call("reviewer", "DELETE", f"/v1/curated/{entry['id']}")
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["status"] == "withdrawn" and withdrawn.json()["withdrawn_at"]
+    after = desk.ask()
+    assert after.status_code == 202, after.text  # no longer answered from it: held for a review again
+    again = desk.call("reviewer", "DELETE", f"/v1/curated/{entry['id']}")
+    assert again.status_code == 409 and again.json()["code"] == "curated_withdrawn"
+    for method in ("GET", "DELETE"):
+        unknown = desk.call("reviewer", method, "/v1/curated/987654")
+        assert unknown.status_code == 404 and unknown.json()["code"] == "curated_not_found"
+
+    assert desk.call("reviewer", "GET", "/v1/curated").json() == {"curated": []}
+    [gone] = desk.call("reviewer", "GET", "/v1/curated?status=withdrawn").json()["curated"]
+    assert gone["id"] == entry["id"] and gone["withdrawn_at"] == withdrawn.json()["withdrawn_at"]
+    assert [c["id"] for c in desk.call("reviewer", "GET", "/v1/curated?status=all").json()["curated"]] == [entry["id"]]
+    assert desk.call("reviewer", "GET", "/v1/curated?status=retired").status_code == 422
+
+    audit = desk.call("admin", "GET", "/v1/audit?action=curated.withdraw").json()
+    assert len(audit) == 1 and audit[0]["key_name"] == "reviewer" and audit[0]["collection"] == KB
+    assert audit[0]["detail"]["curated_id"] == entry["id"] and audit[0]["detail"]["review_id"] == entry["review_id"]
+    assert 'ragkb_curated_answers_total{event="withdrawn"}' in desk.client.get("/metrics").text
+
+
+def test_curated_answers_listed_and_withdrawn_through_the_cli(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ragkb review curated [--status] [--json]` and `ragkb review withdraw ID` on the server's state database."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ingest.config import get_settings
+    from ragkb.cli import app
+
+    settings = desk.client.app.state.components.desk.settings  # type: ignore[attr-defined]
+    monkeypatch.setenv("RAGKB_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("RAGKB_DATABASE_URL", str(settings.database_url))
+    get_settings.cache_clear()
+    try:
+        edited = _approve_edited(desk)
+        runner = CliRunner()
+        listed = runner.invoke(app, ["review", "curated", "--json"])
+        assert listed.exit_code == 0, listed.output
+        [entry] = json.loads(listed.stdout)
+        assert entry["answer"] == edited and entry["status"] == "active"
+        assert json.loads(runner.invoke(app, ["review", "curated", "--collection", "elsewhere", "--json"]).stdout) == []
+        table = runner.invoke(app, ["review", "curated"])
+        assert table.exit_code == 0 and KB in table.output and "active" in table.output
+        bad = runner.invoke(app, ["review", "curated", "--status", "retired"])
+        assert bad.exit_code == 2 and "use one of active, withdrawn, all" in bad.output
+
+        withdrawn = runner.invoke(app, ["review", "withdraw", str(entry["id"])])
+        assert withdrawn.exit_code == 0, withdrawn.output
+        assert f"withdrew curated answer {entry['id']}" in withdrawn.output
+        again = runner.invoke(app, ["review", "withdraw", str(entry["id"])])
+        assert again.exit_code == 2 and "already withdrawn" in again.output
+        unknown = runner.invoke(app, ["review", "withdraw", "987654"])
+        assert unknown.exit_code == 2 and "ragkb review curated" in unknown.output
+
+        assert json.loads(runner.invoke(app, ["review", "curated", "--json"]).stdout) == []
+        [gone] = json.loads(runner.invoke(app, ["review", "curated", "--status", "withdrawn", "--json"]).stdout)
+        assert gone["id"] == entry["id"] and gone["withdrawn_at"]
+        assert desk.ask().status_code == 202  # the server no longer serves it
+        audit = desk.call("admin", "GET", "/v1/audit?action=curated.withdraw").json()
+        assert len(audit) == 1 and audit[0]["key_name"] is None  # the local operator
+    finally:
+        get_settings.cache_clear()

@@ -35,3 +35,11 @@ class InvalidEdit(RagkbError):
 
 class StaleChunk(RagkbError):
     """A cited chunk no longer exists or its text changed since the candidate was made (409)."""
+
+
+class CuratedNotFound(RagkbError):
+    """No curated answer with this id in a collection the caller may see (404)."""
+
+
+class CuratedWithdrawn(RagkbError):
+    """The curated answer is already withdrawn (409)."""

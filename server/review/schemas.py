@@ -151,3 +151,28 @@ class PolicyIn(BaseModel):
 class PolicyOut(BaseModel):
     collection: str
     review: Literal["off", "flagged", "required"]
+
+
+class CuratedCitation(Citation):
+    text_hash: str | None = Field(None, description="SHA-256 of the cited chunk's text when it was approved.")
+
+
+class CuratedOut(BaseModel):
+    """A curated answer: an approved answer served for the same question in its collection while active."""
+
+    id: int
+    collection: str
+    question: str
+    answer: str
+    citations: list[CuratedCitation]
+    review_id: str = Field(description="The review whose approval made it.")
+    reviewer: str | None = Field(
+        None, description="The key that approved it (None: the local operator or a server without keys)."
+    )
+    approved_at: datetime
+    status: Literal["active", "withdrawn"]
+    withdrawn_at: datetime | None = None
+
+
+class CuratedList(BaseModel):
+    curated: list[CuratedOut]

@@ -1,17 +1,30 @@
-"""The review queue (scope `review`): list, show, approve, reject or retry; and each collection's review
-policy (read it with `read`, set it with `admin`). Every action is in the audit trail."""
+"""The review queue (scope `review`): list, show, approve, reject or retry; curated answers (scope `review`):
+list, show, withdraw; and each collection's review policy (read it with `read`, set it with `admin`). Every
+action is in the audit trail."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import AdminCaller, Caller, ReadCaller, ReviewCaller
 from ..components import review_desk
+from ..observability import request_id_var
+from ..review.curation import Curation
 from ..review.desk import Actor, ReviewDesk
-from ..review.schemas import ApproveIn, PolicyIn, PolicyOut, RejectIn, ReviewDetail, ReviewList
+from ..review.schemas import (
+    ApproveIn,
+    CuratedList,
+    CuratedOut,
+    PolicyIn,
+    PolicyOut,
+    RejectIn,
+    ReviewDetail,
+    ReviewList,
+)
+from ..schemas import ErrorResponse
 
 router = APIRouter(prefix="/v1", tags=["reviews"])
 Desk = Annotated[ReviewDesk, Depends(review_desk)]
@@ -59,6 +72,56 @@ def approve(review_id: str, body: ApproveIn, desk: Desk, caller: ReviewCaller) -
 )
 async def reject(review_id: str, body: RejectIn, desk: Desk, caller: ReviewCaller) -> ReviewDetail:
     return await desk.reject(review_id, actor(caller), retry=body.retry, note=body.note)
+
+
+def curation(desk: Desk) -> Curation:
+    return Curation(desk.store, desk.audit)
+
+
+Curated = Annotated[Curation, Depends(curation)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No curated answer with this id that the key may see."}
+}
+
+
+@router.get(
+    "/curated",
+    response_model=CuratedList,
+    summary="Curated answers the key may see, newest approval first (active, withdrawn or all).",
+)
+def curated_list(
+    curated: Curated,
+    caller: ReviewCaller,
+    collection: Annotated[str | None, Query(description="Only this collection.")] = None,
+    status: Annotated[Literal["active", "withdrawn", "all"], Query()] = "active",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> CuratedList:
+    found = curated.list(actor(caller), collection=collection, status=None if status == "all" else status, limit=limit)
+    return CuratedList(curated=found)
+
+
+@router.get(
+    "/curated/{curated_id}",
+    response_model=CuratedOut,
+    summary="One curated answer: question, answer, citations, who approved it, status.",
+    responses=NOT_FOUND,
+)
+def curated_show(curated_id: int, curated: Curated, caller: ReviewCaller) -> CuratedOut:
+    return curated.show(curated_id, actor(caller))
+
+
+@router.delete(
+    "/curated/{curated_id}",
+    response_model=CuratedOut,
+    summary="Withdraw a curated answer: the question is answered afresh (and reviewed per the collection's "
+    "policy). Returns the withdrawn entry.",
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorResponse, "description": "The curated answer is already withdrawn."},
+    },
+)
+def curated_withdraw(curated_id: int, curated: Curated, caller: ReviewCaller) -> CuratedOut:
+    return curated.withdraw(curated_id, actor(caller), request_id=request_id_var.get())
 
 
 @router.get("/collections/{name}/review-policy", response_model=PolicyOut, summary="A collection's review policy.")

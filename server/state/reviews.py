@@ -29,6 +29,7 @@ from .models import (
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
 ACTIVE, WITHDRAWN = "active", "withdrawn"
+CURATED_STATUSES = (ACTIVE, WITHDRAWN)
 
 
 class ReviewStore:
@@ -293,3 +294,22 @@ class ReviewStore:
                 .execution_options(synchronize_session=False)
             )
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def curated_by_id(self, curated_id: int) -> CuratedAnswer | None:
+        with self.db.session() as session:
+            return session.get(CuratedAnswer, curated_id)
+
+    def list_curated(
+        self, *, status: str | None, collections: Iterable[str] | None, limit: int = 100
+    ) -> list[CuratedAnswer]:
+        """Curated answers, newest approval first. `status`: active or withdrawn (None: both); `collections`:
+        only these (None: every collection)."""
+        query = (
+            sa.select(CuratedAnswer).order_by(CuratedAnswer.approved_at.desc(), CuratedAnswer.id.desc()).limit(limit)
+        )
+        if status is not None:
+            query = query.where(CuratedAnswer.status == status)
+        if collections is not None:
+            query = query.where(CuratedAnswer.collection.in_(list(collections)))
+        with self.db.session() as session:
+            return list(session.scalars(query).all())
