@@ -13,7 +13,7 @@ import pytest
 
 from ingest.embedder import Embedder, resolve_model
 from ingest.errors import EmbeddingModelError
-from server.observability import JsonFormatter
+from server.observability import JsonFormatter, StderrHandler
 
 
 def test_packaged_model_loads_offline_and_embeds_normalized(embedder: Embedder) -> None:
@@ -48,6 +48,23 @@ def test_two_models_in_folders_of_the_same_name_have_different_identities(tmp_pa
     (second / "config.json").write_text(json.dumps(config))
     assert resolve_model(str(first)).identity != resolve_model(str(second)).identity
     assert resolve_model(str(first)).identity.startswith("local:model:")
+
+
+def test_the_log_handler_writes_to_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server thread that outlives a test (or a daemon whose stderr was replaced) must not write to a
+    closed stream: the handler looks up sys.stderr at every record."""
+    import io
+    import sys
+
+    handler = StderrHandler()
+    handler.setFormatter(JsonFormatter())
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler.emit(logging.makeLogRecord({"msg": "one", "levelname": "INFO", "name": "ragkb.http"}))
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    handler.emit(logging.makeLogRecord({"msg": "two", "levelname": "INFO", "name": "ragkb.http"}))
+    assert json.loads(second.getvalue())["message"] == "two"
 
 
 @pytest.mark.slow
