@@ -11,18 +11,19 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .blobs import BlobStore, open_blobs
+from .blobs import BlobStore, digest_of, open_blobs
 from .chunking import Chunker, ChunkingConfig
 from .config import Settings, get_settings
 from .discovery import Failure, discover
 from .embedder import Embedder, get_embedder
-from .errors import DuplicateSource, EmptyDocument, FileTooLarge, IngestError
+from .errors import DuplicateSource, EmptyDocument, FileTooLarge, IngestError, RagkbError
 from .extraction import Extractor, extract_in_process
 from .loaders import loader_for
 from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
@@ -111,12 +112,42 @@ class _Pending:
     chunks: list[Chunk]
     display_source: str
     blob: str
-    previous_blob: str | None = None  # the replaced version's original, released once the new one is written
+    previous_blobs: set[str] = field(default_factory=set)  # the replaced version's originals: released once written
 
 
-def _unshared(blob: str | None, pending: list[_Pending]) -> str | None:
-    """A failed file's original, unless a file of the same batch, not yet written, has the same bytes."""
-    return None if blob is None or any(p.blob == blob for p in pending) else blob
+class _Originals:
+    """The originals one ingest call stores, each pinned from before it is stored until its document is
+    written or its file fails: another request releasing an original it no longer uses (a replaced version)
+    can never delete one this call is about to reference."""
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+        self.holder = f"ingest-{uuid.uuid4().hex}"
+        self.held: set[str] = set()
+
+    def put(self, data: bytes) -> str:
+        digest = digest_of(data)
+        self.ingestor.blobs.pin(digest, self.holder)  # before it exists: no release can slip in between
+        self.held.add(digest)
+        return self.ingestor.blobs.put(data)
+
+    def written(self, digest: str) -> None:
+        """A document now names it in the store, which keeps it from here on."""
+        if digest in self.held:
+            self.held.discard(digest)
+            self.ingestor.blobs.unpin(digest, self.holder)
+
+    def drop(self, digest: str | None, pending: list[_Pending]) -> None:
+        """A failed file's original goes, unless a file of this batch waiting to be written has the same bytes
+        or something else uses it."""
+        if digest is None or any(p.blob == digest for p in pending):
+            return
+        self.written(digest)
+        self.ingestor.release_quietly(digest)
+
+    def close(self) -> None:
+        for digest in list(self.held):
+            self.written(digest)
 
 
 class Budget:
@@ -229,6 +260,8 @@ class Ingestor:
         for document in self.store.documents(collection):
             if document.source.startswith(prefixes) and document.source not in present:
                 self.store.delete_document(collection, document.document_id)
+                if document.blob:
+                    self.release_quietly(document.blob)
                 report.deleted += 1
                 report.documents.append({"path": document.source, "document_id": document.document_id,
                                          "status": "deleted", "chunks": document.chunk_count})  # fmt: skip
@@ -262,10 +295,18 @@ class Ingestor:
             self.release_blob(document.blob)
         return document, removed
 
-    def _blob_of(self, collection: Collection, document_id: str) -> str | None:
-        """The original the stored version of a document names (None if it names none)."""
+    def _blobs_of(self, collection: Collection, document_id: str) -> set[str]:
+        """The originals the stored versions of a document name (two after an interrupted replace)."""
         chunks = self.store.document_chunks(collection, document_id)
-        return str(chunks[0].metadata.get("blob") or "") or None if chunks else None
+        return {str(c.metadata["blob"]) for c in chunks if c.metadata.get("blob")}
+
+    def release_quietly(self, digest: str) -> None:
+        """`release_blob` where the caller's own work is done: a store that cannot say whether the original
+        is still used keeps it (a later delete frees it) and the work is not failed for it."""
+        try:
+            self.release_blob(digest)
+        except (RagkbError, OSError) as exc:
+            log.warning("original kept: cannot tell whether it is used", extra={"blob": digest, "error": str(exc)})
 
     def release_blob(self, digest: str) -> bool:
         """Delete an original that no document of any collection uses and no queued job pins (True if
@@ -300,6 +341,23 @@ class Ingestor:
         on_stage: StageCallback | None = None,
     ) -> None:
         """`displays` maps a source to how it is shown (`display_source`); others show the fallback."""
+        originals = _Originals(self)
+        try:
+            self._ingest_files(collection, items, report, on_file_done, max_chunks, displays, on_stage, originals)
+        finally:
+            originals.close()
+
+    def _ingest_files(
+        self,
+        collection: Collection,
+        items: Iterable[tuple[str, str, Path | bytes]],
+        report: IngestReport,
+        on_file_done: ProgressCallback | None,
+        max_chunks: int | None,
+        displays: Mapping[str, str] | None,
+        on_stage: StageCallback | None,
+        originals: _Originals,
+    ) -> None:
         committed = self.store.committed_versions(collection)
         pending: list[_Pending] = []
         pending_chunks = 0
@@ -318,12 +376,13 @@ class Ingestor:
                 if document_id in seen:  # two versions of one document in one write would delete each other
                     raise DuplicateSource(f"{name}: {source} appears twice in this batch; only the first is ingested")
                 seen.add(document_id)
-                blob = self.blobs.put(data)  # the original, kept once by content (for reindex and serving)
+                blob = originals.put(data)  # the original, kept once by content (for reindex and serving)
                 version = self.version_of(data)
                 known = committed.get(document_id, set())
                 if version in known:
                     if len(known) > 1:  # an earlier replace was interrupted before its cleanup
                         self.store.delete_stale_versions(collection, document_id, keep=version)
+                    originals.written(blob)  # the stored version names it already
                     report.unchanged += 1
                     INGEST_FILES.labels(outcome="unchanged").inc()
                     if on_file_done:
@@ -339,34 +398,26 @@ class Ingestor:
                 budget.spend(name, len(chunks))
                 report.warnings.extend(f"{name}: {w}" for w in extracted.warnings)
                 shown = (displays or {}).get(source) or fallback_display_source(source)
-                previous = self._blob_of(collection, document_id) if known else None
+                previous = self._blobs_of(collection, document_id) if known else set()
                 pending.append(
                     _Pending(name, source, document_id, version, bool(known), extracted, chunks, shown, blob, previous)
                 )
                 pending_chunks += len(chunks)
             except IngestError as exc:
-                self._failed(report, name, str(exc), on_file_done, _unshared(blob, pending))
+                originals.drop(blob, pending)
+                self._failed(report, name, str(exc), on_file_done)
                 continue
             except OSError as exc:
-                error = f"cannot read: {exc.strerror or exc}"
-                self._failed(report, name, error, on_file_done, _unshared(blob, pending))
+                originals.drop(blob, pending)
+                self._failed(report, name, f"cannot read: {exc.strerror or exc}", on_file_done)
                 continue
             if pending_chunks >= self.settings.ingest_flush_chunks:
-                self._flush(collection, pending, report, on_file_done, on_stage)
+                self._flush(collection, pending, report, on_file_done, on_stage, originals)
                 pending, pending_chunks = [], 0
-        self._flush(collection, pending, report, on_file_done, on_stage)  # chunks already made are still written
+        # chunks already made are still written
+        self._flush(collection, pending, report, on_file_done, on_stage, originals)
 
-    def _failed(
-        self,
-        report: IngestReport,
-        name: str,
-        error: str,
-        on_file_done: ProgressCallback | None,
-        blob: str | None = None,
-    ) -> None:
-        """A file that failed after its original was stored leaves no original behind (unless used elsewhere)."""
-        if blob is not None:
-            self.release_blob(blob)
+    def _failed(self, report: IngestReport, name: str, error: str, on_file_done: ProgressCallback | None) -> None:
         log.warning("ingest failed", extra={"path": name, "error": error})
         report.fail(name, error)
         INGEST_FILES.labels(outcome="failed").inc()
@@ -379,7 +430,8 @@ class Ingestor:
         pending: list[_Pending],
         report: IngestReport,
         on_file_done: ProgressCallback | None,
-        on_stage: StageCallback | None = None,
+        on_stage: StageCallback | None,
+        originals: _Originals,
     ) -> None:
         if not pending:
             return
@@ -418,8 +470,10 @@ class Ingestor:
         self.store.write_documents(collection, versions)
         INGEST_SECONDS.labels(stage="write").observe(time.perf_counter() - started)
         for doc in pending:
-            if doc.previous_blob and doc.previous_blob != doc.blob:
-                self.release_blob(doc.previous_blob)
+            originals.written(doc.blob)
+        for doc in pending:
+            for old in doc.previous_blobs - {doc.blob}:  # the replaced version's original, if nothing else uses it
+                self.release_quietly(old)
         if on_stage:
             on_stage("written", "", len(texts))
         for doc in pending:

@@ -116,8 +116,8 @@ class _BM25:
                     mask[position] = 1.0
             if not mask.any():
                 return []
-        # What `BM25.retrieve` does for one query, without the thread pool and progress bar it sets up on
-        # every call (~1-3 ms, more than the scoring itself at 10k chunks): scores, then numpy's sorted top k.
+        # What `BM25.retrieve` does for one query (scores, then numpy's sorted top k), without the thread pool
+        # and progress bar it sets up on every call: ~3.5 ms of a ~4 ms search at 10k chunks.
         from bm25s.selection import topk
 
         scores, positions = topk(

@@ -192,7 +192,6 @@ class HybridRetriever:
         self.doc_weight = settings.hybrid_doc_weight
         self.rrf_k = settings.hybrid_rrf_k
         self.candidates = settings.hybrid_candidates
-        self.unit = settings.hybrid_unit
 
     def _fuse(
         self,

@@ -11,6 +11,7 @@ from ingest.blobs import BlobNotFound, LocalBlobStore, digest_of
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
+from ingest.vectorstore import StoreUnavailable
 from server.api import create_app
 from server.service import QueryService
 from server.state import Scope
@@ -63,6 +64,51 @@ def test_a_replaced_or_failed_document_leaves_no_unused_original(ingestor: Inges
     )
     assert (twins.added, twins.failed) == (1, 1)
     assert ingestor.blobs.exists(digest_of(TWIN)), "the written twin still has its original"
+
+
+def test_an_original_is_pinned_until_its_document_is_written(ingestor: Ingestor) -> None:
+    """Another request releasing the same bytes (its replaced version) while this ingest embeds them must not
+    delete the original this ingest is about to reference."""
+    seen: list[tuple[bool, bool]] = []
+
+    def on_stage(stage: str, name: str, chunks: int) -> None:
+        if stage == "embedding":
+            released = ingestor.release_blob(digest_of(NOTE))  # what a concurrent replace would do
+            seen.append((released, ingestor.blobs.pinned(digest_of(NOTE))))
+
+    report = ingestor.ingest_items(
+        [("runbook.md", "upload://runbook.md", NOTE)], collection="runbooks", on_stage=on_stage
+    )
+    assert report.added == 1 and seen == [(False, True)]
+    assert ingestor.blobs.exists(digest_of(NOTE)) and not ingestor.blobs.pinned(digest_of(NOTE))
+
+
+def test_a_store_that_cannot_answer_keeps_the_original_and_the_ingest(
+    ingestor: Ingestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Releasing the replaced version's original asks the store whether anything still uses it; when the
+    store cannot answer, the new version stays written and reported, and the old original is kept."""
+    assert ingestor.ingest_items([("runbook.md", "upload://runbook.md", NOTE)], collection="runbooks").added == 1
+
+    def unreachable(digest: str) -> bool:
+        raise StoreUnavailable("the vector store is unreachable (blob check): connection refused")
+
+    monkeypatch.setattr(ingestor.store, "blob_in_use", unreachable)
+    changed = NOTE + b"\nAnd the SSH host keys.\n"
+    report = ingestor.ingest_items([("runbook.md", "upload://runbook.md", changed)], collection="runbooks")
+    assert report.updated == 1 and not report.failed
+    assert ingestor.blobs.exists(digest_of(NOTE)) and ingestor.blobs.exists(digest_of(changed))
+
+
+def test_pruned_documents_release_their_originals(ingestor: Ingestor, tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "keep.md").write_bytes(NOTE)
+    (folder / "gone.md").write_bytes(TWIN)
+    assert ingestor.ingest_paths([folder], collection="runbooks").added == 2
+    (folder / "gone.md").unlink()
+    assert ingestor.ingest_paths([folder], collection="runbooks", prune=True).deleted == 1
+    assert sorted(ingestor.blobs.digests()) == [digest_of(NOTE)]
 
 
 @pytest.mark.slow

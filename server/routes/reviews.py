@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import AdminCaller, Caller, ReadCaller, ReviewCaller
@@ -79,6 +79,7 @@ def curation(desk: Desk) -> Curation:
 
 
 Curated = Annotated[Curation, Depends(curation)]
+CuratedId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The curated answer's id.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No curated answer with this id that the key may see."}
 }
@@ -106,7 +107,7 @@ def curated_list(
     summary="One curated answer: question, answer, citations, who approved it, status.",
     responses=NOT_FOUND,
 )
-def curated_show(curated_id: int, curated: Curated, caller: ReviewCaller) -> CuratedOut:
+def curated_show(curated_id: CuratedId, curated: Curated, caller: ReviewCaller) -> CuratedOut:
     return curated.show(curated_id, actor(caller))
 
 
@@ -120,7 +121,7 @@ def curated_show(curated_id: int, curated: Curated, caller: ReviewCaller) -> Cur
         409: {"model": ErrorResponse, "description": "The curated answer is already withdrawn."},
     },
 )
-def curated_withdraw(curated_id: int, curated: Curated, caller: ReviewCaller) -> CuratedOut:
+def curated_withdraw(curated_id: CuratedId, curated: Curated, caller: ReviewCaller) -> CuratedOut:
     return curated.withdraw(curated_id, actor(caller), request_id=request_id_var.get())
 
 
