@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     )
     agent_plan_template: str = Field("plan", description="The planner's prompt template in server/prompts/.")
     # human review (docs/review.md)
+    record_queue: int = Field(
+        10_000,
+        ge=1,
+        description="Answer records waiting to be written behind the response; when full, the newest are dropped "
+        "(counted in ragkb_records_dropped_total).",
+    )
     review_flag_below: float = Field(
         0.55,
         ge=0,

@@ -255,6 +255,18 @@ class Filters:
             return None
         return repr((sorted(self.document_ids), self.source_glob, sorted(self.where.items())))
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (`from_dict` reads it back, validating again)."""
+        return {"document_ids": list(self.document_ids), "source_glob": self.source_glob, "where": dict(self.where)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Filters:
+        return cls(
+            document_ids=tuple(raw.get("document_ids") or ()),
+            source_glob=raw.get("source_glob"),
+            where=dict(raw.get("where") or {}),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Collection:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
-
 from ingest.config import Settings
 from ingest.extraction import ProcessExtractor
 from ingest.pipeline import Ingestor
 from ingest.queue import JobQueue, QueueNotConfigured
-from ingest.vectorstore import StoreUnavailable
 
+from .agent.runner import AgentRunner
+from .answering import Answerer
 from .metrics import REVIEWS_PENDING
 from .review.desk import ReviewDesk
 from .service import QueryService
@@ -33,7 +32,11 @@ class Components:
     keys: KeyStore
     audit: Audit
     limiter: RateLimiter
-    desk: ReviewDesk
+    answerer: Answerer
+
+    @property
+    def desk(self) -> ReviewDesk:
+        return self.answerer.desk
 
     @classmethod
     def build(cls, settings: Settings, service: QueryService | None = None) -> Components:
@@ -49,7 +52,8 @@ class Components:
         audit = Audit(state)
         desk = ReviewDesk(service, ReviewStore(state), audit, settings)
         REVIEWS_PENDING.set(desk.store.pending_count())  # the gauge is right from start-up, not from the next change
-        return cls(settings, service, ingestor, queue, state, KeyStore(state), audit, limiter, desk)
+        answerer = Answerer(service, desk, AgentRunner(service))
+        return cls(settings, service, ingestor, queue, state, KeyStore(state), audit, limiter, answerer)
 
     def close(self) -> None:
         """Stop in-flight ingestion between batches, end the extraction worker, close the state database."""
@@ -58,6 +62,7 @@ class Components:
             self.queue.close()
         if isinstance(self.ingestor.extract, ProcessExtractor):
             self.ingestor.extract.close()
+        self.answerer.close()  # what is queued behind the responses is written first
         self.state.dispose()
 
     def require_queue(self) -> JobQueue:
@@ -77,19 +82,3 @@ def rate_limit_url(settings: Settings) -> str | None:
         if url and url.startswith(("redis://", "rediss://", "unix://")):
             return url
     return None
-
-
-def components(request: Request) -> Components:
-    """FastAPI dependency: the process's components (503 while the model is still loading)."""
-    found: Components | None = getattr(request.app.state, "components", None)
-    if found is None:
-        raise StoreUnavailable("the server is still starting; try again in a moment")
-    return found
-
-
-def query_service(request: Request) -> QueryService:
-    return components(request).service
-
-
-def review_desk(request: Request) -> ReviewDesk:
-    return components(request).desk

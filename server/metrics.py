@@ -57,6 +57,17 @@ CURATED = Counter(
 )
 
 
+RECORDS_WRITTEN = Counter(
+    "ragkb_records_written_total", "Answer records and review bookkeeping written behind the response."
+)
+RECORDS_DROPPED = Counter(
+    "ragkb_records_dropped_total",
+    "Records not written: the writer's queue was full (the newest are dropped) or the write failed.",
+    ["reason"],
+)
+RECORDS_QUEUED = Gauge("ragkb_records_queued", "Records waiting for the background writer.")
+
+
 def metrics_payload() -> tuple[bytes, str]:
     """The exposition text of this process, or of every worker process when `ragkb serve --workers N`
     set PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode: each worker writes its samples

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingest.vectorstore import FILTERABLE_FIELDS, MAX_FILTER_IDS, StoredChunk
+from ingest.vectorstore import FILTERABLE_FIELDS, MAX_FILTER_IDS, Filters, StoredChunk
 
 
 class QueryFilters(BaseModel):
@@ -23,6 +23,14 @@ class QueryFilters(BaseModel):
         + ", ".join(sorted(FILTERABLE_FIELDS))
         + ".",
     )
+
+    def filters(self) -> Filters:
+        """The store's validated `Filters` (`InvalidFilter` names what is allowed)."""
+        return Filters.from_dict(self.model_dump())
+
+
+def filters_of(model: QueryFilters | None) -> Filters | None:
+    return None if model is None else model.filters()
 
 
 class ChunkRef(BaseModel):

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingest.errors import RagkbError
-from ingest.vectorstore import Filters, InvalidFilter, StoredChunk
+from ingest.vectorstore import InvalidFilter, StoredChunk
 
 from ..metrics import AGENT_TOOL_CALLS
 from ..retrieval import retriever_names
-from ..schemas import QueryFilters
+from ..schemas import QueryFilters, filters_of
 
 if TYPE_CHECKING:
     from ..service import Query, QueryService
@@ -55,7 +55,7 @@ class SearchArgs(BaseModel):
     @classmethod
     def _valid_filters(cls, filters: QueryFilters | None) -> QueryFilters | None:
         try:
-            _filters(filters)  # the store's own checks: known fields, value types, sizes
+            filters_of(filters)  # the store's own checks: known fields, value types, sizes
         except InvalidFilter as exc:
             raise ValueError(str(exc)) from None
         return filters
@@ -122,12 +122,6 @@ class ToolResult:
     ms: float = 0.0
 
 
-def _filters(model: QueryFilters | None) -> Filters | None:
-    if model is None:
-        return None
-    return Filters(document_ids=tuple(model.document_ids), source_glob=model.source_glob, where=dict(model.where))
-
-
 @dataclass
 class Toolbox:
     """The tools of one request, bound to its query (collection, defaults, filters) and caching their results."""
@@ -169,7 +163,7 @@ class Toolbox:
             args.query,
             collection=self.query.collection,
             top_k=args.top_k or self.query.top_k,
-            filters=_filters(args.filters) if args.filters is not None else self.query.filters,
+            filters=args.filters.filters() if args.filters is not None else self.query.filters,
             retriever=args.retriever or self.query.retriever,
         )
         found = self.service.retrieve(query)

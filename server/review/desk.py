@@ -20,7 +20,6 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from ingest.config import Settings
-from ingest.errors import RagkbError
 from ingest.vectorstore import Filters, StoredChunk, validate_collection_name
 
 from ..citations import validate
@@ -41,6 +40,7 @@ from ..service import Plan, Query, QueryService
 from ..state import Audit
 from ..state.models import AnswerRecord, CuratedAnswer, FeedbackRecord, ReviewAttempt, ReviewRecord, utcnow
 from ..state.reviews import APPROVED, PENDING, REJECTED, ReviewStore
+from ..state.writer import BackgroundWriter
 from .curated import CuratedAnswers, Lookup, text_hash
 from .errors import (
     AnswerNotFound,
@@ -101,13 +101,29 @@ def passages_of(chunks: Sequence[StoredChunk], first: int = 1) -> list[dict[str,
 
 
 class ReviewDesk:
-    def __init__(self, service: QueryService, store: ReviewStore, audit: Audit, settings: Settings) -> None:
+    def __init__(
+        self,
+        service: QueryService,
+        store: ReviewStore,
+        audit: Audit,
+        settings: Settings,
+        writer: BackgroundWriter | None = None,
+    ) -> None:
         self.service = service
         self.store = store
         self.audit = audit
         self.settings = settings
         self.curated = CuratedAnswers(store, service.reader, settings.curated_match_threshold)
         self._retry_template = load_template(RETRY_TEMPLATE)
+        # what is written behind the response: answer records and the reviews queued from them
+        self.writer = writer or BackgroundWriter(settings.record_queue)
+
+    def flush(self) -> None:
+        """Wait for the records queued in this process (a read of them sees its own answers)."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
     # -- the query side (blocking) -----------------------------------------------------
 
@@ -221,28 +237,38 @@ class ReviewDesk:
             return None
         return self._queue(plan, response, reasons, held=False, asked_by=key_name)
 
-    def after_answer_quietly(self, plan: Plan, response: QueryResponse, **options: Any) -> None:
-        """`after_answer` once the answer has gone out: a state database outage is logged, not raised (the
-        asker already has the answer; only its record for feedback and review is lost)."""
-        try:
-            self.after_answer(plan, response, **options)
-        except RagkbError as exc:
-            log.warning("answer not recorded for review: %s", exc, extra={"request_id": response.request_id})
+    def after_answer_later(
+        self,
+        plan: Plan,
+        response: QueryResponse,
+        *,
+        key_name: str | None,
+        policy: ReviewPolicy,
+        withdrawn: bool = False,
+    ) -> None:
+        """`after_answer` behind the response (the writer's thread): the asker already has the answer; a state
+        database outage loses only its record for feedback and review (logged and counted)."""
+        self.writer.submit(
+            lambda: self.after_answer(plan, response, key_name=key_name, policy=policy, withdrawn=withdrawn)
+        )
 
-    def record_quietly(
+    def record_later(
+        self, response: QueryResponse, key_name: str | None, question: str, policy: ReviewPolicy = ReviewPolicy.OFF
+    ) -> None:
+        """`record_answer` behind the response."""
+        self.writer.submit(lambda: self.record_answer(response, key_name, question, policy))
+
+    def record_answer(
         self, response: QueryResponse, key_name: str | None, question: str, policy: ReviewPolicy = ReviewPolicy.OFF
     ) -> None:
         """Record an answer made without a plan of this desk's (curated, agent mode); with policy `flagged`, a
-        doubtful one is queued from its record. Failures are logged, not raised (the answer has gone out)."""
-        try:
-            self.record(None, response, key_name, question)
-            if policy is ReviewPolicy.FLAGGED and response.origin not in ("curated", "reviewed"):
-                reasons = flag_reasons(response, confidence_below=self.settings.review_flag_below)
-                recorded = self.store.answer(response.request_id)
-                if reasons and recorded is not None and recorded.key_name == key_name:
-                    self._queue_recorded(recorded, key_name, reasons)
-        except RagkbError as exc:
-            log.warning("answer not recorded for review: %s", exc, extra={"request_id": response.request_id})
+        doubtful one is queued from its record."""
+        self.record(None, response, key_name, question)
+        if policy is ReviewPolicy.FLAGGED and response.origin not in ("curated", "reviewed"):
+            reasons = flag_reasons(response, confidence_below=self.settings.review_flag_below)
+            recorded = self.store.answer(response.request_id)
+            if reasons and recorded is not None and recorded.key_name == key_name:
+                self._queue_recorded(recorded, key_name, reasons)
 
     def hold(
         self, plan: Plan, response: QueryResponse, *, key_name: str | None, withdrawn: bool = False
@@ -260,13 +286,7 @@ class ReviewDesk:
             "confidence": response.confidence,  # shown in the queue's list
             "top_k": query.top_k,
             "retriever": query.retriever,
-            "filters": None
-            if query.filters is None
-            else {
-                "document_ids": list(query.filters.document_ids),
-                "source_glob": query.filters.source_glob,
-                "where": dict(query.filters.where),
-            },
+            "filters": None if query.filters is None else query.filters.to_dict(),
         }
         return self._create(
             request_id=response.request_id,
@@ -337,6 +357,7 @@ class ReviewDesk:
     # -- feedback ----------------------------------------------------------------------
 
     def feedback(self, body: FeedbackIn, caller: Actor) -> tuple[FeedbackRecord, ReviewRecord | None]:
+        self.flush()
         answer = self.store.answer(body.request_id)
         if answer is None or not caller.can_see(answer.collection):
             raise AnswerNotFound(f"no answer with request id {body.request_id!r} (feedback refers to a response's id)")
@@ -414,6 +435,7 @@ class ReviewDesk:
     # -- the reviewer's side -------------------------------------------------------------
 
     def load(self, review_id: str, caller: Actor) -> tuple[ReviewRecord, list[ReviewAttempt]]:
+        self.flush()
         found = self.store.review(review_id)
         if found is None or not caller.can_see(found[0].collection):
             raise ReviewNotFound(f"no review with id {review_id!r}")
@@ -423,6 +445,7 @@ class ReviewDesk:
         return detail_of(*self.load(review_id, caller))
 
     def queue(self, caller: Actor, *, status: str | None, limit: int) -> list[ReviewSummary]:
+        self.flush()
         return [
             summary_of(r, n) for r, n in self.store.reviews(status=status, collections=caller.collections, limit=limit)
         ]
@@ -598,13 +621,7 @@ class ReviewDesk:
         first = str(options.get("retriever") or self.settings.retriever)
         retriever = first if attempt % 2 == 1 else ("dense" if first != "dense" else "hybrid")
         raw = options.get("filters")
-        filters = None
-        if raw:
-            filters = Filters(
-                document_ids=tuple(raw.get("document_ids") or ()),
-                source_glob=raw.get("source_glob"),
-                where=dict(raw.get("where") or {}),
-            )
+        filters = Filters.from_dict(raw) if raw else None
         query = self.service.query(
             review.question, collection=review.collection, top_k=top_k, filters=filters, retriever=retriever
         )
@@ -625,6 +642,7 @@ class ReviewDesk:
     # -- the asker's side ----------------------------------------------------------------
 
     def outcome(self, review_id: str, caller: Actor) -> AnswerOutcome:
+        self.flush()
         found = self.store.review(review_id)
         if found is None or not found[0].held or not caller.can_see(found[0].collection):
             raise AnswerNotFound(f"no held answer with id {review_id!r}")

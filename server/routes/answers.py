@@ -7,20 +7,17 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import ReadCaller
-from ..components import review_desk
-from ..review.desk import ReviewDesk
+from ..deps import DeskDep as Desk
 from ..review.schemas import AnswerOutcome, FeedbackIn, FeedbackOut
 from .reviews import actor
 
 router = APIRouter(prefix="/v1", tags=["answers"])
-Desk = Annotated[ReviewDesk, Depends(review_desk)]
 POLL_SECONDS = 0.5
 
 

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import AdminCaller, Caller, ReadCaller, ReviewCaller
-from ..components import review_desk
+from ..deps import DeskDep as Desk
 from ..observability import request_id_var
 from ..review.curation import Curation
-from ..review.desk import Actor, ReviewDesk
+from ..review.desk import Actor
 from ..review.schemas import (
     ApproveIn,
     CuratedList,
@@ -27,7 +27,6 @@ from ..review.schemas import (
 from ..schemas import ErrorResponse
 
 router = APIRouter(prefix="/v1", tags=["reviews"])
-Desk = Annotated[ReviewDesk, Depends(review_desk)]
 
 
 def actor(caller: Caller) -> Actor:

@@ -1,0 +1,72 @@
+"""One typed dependency per part of the server, for the routes (the way FastAPI's full-stack template's
+`api/deps.py` does it): a route names what it uses, `answerer: AnswererDep`, never a chain of attributes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ingest.pipeline import Ingestor
+from ingest.vectorstore import StoreUnavailable
+
+from .answering import Answerer
+from .cache import AnswerCache
+from .components import Components
+from .reader import Reader
+from .review.desk import ReviewDesk
+from .service import QueryService
+from .state import Audit, KeyStore
+
+
+def components(request: Request) -> Components:
+    """The process's components (503 while the model is still loading)."""
+    found: Components | None = getattr(request.app.state, "components", None)
+    if found is None:
+        raise StoreUnavailable("the server is still starting; try again in a moment")
+    return found
+
+
+Parts = Annotated[Components, Depends(components)]
+
+
+def _answerer(parts: Parts) -> Answerer:
+    return parts.answerer
+
+
+def _service(parts: Parts) -> QueryService:
+    return parts.service
+
+
+def _reader(parts: Parts) -> Reader:
+    return parts.service.reader
+
+
+def _cache(parts: Parts) -> AnswerCache:
+    return parts.service.cache
+
+
+def _desk(parts: Parts) -> ReviewDesk:
+    return parts.answerer.desk
+
+
+def _ingestor(parts: Parts) -> Ingestor:
+    return parts.ingestor
+
+
+def _audit(parts: Parts) -> Audit:
+    return parts.audit
+
+
+def _keys(parts: Parts) -> KeyStore:
+    return parts.keys
+
+
+AnswererDep = Annotated[Answerer, Depends(_answerer)]
+ServiceDep = Annotated[QueryService, Depends(_service)]
+ReaderDep = Annotated[Reader, Depends(_reader)]
+CacheDep = Annotated[AnswerCache, Depends(_cache)]
+DeskDep = Annotated[ReviewDesk, Depends(_desk)]
+IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
+AuditDep = Annotated[Audit, Depends(_audit)]
+KeysDep = Annotated[KeyStore, Depends(_keys)]
