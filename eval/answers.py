@@ -50,9 +50,7 @@ async def _evaluate_answers(
     return {
         "dataset": dataset.resolve().name,
         "split": split,
-        "provider": service.provider.name,
-        "model": service.provider.model,
-        "prompt": {"name": service.template.name, "version": service.template.version},
+        **service.describe(),
         "num_queries": len(query_ids),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": {

@@ -13,7 +13,9 @@ it is scored by *full evidence* (the citations cover every needed place) and *an
 the needed strings in the answer). `mode="agent"` answers through agent mode (`server.agent`).
 
 The documents are ingested first (once; unchanged files are skipped) into a collection of their own,
-then every question goes through the real query path (`QueryService.answer`).
+then every question goes through the one answering entry every door uses (`server.answering.Answerer`), so
+a curated answer or a collection's review policy holds here as it does over HTTP (a held answer is
+counted as `held`: nothing was shown).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 from ingest.errors import RagkbError
 from ingest.pipeline import Ingestor
-from server.agent import AgentRunner
+from server.answering import Answerer, Asker, Held, Mode
 from server.schemas import Citation, QueryResponse
 from server.service import QueryService
 
@@ -160,6 +162,12 @@ class Outcome:
     answers_needed: int = 0
     steps: int = 0  # agent mode: steps taken
     truncated: bool = False
+    origin: str = "generated"  # generated, cached, curated, reviewed; "held" when a reviewer must approve it
+
+
+def judge_held(item: QAItem, ms: float) -> Outcome:
+    """A held answer: nothing was shown, so nothing is cited, found or abstained."""
+    return Outcome(item.id, item.kind, item.answerable, False, False, False, 0, 0, 0.0, ms, [], origin="held")
 
 
 def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
@@ -188,6 +196,7 @@ def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
         answers_needed=len(item.needed_answers),
         steps=len(response.steps),
         truncated=response.truncated,
+        origin=response.origin,
     )
 
 
@@ -209,6 +218,8 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, float]:
         "citations_supported": _share(citations, citations + sum(o.unsupported for o in outcomes)),
         "full_evidence": _share(sum(o.full_evidence for o in answerable), len(answerable)),
         "answer_recall": _share(sum(o.answers_found for o in answerable), sum(o.answers_needed for o in answerable)),
+        "held": _share(sum(o.origin == "held" for o in outcomes), len(outcomes)),
+        "curated": _share(sum(o.origin in ("curated", "reviewed") for o in outcomes), len(outcomes)),
     }
 
 
@@ -237,21 +248,19 @@ def ingest_documents(ingestor: Ingestor, folders: Sequence[Path], collection: st
 
 
 async def _answer_all(
-    service: QueryService,
+    answerer: Answerer,
     items: Sequence[QAItem],
     collection: str,
     on_item: Callable[[int, int], None] | None,
     mode: str = "single",
 ) -> list[Outcome]:
     outcomes = []
-    agent = AgentRunner(service) if mode == "agent" else None
     for number, item in enumerate(items, start=1):
         started = time.perf_counter()
-        if agent is not None:
-            response = await agent.answer(item.question, collection=collection, request_id=f"qa-{item.id}")
-        else:
-            response = await service.answer(item.question, collection=collection, request_id=f"qa-{item.id}")
-        outcomes.append(judge(item, response, (time.perf_counter() - started) * 1000))
+        query = answerer.query(item.question, collection=collection)
+        result = await answerer.answer(query, mode=Mode(mode), asker=Asker(request_id=f"qa-{item.id}-{started:.6f}"))
+        ms = (time.perf_counter() - started) * 1000
+        outcomes.append(judge_held(item, ms) if isinstance(result, Held) else judge(item, result, ms))
         if on_item:
             on_item(number, len(items))
     return outcomes
@@ -282,11 +291,13 @@ def evaluate_qa(
         include or ["*.pdf"],
     )
 
+    answerer = Answerer.open(reader.settings, service=service)
+
     async def run() -> list[Outcome]:
         try:
-            return await _answer_all(service, items, collection, on_item, mode)
+            return await _answer_all(answerer, items, collection, on_item, mode)
         finally:
-            await service.aclose()
+            await answerer.aclose()
 
     service.cache.clear()
     outcomes = asyncio.run(run())
@@ -298,9 +309,7 @@ def evaluate_qa(
         "split": half or "all",
         "mode": mode,
         "headline": list(QA_HEADLINE),
-        "provider": service.provider.name,
-        "model": service.provider.model,
-        "prompt": {"name": service.template.name, "version": service.template.version},
+        **service.describe(),
         "retriever": settings.retriever,
         "settings": {"top_k": settings.top_k, "abstain_below": settings.abstain_below},
         "num_questions": len(items),

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import uuid4
 
 import typer
 
@@ -149,6 +150,76 @@ def _print_answer(data: dict[str, Any]) -> None:
     err.print(" ".join(flags))
 
 
+def _print_held(held: dict[str, Any], waited: float) -> None:
+    note = f" (waited {waited:.0f} s)" if waited else ""
+    console.print(
+        f"Held for review{note}: this collection's answers are approved by a person before they are shown.",
+        markup=False,
+        highlight=False,
+    )
+    err.print(
+        f"review id {held['review_id']}; ask again later, or: ragkb ask ... --wait SECONDS, GET {held['answer_url']}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _ask_server(server: str, body: dict[str, Any], api_key: str | None, wait: float) -> tuple[int, dict[str, Any]]:
+    """POST /v1/query; a held answer (202) is polled for up to `wait` seconds. Returns (status, body)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=120) as client:
+            response = client.post("/v1/query", json=body)
+            data = _json(response)
+            if response.status_code != 202:
+                return response.status_code, data
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                outcome = _json(client.get(data["answer_url"]))
+                if outcome.get("status") == "approved" and outcome.get("answer"):
+                    return 200, outcome["answer"]
+                if outcome.get("status") == "rejected":
+                    return 200, {**outcome, "rejected": True}
+            return 202, data
+    except httpx.HTTPError as exc:
+        raise exit_with_error(f"cannot reach {server}: {exc}") from None
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise exit_with_error(f"the server answered {response.status_code} without JSON", 1) from None
+    if response.status_code >= 400:
+        hint = " (pass --api-key or set RAGKB_API_KEY)" if response.status_code == 401 else ""
+        raise exit_with_error(f"{data.get('error', data)}{hint}", 1)
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def _ask_here(question: str, options: dict[str, Any], mode: str) -> tuple[int, dict[str, Any]]:
+    """Answer in this process through the one answering entry (curated answers and review policies hold)."""
+    from .answering import Answerer, Asker, Held, Mode
+
+    async def run() -> tuple[int, dict[str, Any]]:
+        answerer = Answerer.open(get_settings())
+        try:
+            query = answerer.query(question, **options)
+            result = await answerer.answer(query, mode=Mode(mode), asker=Asker(request_id=f"cli-{uuid4().hex[:12]}"))
+            if isinstance(result, Held):
+                return 202, result.model().model_dump(mode="json")
+            return 200, result.model_dump(mode="json")
+        finally:
+            await answerer.aclose()
+
+    try:
+        return asyncio.run(run())
+    except RagkbError as exc:
+        raise exit_with_error(str(exc), 1) from None
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
@@ -156,51 +227,35 @@ def ask(
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Chunks to retrieve.")] = None,
     retriever: Annotated[str | None, typer.Option(help="Retrieval strategy (e.g. dense).")] = None,
     server: Annotated[str | None, typer.Option(help="Ask a running server (e.g. http://127.0.0.1:8000).")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="RAGKB_API_KEY", help="The server's API key (with --server).")
+    ] = None,
+    wait: Annotated[
+        float, typer.Option(min=0, help="With --server: seconds to wait for a reviewer when the answer is held.")
+    ] = 0.0,
     agent: Annotated[
         bool, typer.Option("--agent", help="Agent mode: plan sub-questions, search for each, review (docs/agent.md).")
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Answer a question with numbered sources, in-process or through a running server."""
-    body: dict[str, Any] = {"question": question, "collection": collection, "top_k": top_k, "retriever": retriever}
-    body = {k: v for k, v in body.items() if v is not None}
-    if agent:
-        body["mode"] = "agent"
+    """Answer a question with numbered sources, in-process or through a running server. An answer held for
+    review (the collection's policy is `required`) is reported with its review id (exit status 0)."""
+    options: dict[str, Any] = {"collection": collection, "top_k": top_k, "retriever": retriever}
+    options = {k: v for k, v in options.items() if v is not None}
+    mode = "agent" if agent else "single"
     if server:
-        import httpx
-
-        try:
-            response = httpx.post(server.rstrip("/") + "/v1/query", json=body, timeout=120)
-        except httpx.HTTPError as exc:
-            raise exit_with_error(f"cannot reach {server}: {exc}") from None
-        data = response.json()
-        if response.status_code != 200:
-            raise exit_with_error(str(data.get("error", data)), 1)
+        started = time.monotonic()
+        status, data = _ask_server(server, {"question": question, **options, "mode": mode}, api_key, wait)
+        waited = time.monotonic() - started if wait else 0.0
     else:
-        from .service import QueryService
-
-        async def run() -> dict[str, Any]:
-            service = QueryService()
-            try:
-                if agent:
-                    from .agent import AgentRunner
-
-                    answering = AgentRunner(service).answer
-                else:
-                    answering = service.answer
-                result = await answering(
-                    question, collection=collection, top_k=top_k, retriever=retriever, request_id="cli"
-                )
-                return result.model_dump()
-            finally:
-                await service.aclose()
-
-        try:
-            data = asyncio.run(run())
-        except RagkbError as exc:
-            raise exit_with_error(str(exc), 1) from None
+        status, data = _ask_here(question, options, mode)
+        waited = 0.0
     if as_json:
         print(json.dumps(data, indent=2))
+    elif status == 202:
+        _print_held(data, waited)
+    elif data.get("rejected"):
+        console.print(data.get("message") or "A reviewer declined to answer this question.", markup=False)
     else:
         _print_answer(data)
 

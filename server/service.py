@@ -139,6 +139,14 @@ class QueryService:
         self.template = load_template(self.settings.prompt_template)
         self._retrievers: dict[str, Retriever] = {}
 
+    def describe(self) -> dict[str, Any]:
+        """What answers are made with, for reports: provider, model and prompt template."""
+        return {
+            "provider": self.provider.name,
+            "model": self.provider.model,
+            "prompt": {"name": self.template.name, "version": self.template.version},
+        }
+
     # -- retrieval -------------------------------------------------------------------
 
     def query(
