@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from server.service import QueryService
+from server.answering.service import QueryService
 
 from .beir import read_qrels, read_queries
 from .harness import beir_id, collection_for, ingest_corpus, percentile

@@ -22,9 +22,9 @@ import uvicorn
 
 from ingest.config import Settings
 from ingest.pipeline import Ingestor
-from server.api import create_app
-from server.reader import Reader
-from server.service import QueryService
+from server.answering.reader import Reader
+from server.answering.service import QueryService
+from server.http.api import create_app
 from server.state import Scope
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from ingest.config import EMBED_BACKENDS, Settings
 from ingest.embedder import Embedder, get_embedder
 from ingest.errors import RagkbError
-from server.reader import Reader
+from server.answering.reader import Reader
 
 from .bench_ingest import DEFAULT_DATASET
 from .harness import EvalOptions, run_eval

@@ -35,7 +35,7 @@ import httpx
 from ingest.config import Settings
 from ingest.queue import TERMINAL, JobQueue
 from ingest.reindex import Reindexer, reindex_settings
-from server.reader import Reader
+from server.answering.reader import Reader
 
 from .beir import read_corpus
 

@@ -91,8 +91,8 @@ def run(
     ),
 ) -> None:
     """Score retrieval (nDCG@10, recall@k, MRR@10, MAP@100, latency) and write a JSON + Markdown report."""
-    from server.reader import Reader
-    from server.retrieval import get_retriever
+    from server.answering.reader import Reader
+    from server.answering.retrieval import get_retriever
 
     from .harness import EvalOptions, markdown_summary, run_eval
 
@@ -146,7 +146,7 @@ def answers(
     out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
 ) -> None:
     """Run the full query path (configured provider) and score grounding, citations, cache and latency."""
-    from server.service import QueryService
+    from server.answering.service import QueryService
 
     from .answers import evaluate_answers
 
@@ -190,7 +190,7 @@ def qa(
 ) -> None:
     """Answer-level eval: right page cited, answer found, abstention precision/recall, citations supported,
     latency; exit 1 when --baseline is given and a headline metric dropped by more than --max-drop."""
-    from server.service import QueryService
+    from server.answering.service import QueryService
 
     from .qa import QA_HEADLINE, evaluate_pages, evaluate_qa, markdown_summary
 

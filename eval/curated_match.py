@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.questions import question_key
+from server.answering.questions import question_key
 from server.review.matching import same_need
 
 if TYPE_CHECKING:

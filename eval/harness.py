@@ -1,6 +1,6 @@
 """The offline retrieval evaluation: ingest a BEIR corpus once, retrieve for every query, score, report.
 
-Retrieval goes through `server.retrieval.get_retriever`, the very code the API uses.
+Retrieval goes through `server.answering.retrieval.get_retriever`, the very code the API uses.
 A BEIR document may be split into several chunks; it is scored at document level
 by its best chunk (the highest-ranked chunk decides the document's rank).
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from ingest.pipeline import Ingestor, IngestReport
 from ingest.vectorstore import StoredChunk
-from server.reader import Reader
-from server.retrieval import get_retriever
+from server.answering.reader import Reader
+from server.answering.retrieval import get_retriever
 
 from .beir import DatasetError, read_corpus, read_qrels, read_queries
 from .metrics import evaluate

@@ -33,9 +33,9 @@ from typing import Any
 
 from ingest.errors import RagkbError
 from ingest.pipeline import Ingestor
-from server.answering import Answerer, Asker, Held, Mode
+from server.answering.entry import Answerer, Asker, Held, Mode
+from server.answering.service import QueryService
 from server.schemas import Citation, QueryResponse
-from server.service import QueryService
 
 from .harness import metrics_table, percentile
 

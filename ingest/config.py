@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     default_collection: str = DEFAULT_COLLECTION
 
     # -- query service ---------------------------------------------------------------
-    retriever: str = Field("hybrid", description="Default retrieval strategy (see `server.retrieval.RETRIEVERS`).")
+    retriever: str = Field(
+        "hybrid", description="Default retrieval strategy (see `server.answering.retrieval.RETRIEVERS`)."
+    )
     hybrid_dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share of the weighted sum.")
     hybrid_doc_weight: float = Field(
         0.7, ge=0, le=1, description="Share of the whole-document score in `hybrid`'s chunk score."

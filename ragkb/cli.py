@@ -15,9 +15,9 @@ import typer
 
 from eval.cli import eval_app
 from ingest.cli import app as ingest_app
-from server.cli import app as server_app
-from server.keys_cli import audit_app, keys_app
-from server.review_cli import collections_app, feedback_app, review_app
+from server.cli.keys import audit_app, keys_app
+from server.cli.query import app as server_app
+from server.cli.review import collections_app, feedback_app, review_app
 
 app = typer.Typer(
     name="ragkb",

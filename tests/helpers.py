@@ -8,7 +8,7 @@ from pathlib import Path
 from pypdf import PdfReader, PdfWriter
 
 from ingest.pipeline import Ingestor
-from server.reader import Reader
+from server.answering.reader import Reader
 
 
 def encrypted_pdf(source: Path, password: str = "s3cret") -> bytes:

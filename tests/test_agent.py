@@ -20,10 +20,10 @@ from ingest.pipeline import Ingestor
 from ragkb.cli import app as cli_app
 from server.agent import AgentRunner, RulePlanner, ToolArgumentError, Toolbox
 from server.agent.tools import validate_call
-from server.api import create_app
+from server.answering.service import QueryService
+from server.http.api import create_app
 from server.metrics import AGENT_BUDGET_EXHAUSTED, AGENT_TOOL_CALLS
 from server.schemas import Citation, PromptInfo, QueryResponse, Timings
-from server.service import QueryService
 
 from .helpers import reader_for
 

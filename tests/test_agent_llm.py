@@ -18,10 +18,10 @@ from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from server.agent import AgentRunner
-from server.api import create_app
-from server.providers import OpenAIProvider
+from server.answering.providers import OpenAIProvider
+from server.answering.service import QueryService
+from server.http.api import create_app
 from server.schemas import QueryResponse
-from server.service import QueryService
 
 from .helpers import reader_for
 from .servers import LlamaCppServer, smollm2_gguf

@@ -18,9 +18,9 @@ from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from ragkb.cli import app as cli_app
-from server.providers import OpenAIProvider
+from server.answering.providers import OpenAIProvider
+from server.answering.service import ABSTAIN_ANSWER, QueryService
 from server.schemas import QueryResponse
-from server.service import ABSTAIN_ANSWER, QueryService
 
 from .helpers import reader_for
 

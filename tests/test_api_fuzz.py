@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.api import create_app
-from server.service import QueryService
+from server.answering.service import QueryService
+from server.http.api import create_app
 from server.state import Scope
 
 from .helpers import reader_for

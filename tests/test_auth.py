@@ -22,11 +22,11 @@ from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor, display_source_for
 from ingest.vectorstore import StoredChunk, fallback_display_source
 from ragkb.cli import app as ragkb_app
-from server.api import create_app
-from server.auth import REQUIRE_KEYS_ENV
-from server.cli import is_loopback
-from server.reader import Reader
-from server.service import QueryService
+from server.answering.reader import Reader
+from server.answering.service import QueryService
+from server.cli.query import is_loopback
+from server.http.api import create_app
+from server.http.auth import REQUIRE_KEYS_ENV
 from server.state import KeyStore, Scope, StateDB
 
 from .helpers import reader_for
@@ -367,7 +367,7 @@ def test_other_authorization_schemes_are_401(auth_kb: Ingestor, tmp_path: Path) 
 
 
 def test_clearing_a_cache_that_is_down_is_a_503(tmp_path: Path, embedder: Embedder) -> None:
-    from server.cache import AnswerCache, RedisBackend
+    from server.answering.cache import AnswerCache, RedisBackend
 
     from .servers import free_port
 

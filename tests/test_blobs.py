@@ -12,8 +12,8 @@ from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from ingest.vectorstore import StoreUnavailable
-from server.api import create_app
-from server.service import QueryService
+from server.answering.service import QueryService
+from server.http.api import create_app
 from server.state import Scope
 
 from .helpers import reader_for

@@ -12,8 +12,8 @@ import redis
 
 from ingest.config import Settings
 from ingest.store import StoredChunk
-from server.cache import AnswerCache, RedisBackend, SQLiteBackend, cache_key
-from server.questions import question_key
+from server.answering.cache import AnswerCache, RedisBackend, SQLiteBackend, cache_key
+from server.answering.questions import question_key
 
 from .servers import free_port
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.vectorstore import StoredChunk
-from server.citations import validate
+from server.answering.citations import validate
 
 
 def _chunks(n: int) -> list[StoredChunk]:

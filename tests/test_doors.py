@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from eval.qa import evaluate_qa
 from ingest.config import Settings, get_settings
 from ragkb.cli import app
-from server.answering import Answerer, Held
-from server.api import create_app
+from server.answering.entry import Answerer, Held
+from server.answering.service import QueryService
+from server.http.api import create_app
 from server.review.desk import Actor
-from server.service import QueryService
 
 from .browser import LiveServer
 

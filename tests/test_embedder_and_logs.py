@@ -13,7 +13,7 @@ import pytest
 
 from ingest.embedder import Embedder, resolve_model
 from ingest.errors import EmbeddingModelError
-from server.observability import JsonFormatter, StderrHandler
+from server.http.observability import JsonFormatter, StderrHandler
 
 
 def test_packaged_model_loads_offline_and_embeds_normalized(embedder: Embedder) -> None:
@@ -102,9 +102,9 @@ def test_request_log_is_json_with_the_request_id(
     from fastapi.testclient import TestClient
 
     from ingest.config import Settings
-    from server.api import create_app
-    from server.reader import Reader
-    from server.service import QueryService
+    from server.answering.reader import Reader
+    from server.answering.service import QueryService
+    from server.http.api import create_app
 
     settings = Settings(data_dir=tmp_path)
     app = create_app(settings, QueryService(settings, reader=Reader(settings, embedder=embedder)))

@@ -16,8 +16,8 @@ from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.store import open_store
 from ragkb.cli import app
-from server.reader import Reader
-from server.service import QueryService
+from server.answering.reader import Reader
+from server.answering.service import QueryService
 
 runner = CliRunner()
 

@@ -18,10 +18,10 @@ from pypdf import PdfReader
 
 from ingest.embedder import Embedder
 from ingest.vectorstore import StoredChunk
-from server.prompting import RenderedPrompt
-from server.providers import ExtractiveProvider, GenerationRequest
-from server.providers.extractive import NO_ANSWER, asks_for
-from server.sentences import Span, collapse, quotable, split
+from server.answering.prompting import RenderedPrompt
+from server.answering.providers import ExtractiveProvider, GenerationRequest
+from server.answering.providers.extractive import NO_ANSWER, asks_for
+from server.answering.sentences import Span, collapse, quotable, split
 
 from .helpers import ACCIDENT
 
@@ -236,8 +236,8 @@ def test_protocol_surface() -> None:
 
 
 def test_a_markdown_heading_is_not_quoted_with_the_sentence_below_it() -> None:
-    from server.prompting import load_template
-    from server.providers.base import GenerationRequest
+    from server.answering.prompting import load_template
+    from server.answering.providers.base import GenerationRequest
 
     chunk = StoredChunk(
         "a:v:0", "# Installing ragkb\n\nragkb is a self-hosted knowledge-base server. It runs offline.", {}

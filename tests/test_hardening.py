@@ -24,10 +24,10 @@ from ingest.extraction import ProcessExtractor
 from ingest.pipeline import Ingestor
 from ingest.store import ChromaStore
 from ragkb.cli import app as cli_app
-from server.api import create_app
-from server.cache import AnswerCache, RedisBackend
-from server.retrieval import BM25Retriever
-from server.service import QueryService
+from server.answering.cache import AnswerCache, RedisBackend
+from server.answering.retrieval import BM25Retriever
+from server.answering.service import QueryService
+from server.http.api import create_app
 
 from .helpers import page_tree_pdf, reader_for
 from .servers import free_port

@@ -12,9 +12,9 @@ import pytest
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.lexical import IndexBusy, document_text
-from server.reader import Reader
-from server.retrieval import (
+from server.answering.lexical import IndexBusy, document_text
+from server.answering.reader import Reader
+from server.answering.retrieval import (
     BM25Retriever,
     Filters,
     HybridRetriever,

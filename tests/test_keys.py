@@ -16,7 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from ingest.errors import InvalidCollectionName
-from server.keys_cli import audit_app, keys_app
+from server.cli.keys import audit_app, keys_app
 from server.state import (
     DuplicateKeyName,
     Identity,

@@ -14,7 +14,7 @@ import pytest
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.lexical import LexicalIndexes
+from server.answering.lexical import LexicalIndexes
 
 from .servers import ChromaServer
 
@@ -24,7 +24,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from ingest.config import Settings
     from ingest.store import open_store
-    from server.lexical import LexicalIndexes
+    from server.answering.lexical import LexicalIndexes
 
     url, data_dir, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     store = open_store(Settings(chroma_url=url, data_dir=data_dir))

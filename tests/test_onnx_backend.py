@@ -17,7 +17,7 @@ from ingest.config import Settings
 from ingest.embedder import Embedder, get_embedder
 from ingest.errors import EmbeddingModelError
 from ingest.pipeline import Ingestor
-from server.reader import Reader
+from server.answering.reader import Reader
 
 from .helpers import reader_for
 

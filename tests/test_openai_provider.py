@@ -16,10 +16,10 @@ from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from ingest.vectorstore import StoredChunk
-from server.prompting import format_context, load_template
-from server.providers import GenerationRequest, LLMError, OpenAIProvider
+from server.answering.prompting import format_context, load_template
+from server.answering.providers import GenerationRequest, LLMError, OpenAIProvider
+from server.answering.service import QueryService
 from server.schemas import QueryResponse
-from server.service import QueryService
 
 from .helpers import reader_for
 from .servers import LlamaCppServer, smollm2_gguf

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.vectorstore import StoredChunk
-from server.prompting import PromptError, fit_to_budget, format_context, load_template, parse_template
+from server.answering.prompting import PromptError, fit_to_budget, format_context, load_template, parse_template
 
 
 def test_answer_template_has_a_version_and_numbered_context() -> None:

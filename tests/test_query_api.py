@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.api import create_app
-from server.cache import AnswerCache
-from server.providers import OpenAIProvider
-from server.service import QueryService
+from server.answering.cache import AnswerCache
+from server.answering.providers import OpenAIProvider
+from server.answering.service import QueryService
+from server.http.api import create_app
 
 from .helpers import reader_for
 from .servers import ChromaServer

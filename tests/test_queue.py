@@ -18,8 +18,8 @@ from ingest.pipeline import Ingestor
 from ingest.queue import NAMESPACE, JobQueue, QueueUnavailable
 from ingest.tasks import Runtime
 from ragkb.cli import app as cli_app
-from server.api import create_app
-from server.service import QueryService
+from server.answering.service import QueryService
+from server.http.api import create_app
 
 from .helpers import reader_for
 from .servers import free_port

@@ -17,8 +17,8 @@ from ingest.pipeline import Ingestor
 from ingest.reindex import Reindexer, ReindexError, reindex_settings
 from ingest.vectorstore import parse_chunk_id
 from ragkb.cli import app as cli_app
-from server.api import create_app
-from server.service import QueryService
+from server.answering.service import QueryService
+from server.http.api import create_app
 
 from .helpers import reader_for
 

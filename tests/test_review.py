@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.api import create_app
-from server.service import QueryService
+from server.answering.service import QueryService
+from server.http.api import create_app
 from server.state import Scope
 
 from .conftest import ENGINES, fresh_database_url

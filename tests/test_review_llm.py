@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.api import create_app
-from server.providers.openai import OpenAIProvider
-from server.service import QueryService
+from server.answering.providers.openai import OpenAIProvider
+from server.answering.service import QueryService
+from server.http.api import create_app
 
 from .helpers import reader_for
 from .servers import LlamaCppServer, smollm2_gguf

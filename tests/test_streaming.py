@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.api import create_app
+from server.answering.providers import OpenAIProvider
+from server.answering.service import QueryService
+from server.http.api import create_app
 from server.metrics import LLM_TOKENS
-from server.providers import OpenAIProvider
-from server.service import QueryService
 
 from .helpers import reader_for
 

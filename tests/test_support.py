@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ingest.embedder import Embedder
-from server.support import claim_sentences, has_claim, support, support_many
+from server.answering.support import claim_sentences, has_claim, support, support_many
 
 from .helpers import ACCIDENT
 

@@ -22,8 +22,8 @@ from selenium.webdriver.support.ui import Select
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from server.api import create_app
-from server.service import QueryService
+from server.answering.service import QueryService
+from server.http.api import create_app
 
 from .browser import LiveServer, chrome, console_errors, ready, screenshot, sign_in, wait_until
 from .helpers import reader_for, truncated_pdf

@@ -18,13 +18,13 @@ from dataclasses import dataclass, replace
 
 from ingest.vectorstore import StoredChunk
 
-from ..citations import ValidatedAnswer, validate
-from ..prompting import fit_to_budget, format_context
-from ..providers import GenerationRequest, Selection
-from ..providers.extractive import KEEP_SHARE, Pick
+from ..answering.citations import ValidatedAnswer, validate
+from ..answering.prompting import fit_to_budget, format_context
+from ..answering.providers import GenerationRequest, Selection
+from ..answering.providers.extractive import KEEP_SHARE, Pick
+from ..answering.service import Plan, Query, QueryService, Retrieval
+from ..answering.support import claim_sentences, has_claim
 from ..schemas import QueryResponse
-from ..service import Plan, Query, QueryService, Retrieval
-from ..support import claim_sentences, has_claim
 
 PICKS_PER_PART = 2  # quotes per sub-question when there are several (one part alone keeps the provider's 3)
 

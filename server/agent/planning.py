@@ -18,8 +18,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..prompting import PromptTemplate, RenderedPrompt
-from ..providers import GenerationRequest, LLMError, LLMProvider
+from ..answering.prompting import PromptTemplate, RenderedPrompt
+from ..answering.providers import GenerationRequest, LLMError, LLMProvider
 from .tools import ToolArgumentError, validate_call
 
 RULES_VERSION = "rules-1"

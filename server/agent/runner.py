@@ -26,13 +26,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.vectorstore import StoredChunk
 
+from ..answering.prompting import PromptTemplate, load_template
+from ..answering.providers import ExtractiveProvider
+from ..answering.questions import question_key
+from ..answering.service import Done, Failure, Plan, Query, QueryOptions, QueryService
+from ..answering.support import claim_sentences, has_claim
 from ..metrics import AGENT_BUDGET_EXHAUSTED, AGENT_STEPS
-from ..prompting import PromptTemplate, load_template
-from ..providers import ExtractiveProvider
-from ..questions import question_key
 from ..schemas import AgentStep, Citation, QueryResponse
-from ..service import Done, Failure, Plan, Query, QueryOptions, QueryService
-from ..support import claim_sentences, has_claim
 from .drafting import Draft, draft_plan, elapsed_ms, without_unsupported
 from .planning import LLMPlanner, Planner, PlanResult, RulePlanner, SubQuestion
 from .tools import ToolArgumentError, Toolbox
@@ -324,7 +324,7 @@ class AgentRunner:
 
     def _extractive(self, plan: Plan, request_id: str) -> QueryResponse:
         """The draft's extractive answer, validated, shaped as the service shapes every answer (no LLM call)."""
-        from ..citations import validate
+        from ..answering.citations import validate
 
         assert plan.request is not None
         service = self.service

@@ -21,12 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ingest.errors import RagkbError
 from ingest.vectorstore import InvalidFilter, StoredChunk
 
+from ..answering.retrieval import retriever_names
 from ..metrics import AGENT_TOOL_CALLS
-from ..retrieval import retriever_names
 from ..schemas import QueryFilters, filters_of
 
 if TYPE_CHECKING:
-    from ..service import Query, QueryService
+    from ..answering.service import Query, QueryService
 
 MAX_READ_CHUNKS = 8
 MAX_LISTED = 200

@@ -20,8 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..questions import question_key
-from ..reader import Reader
+from ..answering.questions import question_key
+from ..answering.reader import Reader
 from ..state.models import CuratedAnswer
 from ..state.reviews import ReviewStore
 from .matching import same_need

@@ -22,8 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from ingest.config import Settings
 from ingest.vectorstore import Filters, StoredChunk, validate_collection_name
 
-from ..citations import validate
-from ..markers import MARKER, marker_numbers
+from ..answering.citations import validate
+from ..answering.markers import MARKER, marker_numbers
+from ..answering.prompting import load_template
+from ..answering.questions import question_key
+from ..answering.service import Plan, Query, QueryService
 from ..metrics import (
     CURATED,
     FEEDBACK,
@@ -33,10 +36,7 @@ from ..metrics import (
     REVIEWS_PENDING,
     REVIEWS_QUEUED,
 )
-from ..prompting import load_template
-from ..questions import question_key
 from ..schemas import Citation, CuratedInfo, PromptInfo, QueryResponse, Timings
-from ..service import Plan, Query, QueryService
 from ..state import Audit
 from ..state.models import AnswerRecord, CuratedAnswer, FeedbackRecord, ReviewAttempt, ReviewRecord, utcnow
 from ..state.reviews import APPROVED, PENDING, REJECTED, ReviewStore

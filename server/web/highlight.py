@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from ..markers import MARKER, marker_numbers
-from ..sentences import split
+from ..answering.markers import MARKER, marker_numbers
+from ..answering.sentences import split
 
 MIN_SHARE = 0.5  # at least half of a claim sentence's words must be in a passage sentence to highlight it
 _WORD = re.compile(r"[^\W_]{2,}")

@@ -20,8 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.vectorstore import chunk_id as make_chunk_id
 
-from ..auth import Caller, ReadCaller, authenticate, collection_in_path
-from ..components import Components
+from ..http.auth import Caller, ReadCaller, authenticate, collection_in_path
+from ..http.components import Components
 from ..state import Scope
 from .highlight import claims_by_citation, highlights
 from .security import PAGE_HEADERS, STATIC_TYPES

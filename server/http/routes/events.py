@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
-from ..agent.runner import StepEvent
-from ..answering import AnswerEvent
-from ..service import Failure, Token
+from ...agent.runner import StepEvent
+from ...answering.entry import AnswerEvent
+from ...answering.service import Failure, Token
 
 
 def sse(event: AnswerEvent) -> str:

@@ -10,11 +10,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from ...answering.cache import CacheUnavailable
+from ...state import Scope
+from ...state.audit import MAX_LIMIT, AuditEvent
 from ..auth import AdminCaller, Caller
-from ..cache import CacheUnavailable
 from ..observability import request_id_var
-from ..state import Scope
-from ..state.audit import MAX_LIMIT, AuditEvent
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 

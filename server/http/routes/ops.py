@@ -10,8 +10,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ...metrics import metrics_payload
 from ..auth import ops_access
-from ..metrics import metrics_payload
 
 router = APIRouter(tags=["ops"])
 OPS = [Depends(ops_access)]

@@ -9,13 +9,13 @@ from ingest.extraction import ProcessExtractor
 from ingest.pipeline import Ingestor
 from ingest.queue import JobQueue, QueueNotConfigured
 
-from .agent.runner import AgentRunner
-from .answering import Answerer
-from .metrics import REVIEWS_PENDING
-from .review.desk import ReviewDesk
-from .service import QueryService
-from .state import Audit, KeyStore, RateLimiter, StateDB, make_rate_limiter
-from .state.reviews import ReviewStore
+from ..agent.runner import AgentRunner
+from ..answering.entry import Answerer
+from ..answering.service import QueryService
+from ..metrics import REVIEWS_PENDING
+from ..review.desk import ReviewDesk
+from ..state import Audit, KeyStore, RateLimiter, StateDB, make_rate_limiter
+from ..state.reviews import ReviewStore
 
 
 @dataclass(slots=True)

@@ -25,15 +25,15 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.config import Settings
 
-from .agent.runner import AgentRunner, StepEvent
-from .review.curated import NO_LOOKUP
-from .review.desk import ReviewDesk
-from .review.policy import ReviewPolicy
-from .review.schemas import HeldAnswer
-from .schemas import QueryResponse
+from ..agent.runner import AgentRunner, StepEvent
+from ..review.curated import NO_LOOKUP
+from ..review.desk import ReviewDesk
+from ..review.policy import ReviewPolicy
+from ..review.schemas import HeldAnswer
+from ..schemas import QueryResponse
+from ..state import Audit, StateDB
+from ..state.reviews import ReviewStore
 from .service import Done, Failure, Query, QueryOptions, QueryService, Token
-from .state import Audit, StateDB
-from .state.reviews import ReviewStore
 
 AnswerEvent = Token | StepEvent | Failure | Done
 

@@ -2,7 +2,7 @@
 
 Two checks, in order. A marker that points nowhere (outside 1..len(retrieved)) is
 removed and listed in `invalid_markers`. A marker whose passage does not support its
-sentence (`server.support`, below `threshold`) is removed and listed in
+sentence (`server.answering.support`, below `threshold`) is removed and listed in
 `unsupported_markers`. An answer is `grounded` when every sentence that makes a claim
 keeps at least one supported citation. Nothing else in ragkb decides groundedness.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from ingest.vectorstore import StoredChunk
 
+from ..schemas import ChunkRef, Citation
 from .markers import MARKER, marker_numbers
-from .schemas import ChunkRef, Citation
 from .sentences import split
 from .support import Embed, has_claim, support_many, without_markers
 

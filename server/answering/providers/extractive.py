@@ -3,11 +3,11 @@
 No model generates anything here, and the response says so (`model: "extractive"`). Each sentence is
 quoted from a context passage and followed by that passage's `[n]`.
 
-Which sentences: every quotable unit of every context (`server.sentences.quotable`) is a candidate, and
+Which sentences: every quotable unit of every context (`server.answering.sentences.quotable`) is a candidate, and
 so are two adjacent lines of line-structured text; near-duplicates from overlapping chunks are merged, and
 each candidate is scored by
 
-- lexical coverage: the IDF-weighted share of the question's terms it holds (`server.lexical.analyze`,
+- lexical coverage: the IDF-weighted share of the question's terms it holds (`server.answering.lexical.analyze`,
   the analyser BM25 uses, so both agree on what a term is), IDF counted over the candidates;
 - semantic similarity: cosine between the question and the candidate, all embedded in one batched call
   (absent when the provider has no `embed`);

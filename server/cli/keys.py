@@ -20,7 +20,7 @@ from ingest.cli import JsonOption, console, err, exit_with_error
 from ingest.config import get_settings
 from ingest.errors import RagkbError
 
-from .state import Audit, KeyStore, Scope, StateDB
+from ..state import Audit, KeyStore, Scope, StateDB
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="List the audit trail, newest first.")

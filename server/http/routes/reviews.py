@@ -9,12 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool
 
-from ..auth import AdminCaller, Caller, ReadCaller, ReviewCaller
-from ..deps import DeskDep as Desk
-from ..observability import request_id_var
-from ..review.curation import Curation
-from ..review.desk import Actor
-from ..review.schemas import (
+from ...review.curation import Curation
+from ...review.desk import Actor
+from ...review.schemas import (
     ApproveIn,
     CuratedList,
     CuratedOut,
@@ -24,7 +21,10 @@ from ..review.schemas import (
     ReviewDetail,
     ReviewList,
 )
-from ..schemas import ErrorResponse
+from ...schemas import ErrorResponse
+from ..auth import AdminCaller, Caller, ReadCaller, ReviewCaller
+from ..deps import DeskDep as Desk
+from ..observability import request_id_var
 
 router = APIRouter(prefix="/v1", tags=["reviews"])
 

@@ -10,12 +10,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..answering import Asker, Held, Mode
+from ...answering.entry import Asker, Held, Mode
+from ...review.schemas import HeldAnswer
+from ...schemas import QueryRequest, QueryResponse, RetrievedChunk, RetrieveRequest, RetrieveResponse, filters_of
 from ..auth import ReadCaller
 from ..deps import AnswererDep, ServiceDep
 from ..observability import request_id_var
-from ..review.schemas import HeldAnswer
-from ..schemas import QueryRequest, QueryResponse, RetrievedChunk, RetrieveRequest, RetrieveResponse, filters_of
 from .events import event_stream
 
 router = APIRouter(prefix="/v1", tags=["query"])

@@ -23,13 +23,13 @@ from ingest.config import get_settings
 from ingest.errors import RagkbError
 from ingest.store import open_store
 
-from .review.curation import Curation
-from .review.desk import Actor, ReviewDesk, detail_of, set_policy, summary_of
-from .review.errors import CuratedNotFound
-from .review.policy import ReviewPolicy
-from .service import QueryService
-from .state import Audit, StateDB
-from .state.reviews import CURATED_STATUSES, STATUSES, ReviewStore
+from ..answering.service import QueryService
+from ..review.curation import Curation
+from ..review.desk import Actor, ReviewDesk, detail_of, set_policy, summary_of
+from ..review.errors import CuratedNotFound
+from ..review.policy import ReviewPolicy
+from ..state import Audit, StateDB
+from ..state.reviews import CURATED_STATUSES, STATUSES, ReviewStore
 
 review_app = typer.Typer(
     help="The review queue: list, show, approve, reject (or retry) answers; list and withdraw curated answers.",

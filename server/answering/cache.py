@@ -24,7 +24,7 @@ from ingest.config import Settings
 from ingest.errors import RagkbError
 from ingest.vectorstore import StoredChunk
 
-from .metrics import CACHE_EVENTS
+from ..metrics import CACHE_EVENTS
 from .questions import question_key
 
 log = logging.getLogger("ragkb.cache")

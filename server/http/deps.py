@@ -10,13 +10,13 @@ from fastapi import Depends, Request
 from ingest.pipeline import Ingestor
 from ingest.vectorstore import StoreUnavailable
 
-from .answering import Answerer
-from .cache import AnswerCache
+from ..answering.cache import AnswerCache
+from ..answering.entry import Answerer
+from ..answering.reader import Reader
+from ..answering.service import QueryService
+from ..review.desk import ReviewDesk
+from ..state import Audit, KeyStore
 from .components import Components
-from .reader import Reader
-from .review.desk import ReviewDesk
-from .service import QueryService
-from .state import Audit, KeyStore
 
 
 def components(request: Request) -> Components:

@@ -17,12 +17,12 @@ from starlette.middleware.cors import CORSMiddleware
 
 from ingest.config import Settings, get_settings
 
+from ..answering.service import QueryService
+from ..web import router as web_router
 from .components import Components
-from .http_errors import ERROR_RESPONSES, install_error_handlers
+from .errors import ERROR_RESPONSES, install_error_handlers
 from .observability import BodySizeLimit, RequestContextMiddleware
 from .routes import admin, answers, collections, jobs, ops, query, reindex, reviews
-from .service import QueryService
-from .web import router as web_router
 
 
 def create_app(settings: Settings | None = None, service: QueryService | None = None) -> FastAPI:

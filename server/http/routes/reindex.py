@@ -15,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 from ingest.errors import RagkbError
 from ingest.reindex import Reindexer, ReindexError, reindex_in_thread, reindex_settings
 
+from ...schemas import ErrorResponse
+from ...state import Scope
 from ..auth import AdminCaller, Caller, collection_in_path
-from ..http_errors import error_response
+from ..errors import error_response
 from ..observability import request_id_var
-from ..schemas import ErrorResponse
-from ..state import Scope
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 Administered = Annotated[str, Depends(collection_in_path(Scope.ADMIN))]

@@ -21,14 +21,12 @@ from ingest.errors import CollectionNotFound, DocumentNotFound, EmbeddingModelEr
 from ingest.queue import JobNotFound, QueueNotConfigured, QueueUnavailable
 from ingest.vectorstore import InvalidFilter, StoreUnavailable
 
-from .auth import Forbidden, RateLimited, Unauthorized
-from .cache import CacheUnavailable
-from .lexical import IndexBusy
-from .metrics import ERRORS
-from .observability import request_id_var
-from .questions import QuestionError
-from .retrieval import UnknownRetriever
-from .review.errors import (
+from ..answering.cache import CacheUnavailable
+from ..answering.lexical import IndexBusy
+from ..answering.questions import QuestionError
+from ..answering.retrieval import UnknownRetriever
+from ..metrics import ERRORS
+from ..review.errors import (
     AnswerNotFound,
     CuratedNotFound,
     CuratedWithdrawn,
@@ -40,8 +38,10 @@ from .review.errors import (
     ReviewNotFound,
     StaleChunk,
 )
-from .schemas import ErrorResponse
-from .state import DuplicateKeyName, InvalidAudit, InvalidKey, InvalidScope, StateUnavailable, UnknownKey
+from ..schemas import ErrorResponse
+from ..state import DuplicateKeyName, InvalidAudit, InvalidKey, InvalidScope, StateUnavailable, UnknownKey
+from .auth import Forbidden, RateLimited, Unauthorized
+from .observability import request_id_var
 
 log = logging.getLogger("ragkb.api")
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ...review.schemas import AnswerOutcome, FeedbackIn, FeedbackOut
 from ..auth import ReadCaller
 from ..deps import DeskDep as Desk
-from ..review.schemas import AnswerOutcome, FeedbackIn, FeedbackOut
 from .reviews import actor
 
 router = APIRouter(prefix="/v1", tags=["answers"])

@@ -23,17 +23,17 @@ from starlette.concurrency import run_in_threadpool
 from ingest.config import Settings, get_settings
 from ingest.vectorstore import Filters, StoredChunk
 
+from ..metrics import ABSTENTIONS, LLM_ERRORS, LLM_SECONDS, LLM_SKIPPED, LLM_TOKENS, RETRIEVE_SECONDS
+from ..schemas import Citation, PromptInfo, QueryResponse, RetrievedChunk, Timings
 from .breaker import CircuitBreaker
 from .cache import AnswerCache, cache_key
 from .citations import SupportCheck, ValidatedAnswer, validate
-from .metrics import ABSTENTIONS, LLM_ERRORS, LLM_SECONDS, LLM_SKIPPED, LLM_TOKENS, RETRIEVE_SECONDS
 from .prompting import PromptTemplate, fit_to_budget, format_context, load_template
 from .providers import ExtractiveProvider, GenerationRequest, LLMError, LLMProvider, Usage, make_provider
 from .providers.extractive import NO_ANSWER
 from .questions import clean_question, question_key
 from .reader import Reader
 from .retrieval import Retriever, get_retriever
-from .schemas import Citation, PromptInfo, QueryResponse, RetrievedChunk, Timings
 
 log = logging.getLogger("ragkb.query")
 

@@ -40,7 +40,7 @@ def serve(
 
     from ingest.datadir import hold_for_server
 
-    from .observability import configure_logging
+    from ..http.observability import configure_logging
 
     configure_logging()
     settings = get_settings()
@@ -57,7 +57,7 @@ def serve(
     if require_keys:  # read by server/auth.py in this process and the workers it starts
         import os
 
-        from .auth import REQUIRE_KEYS_ENV
+        from ..http.auth import REQUIRE_KEYS_ENV
 
         os.environ[REQUIRE_KEYS_ENV] = "1"
     if workers > 1:
@@ -68,7 +68,7 @@ def serve(
         f'-d \'{{"question": "How do I install ragkb?", "collection": "{settings.default_collection}"}}\''
     )
     try:
-        uvicorn.run("server.app:app", host=host, port=port, workers=workers, log_config=None, access_log=False)
+        uvicorn.run("server.http.app:app", host=host, port=port, workers=workers, log_config=None, access_log=False)
     finally:
         if lock is not None:
             lock.release()
@@ -92,7 +92,7 @@ def _check_access(host: str, insecure: bool) -> bool:
     True when the server must keep refusing everyone should every key be revoked later."""
     import logging
 
-    from .state import KeyStore, StateDB
+    from ..state import KeyStore, StateDB
 
     log = logging.getLogger("ragkb.serve")
     db: StateDB | None = None
@@ -201,7 +201,7 @@ def _json(response: Any) -> dict[str, Any]:
 
 def _ask_here(question: str, options: dict[str, Any], mode: str) -> tuple[int, dict[str, Any]]:
     """Answer in this process through the one answering entry (curated answers and review policies hold)."""
-    from .answering import Answerer, Asker, Held, Mode
+    from ..answering.entry import Answerer, Asker, Held, Mode
 
     async def run() -> tuple[int, dict[str, Any]]:
         answerer = Answerer.open(get_settings())
@@ -261,7 +261,7 @@ def ask(
 
 
 def _cache() -> Any:
-    from .cache import AnswerCache
+    from ..answering.cache import AnswerCache
 
     try:
         return AnswerCache.from_settings(get_settings())
@@ -287,7 +287,7 @@ def cache_stats(as_json: JsonOption = False) -> None:
 @cache_app.command("clear")
 def cache_clear() -> None:
     """Remove every cached answer (recorded in the audit trail)."""
-    from .state import Audit, StateDB
+    from ..state import Audit, StateDB
 
     cache = _cache()
     try:
@@ -317,7 +317,7 @@ def llm_serve(
     threads: Annotated[int, typer.Option(help="CPU threads for generation.")] = 1,
 ) -> None:
     """Serve a GGUF model over an OpenAI-compatible API with llama.cpp (until Ctrl-C)."""
-    from .local_llm import start_server
+    from ..local_llm import start_server
 
     try:
         server = start_server(gguf, host=host, port=port, alias=alias, context=context, threads=threads)

@@ -26,9 +26,9 @@ from starlette.concurrency import run_in_threadpool
 from ingest.errors import CollectionNotFound, RagkbError
 from ingest.vectorstore import validate_collection_name
 
+from ..state import Identity, Scope
 from .components import Components
 from .deps import components
-from .state import Identity, Scope
 
 # Set by `ragkb serve` when it listens beyond loopback without --insecure: then a server whose keys have
 # all been revoked refuses everyone rather than falling back to the open demo mode.

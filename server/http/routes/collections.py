@@ -20,11 +20,11 @@ from ingest.pipeline import Ingestor, IngestReport
 from ingest.queue import JobFile, QueueUnavailable
 from ingest.vectorstore import document_id_for
 
+from ...schemas import CollectionInfo, DocumentOut, ErrorResponse, JobsQueued, UploadResult
+from ...state import Scope
 from ..auth import Caller, ReadCaller, WriteCaller, collection_in_path
-from ..http_errors import error_response
+from ..errors import error_response
 from ..observability import request_id_var
-from ..schemas import CollectionInfo, DocumentOut, ErrorResponse, JobsQueued, UploadResult
-from ..state import Scope
 
 router = APIRouter(prefix="/v1", tags=["collections"])
 Readable = Annotated[str, Depends(collection_in_path(Scope.READ))]
