@@ -17,7 +17,9 @@ returning a JSON body the same size as the cache-hit answer. Then, at each conne
 Every scenario runs `--repeats` times, round-robin (the machine is shared: a burst of someone else's load then
 spreads over scenarios instead of sinking one); the table gives each figure's median over the repeats, the
 ratio of the median req/s to the ceiling's at the same connections, the responses that were not 2xx (counted by
-the wrk script's `response` hook; any is reported, and the run exits non-zero) and the load average.
+the wrk script's `response` hook; any is reported, and the run exits non-zero), ragkb's answer-cache hits and
+misses during the scenario (from its /metrics: the cache-hit rows must be all hits, the uncached all misses) and
+the load average.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_json.lua"
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _LATENCY_LINE = re.compile(r"^\s*(50|75|90|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
 _REQUESTS_PER_SECOND = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_API_REQUESTS = re.compile(r'^ragkb_http_request_seconds_count\{[^}]*route="/v1/[^}]*\}\s+([\d.e+]+)$', re.MULTILINE)
+_CACHE_EVENT = re.compile(r'^ragkb_cache_events_total\{outcome="(\w+)"\}\s+([\d.e+]+)$', re.MULTILINE)
 
 
 @dataclass
@@ -82,6 +86,8 @@ class WrkRun:
     non2xx_by_status: dict[str, int]
     socket_errors: dict[str, int]
     load_average_1m: float
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 @dataclass
@@ -257,10 +263,36 @@ class Bench:
     def run(self, scenario: Scenario) -> WrkRun:
         load = os.getloadavg()[0]
         command = self.wrk_command(scenario.name, scenario.connections)
+        before = self.cache_events()
         done = subprocess.run(command, capture_output=True, text=True, timeout=self.args.duration + 120)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-        return parse_wrk_output(done.stdout, load)
+        run = parse_wrk_output(done.stdout, load)
+        after = self.drain() if scenario.name != "ceiling" else before
+        run.cache_hits = after.get("hit", 0) - before.get("hit", 0)
+        run.cache_misses = after.get("miss", 0) - before.get("miss", 0)
+        return run
+
+    def cache_events(self) -> dict[str, int]:
+        """ragkb's answer-cache lookups so far by outcome, and "api" its finished /v1/ requests (its /metrics)."""
+        text = httpx.get(f"{self.ragkb_url}/metrics", timeout=30).raise_for_status().text
+        events = {outcome: int(float(n)) for outcome, n in _CACHE_EVENT.findall(text)}
+        events["api"] = sum(int(float(n)) for n in _API_REQUESTS.findall(text))
+        return events
+
+    def drain(self, quiet: float = 1.0, limit: float = 120.0) -> dict[str, int]:
+        """Wait until the requests wrk left in flight when it stopped (up to one per connection) have finished,
+        i.e. ragkb's count of finished /v1/ requests has not moved for `quiet` seconds, so they neither load the
+        next scenario nor go uncounted; returns the cache events then."""
+        deadline = time.monotonic() + limit
+        events = self.cache_events()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            latest = self.cache_events()
+            if latest["api"] == events["api"]:
+                return latest
+            events = latest
+        raise RuntimeError(f"ragkb was still finishing requests {limit:.0f} s after wrk stopped")
 
     def close(self) -> None:
         for process in reversed(self.processes):
@@ -289,6 +321,8 @@ def report(scenarios: list[Scenario]) -> list[dict[str, Any]]:
                 "ratio_to_ceiling": round(rate / ceiling, 3) if ceiling else None,
                 "requests_per_second_runs": [round(r.requests_per_second, 1) for r in s.runs],
                 "non2xx": sum(r.non2xx for r in s.runs),
+                "cache_hits": sum(r.cache_hits for r in s.runs),
+                "cache_misses": sum(r.cache_misses for r in s.runs),
                 "socket_errors": sum(sum(r.socket_errors.values()) for r in s.runs),
                 "load_average_1m": [round(r.load_average_1m, 2) for r in s.runs],
                 "runs": [asdict(r) for r in s.runs],
@@ -296,12 +330,13 @@ def report(scenarios: list[Scenario]) -> list[dict[str, Any]]:
         )
     header = f"{'scenario':<16} {'conns':>5} {'req/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'÷ceiling':>8}"
     print(f"\nmedians of {len(scenarios[0].runs)} run(s) each (req/s of every run and the load average per row below)")
-    print(header + f" {'non-2xx':>7} {'sock err':>8}")
+    print(header + f" {'non-2xx':>7} {'sock err':>8} {'cache hit/miss':>15}")
     for row in rows:
         ratio = f"{row['ratio_to_ceiling']:.3f}" if row["ratio_to_ceiling"] is not None else "-"
         print(
             f"{row['scenario']:<16} {row['connections']:>5} {row['requests_per_second']:>9.1f} {row['p50_ms']:>9.2f} "
-            f"{row['p95_ms']:>9.2f} {row['p99_ms']:>9.2f} {ratio:>8} {row['non2xx']:>7} {row['socket_errors']:>8}"
+            f"{row['p95_ms']:>9.2f} {row['p99_ms']:>9.2f} {ratio:>8} {row['non2xx']:>7} {row['socket_errors']:>8} "
+            f"{str(row['cache_hits']) + '/' + str(row['cache_misses']):>15}"
         )
     for row in rows:
         print(
