@@ -7,7 +7,7 @@ own data dir, `.ragkb/bench-http`, starts `ragkb serve` on a free loopback port 
 rate limits raised out of the way, and `python -m eval.bench_http_ceiling` (the same uvicorn, one worker each)
 returning a JSON body the same size as the cache-hit answer. Then, at each connection count, wrk runs:
 
-- `cache-hit`: `/v1/query` with the same question every time (asked twice beforehand, so every request hits);
+- `cache-hit`: `/v1/query` with the same question every time (asked beforehand until its answer says `cached`);
 - `query-uncached`: `/v1/query` (extractive provider), each request a new question: the demo questions in turn,
   each followed by a tag unique to the run, wrk thread and request, so neither the answer cache nor the
   question-vector cache ever has it (the encoder runs every time);
