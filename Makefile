@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest browser bench bench-ingest bench-query bench-auth bench-workers clean
+.PHONY: install run test lint typecheck pytest browser wrk bench bench-ingest bench-query bench-auth bench-workers bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,17 @@ bench-auth: install
 
 bench-workers: install
 	$(BIN)/python -m eval.bench_workers
+
+# The HTTP load benchmark drives Debian's wrk (a C load generator, faster than the server it measures); installed
+# once, as root (CI) or with sudo, like the browser.
+wrk:
+	@test -x /usr/bin/wrk || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+# wrk against `ragkb serve` (cache hits, uncached /v1/query, /v1/retrieve) and a bare FastAPI route (the ceiling).
+BENCH_HTTP_ARGS ?=
+bench-http: install wrk
+	$(BIN)/python -m eval.bench_http $(BENCH_HTTP_ARGS)
 
 bench: install
 	$(BIN)/python -m eval.bench
