@@ -65,6 +65,8 @@ ELSEWHERE_OK: dict[str, str] = {
     "p002": "157 is also a cell of the NICS table (North Dakota, Redemption)",
     "p059": "the 1980s also head the personal-computer era on page 1; the question asks when undo arrived",
     "p091": "HBEDOYA also occurs in Bedoya's e-mail address on page 4",
+    "c001/1": "189 is also a cell of the NICS table (Idaho, Multiple)",
+    "c001/2": "157 is also a cell of the NICS table (North Dakota, Redemption)",
 }
 
 # For each unanswerable question (by id): (scope, regex) pairs that must match nothing in the normalised
@@ -107,7 +109,20 @@ PROBES: dict[str, list[tuple[str, str]]] = {
 }
 
 # The same for conversation turns whose answer is null: "c012/2" is the second turn of c012.
-TURN_PROBES: dict[str, list[tuple[str, str]]] = {}
+TURN_PROBES: dict[str, list[tuple[str, str]]] = {
+    "c003/3": [(FR, r"readiness flight.{0,60}\$\d")],
+    "c007/3": [(f"{FR}:15", r"affects \d+ airplanes|\d+ airplanes of u\.s\. registry")],
+    "c009/3": [(FR, r"report (will be|is to be) (posted|published|issued) (on|by|in) ")],
+    "c015/2": [(MP, r"microsoft 365\W{0,3}\(?\d{4}")],
+    "c016/3": [(MP, r"\$|price|\bcost")],
+    "c022/2": [(AMT, r"torque|inch-pound|in\.-lb")],
+    "c024/3": [(OTSL, r"\b8 8 (otsl|html)|enc=8")],
+    "c027/3": [(RP, r"in 2014")],
+    "c029/3": [("*", r"client_applname")],
+    "c038/3": [(LA, r"2010|11/02/10")],
+    "c039/3": [("*", r"december\W{0,3}2015")],
+    "c045/3": [(SEN, r"lodging|hotel")],
+}
 
 
 def pdf_path(source: str) -> Path | None:
