@@ -67,6 +67,7 @@ ELSEWHERE_OK: dict[str, str] = {
     "p091": "HBEDOYA also occurs in Bedoya's e-mail address on page 4",
     "c001/1": "189 is also a cell of the NICS table (Idaho, Multiple)",
     "c001/2": "157 is also a cell of the NICS table (North Dakota, Redemption)",
+    "c049/2": "IBM is also the Redpaper's publisher, on most of its pages; the turn asks who made the typewriter",
 }
 
 # For each unanswerable question (by id): (scope, regex) pairs that must match nothing in the normalised
@@ -119,6 +120,7 @@ TURN_PROBES: dict[str, list[tuple[str, str]]] = {
     "c024/3": [(OTSL, r"\b8 8 (otsl|html)|enc=8")],
     "c027/3": [(RP, r"in 2014")],
     "c029/3": [("*", r"client_applname")],
+    "c036/3": [(LA, r"0050003b|0050004|0050002")],
     "c038/3": [(LA, r"2010|11/02/10")],
     "c039/3": [("*", r"december\W{0,3}2015")],
     "c045/3": [(SEN, r"lodging|hotel")],
