@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     default_collection: str = DEFAULT_COLLECTION
 
     # -- query service ---------------------------------------------------------------
+    generation_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long a collection's generation (and review policies) are kept in memory: this process's "
+        "writes are seen at once, another process's within this many seconds; 0 reads them for every question.",
+    )
     retriever: str = Field(
         "hybrid", description="Default retrieval strategy (see `server.answering.retrieval.RETRIEVERS`)."
     )

@@ -22,6 +22,7 @@ import numpy as np
 from .config import Settings
 from .errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, RagkbError
 from .models import DocumentInfo
+from .recent import Epoch, Recent
 from .vectorstore import (
     POINTER_PREFIX,
     VERSION_PREFIX,
@@ -40,6 +41,7 @@ from .vectorstore import (
 
 SCHEMA_VERSION = 1
 _GENERATION = "ragkb_generation"
+WRITES = Epoch()  # bumped by every write to a collection made in this process
 _PENDING = "ragkb_write_pending"
 _ALIAS_OF = "ragkb_alias_of"  # on a pointer collection: the collection name it serves
 _CURRENT = "ragkb_current"  # on a pointer collection: the Chroma collection of the current version
@@ -131,6 +133,8 @@ class ChromaStore(VectorStore):
             self.client = _connect(settings)
             self._max_batch = int(self.client.get_max_batch_size())
         self._natives: dict[str, tuple[float, Any]] = {}  # logical name -> (resolved at, Chroma collection)
+        # a repeated question's fast path reads the generation without asking Chroma (ingest/recent.py)
+        self._generations: Recent[str, str] = Recent(WRITES, settings.generation_cache_seconds)
 
     # -- collections -----------------------------------------------------------------
 
@@ -230,6 +234,7 @@ class ChromaStore(VectorStore):
             if name not in self.collection_names():
                 raise CollectionNotFound(name, self.collection_names())
             self._natives.pop(name, None)
+            WRITES.bump()
             prefix = f"{VERSION_PREFIX}{_name_key(name)}-"
             for native in self.client.list_collections():
                 if native.name in (name, pointer_name(name)) or native.name.startswith(prefix):
@@ -274,6 +279,7 @@ class ChromaStore(VectorStore):
             else:
                 pointer.modify(metadata=metadata)
         self._natives[name] = (time.monotonic(), version.native)
+        WRITES.bump()
         return previous
 
     def drop_version(self, version: Collection) -> None:
@@ -292,7 +298,16 @@ class ChromaStore(VectorStore):
         return dict(native.metadata or {})
 
     def generation(self, name: str) -> str:
+        """The collection's generation: this process's writes are seen at once, another process's within
+        `generation_cache_seconds`."""
         validate_collection_name(name)
+        return self._generations.get(name, lambda: self._read_generation(name))
+
+    def cached_generation(self, name: str) -> str | None:
+        kept, value = self._generations.peek(name)
+        return value if kept else None
+
+    def _read_generation(self, name: str) -> str:
         with _reachable(f"read {name}"):
             native = self._get_native(self._resolve(name).name)
             if native is None:  # switched and dropped since it was resolved
@@ -304,6 +319,7 @@ class ChromaStore(VectorStore):
         metadata = self._fresh_metadata(collection)
         token = uuid.uuid4().hex
         metadata[_GENERATION] = metadata[_PENDING] = token
+        WRITES.bump()
         self._native(collection).modify(metadata=metadata)
         return token
 
@@ -316,6 +332,7 @@ class ChromaStore(VectorStore):
         if metadata.get(_PENDING) == token:
             metadata[_PENDING] = ""
         self._native(collection).modify(metadata=metadata)
+        WRITES.bump()
 
     def repair_generation(self, collection: Collection) -> None:
         with _reachable(f"read {collection.name}"):

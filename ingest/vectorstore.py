@@ -306,7 +306,11 @@ class VectorStore(Protocol):
     def drop(self, name: str) -> None: ...
 
     def generation(self, name: str) -> str:
-        """The collection's current generation, read fresh (another process may have written)."""
+        """The collection's current generation (this process's writes seen at once, another's within a
+        moment: `generation_cache_seconds`)."""
+
+    def cached_generation(self, name: str) -> str | None:
+        """The generation if it is kept in memory (nothing is read), else None."""
 
     def repair_generation(self, collection: Collection) -> None:
         """Bump the generation if a writer died mid-write (its pending mark is still there)."""

@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,7 +65,7 @@ class CacheBackend(Protocol):
     def set(self, key: str, value: str) -> None: ...
     def clear(self) -> int: ...
     def count(self) -> int: ...
-    def incr(self, counter: str) -> None: ...
+    def incr(self, counter: str, by: int = 1) -> None: ...
     def counters(self) -> dict[str, int]: ...
     def ping(self) -> None: ...
 
@@ -130,11 +131,11 @@ class SQLiteBackend:
                 self._db.execute("SELECT COUNT(*) FROM entries WHERE expires >= ?", (time.time(),)).fetchone()[0]
             )
 
-    def incr(self, counter: str) -> None:
+    def incr(self, counter: str, by: int = 1) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
-                (counter,),
+                "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+                (counter, by, by),
             )
 
     def ping(self) -> None:
@@ -178,8 +179,8 @@ class RedisBackend:
     def count(self) -> int:
         return sum(1 for k in self._keys() if not k.startswith((self.PREFIX + "counter:").encode()))
 
-    def incr(self, counter: str) -> None:
-        self._redis.incr(f"{self.PREFIX}counter:{counter}")
+    def incr(self, counter: str, by: int = 1) -> None:
+        self._redis.incrby(f"{self.PREFIX}counter:{counter}", by)
 
     def ping(self) -> None:
         self._redis.ping()
@@ -191,31 +192,57 @@ class RedisBackend:
 
 
 class AnswerCache:
-    """Cache with hit/miss accounting that degrades to a pass-through when its backend fails."""
+    """Cache with hit/miss accounting that degrades to a pass-through when its backend fails.
 
-    def __init__(self, backend: CacheBackend) -> None:
+    In front of the backend, the newest entries are also kept in this process's memory for `memory_seconds`
+    (`peek`): a repeated question is answered without leaving the event loop. An entry's key never changes
+    meaning (the fast-path key holds the collection's generation), so only a `clear` makes one stale: this
+    process's clears are seen at once, another process's within `memory_seconds`. Hit and miss counts are
+    added up in memory and written to the backend once a second, never on a request's path."""
+
+    def __init__(self, backend: CacheBackend, *, memory_seconds: float = 1.0, memory_entries: int = 4096) -> None:
         self.backend = backend
+        self.memory_seconds = memory_seconds
+        self.memory_entries = memory_entries
+        self._memory: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AnswerCache:
+        memory = settings.generation_cache_seconds
         if settings.cache_url:
             if not settings.cache_url.startswith(("redis://", "rediss://", "unix://")):
                 raise ValueError(f"RAGKB_CACHE_URL must be a redis:// URL, got {settings.cache_url!r}")
-            return cls(RedisBackend(settings.cache_url, ttl=settings.cache_ttl_seconds))
+            return cls(RedisBackend(settings.cache_url, ttl=settings.cache_ttl_seconds), memory_seconds=memory)
         path = settings.data_dir / "cache.sqlite3"
-        return cls(SQLiteBackend(path, ttl=settings.cache_ttl_seconds, max_entries=settings.cache_max_entries))
+        backend = SQLiteBackend(path, ttl=settings.cache_ttl_seconds, max_entries=settings.cache_max_entries)
+        return cls(backend, memory_seconds=memory)
+
+    def peek(self, key: str) -> dict[str, Any] | None:
+        """The value if this process holds it in memory (counted as a hit), else None (ask `get`)."""
+        now = time.monotonic()
+        with self._lock:
+            found = self._memory.get(key)
+            if found is None or found[1] <= now:
+                return None
+            self._memory.move_to_end(key)
+        self._count("hits")
+        CACHE_EVENTS.labels(outcome="hit").inc()
+        return found[0]
 
     def get(self, key: str, *, count_miss: bool = True) -> dict[str, Any] | None:
         """The cached value, or None. `count_miss=False` for a lookup that another one backs up."""
         try:
             raw = self.backend.get(key)
-            outcome = "hit" if raw is not None else "miss"
-            if raw is not None or count_miss:
-                self.backend.incr("hits" if raw is not None else "misses")
         except Exception as exc:
             self._bypass("read", exc)
             return None
+        outcome = "hit" if raw is not None else "miss"
         if raw is not None or count_miss:
+            self._count("hits" if raw is not None else "misses")
             CACHE_EVENTS.labels(outcome=outcome).inc()
         if raw is None:
             return None
@@ -223,15 +250,56 @@ class AnswerCache:
             value = json.loads(raw)
         except json.JSONDecodeError:
             return None
-        return value if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            return None
+        self._keep(key, value)
+        return value
 
     def set(self, key: str, value: dict[str, Any]) -> None:
         try:
             self.backend.set(key, json.dumps(value))
         except Exception as exc:
             self._bypass("write", exc)
+        self._keep(key, value)
+
+    def _keep(self, key: str, value: dict[str, Any]) -> None:
+        if self.memory_seconds <= 0:
+            return
+        with self._lock:
+            self._memory[key] = (value, time.monotonic() + self.memory_seconds)
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.memory_entries:
+                self._memory.popitem(last=False)
+
+    def _count(self, counter: str) -> None:
+        with self._lock:
+            self._counts[counter] = self._counts.get(counter, 0) + 1
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_every_second, name="ragkb-cache-counts", daemon=True
+                )
+                self._flusher.start()
+
+    def _flush_every_second(self) -> None:
+        while not self._stop.wait(1.0):
+            self.flush_counts()
+
+    def flush_counts(self) -> None:
+        """Add the counts made since the last flush to the backend's counters."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        try:
+            for counter, by in counts.items():
+                self.backend.incr(counter, by)
+        except Exception as exc:
+            self._bypass("write", exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush_counts()
 
     def stats(self) -> dict[str, Any]:
+        self.flush_counts()
         counters = self.backend.counters()
         hits, misses = counters.get("hits", 0), counters.get("misses", 0)
         return {
@@ -243,6 +311,8 @@ class AnswerCache:
         }
 
     def clear(self) -> int:
+        with self._lock:
+            self._memory.clear()
         return self.backend.clear()
 
     def health(self) -> str:

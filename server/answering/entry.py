@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.config import Settings
 
-from ..agent.runner import AgentRunner, StepEvent
+from ..agent.runner import AgentPlan, AgentRunner, StepEvent
 from ..review.curated import NO_LOOKUP
 from ..review.desk import ReviewDesk
 from ..review.policy import ReviewPolicy
@@ -33,7 +33,7 @@ from ..review.schemas import HeldAnswer
 from ..schemas import QueryResponse
 from ..state import Audit, StateDB
 from ..state.reviews import ReviewStore
-from .service import Done, Failure, Query, QueryOptions, QueryService, Token
+from .service import Done, Failure, Plan, Query, QueryOptions, QueryService, Token
 
 AnswerEvent = Token | StepEvent | Failure | Done
 
@@ -91,6 +91,15 @@ class Answering:
 Reply = Answering | Held
 
 
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    policy: ReviewPolicy
+    curated: QueryResponse | None = None
+    agent: AgentPlan | None = None
+    plan: Plan | None = None
+    withdrawn: bool = False
+
+
 class Answerer:
     """Owns the decision of how a question is answered; one per process (`Answerer.open`, or the server's
     `Components`)."""
@@ -108,7 +117,8 @@ class Answerer:
         if state is None:
             state = StateDB.from_settings(settings)
             state.migrate()
-        desk = ReviewDesk(service, ReviewStore(state), Audit(state), settings)
+        store = ReviewStore(state, cache_seconds=settings.generation_cache_seconds)
+        desk = ReviewDesk(service, store, Audit(state), settings)
         return cls(service, desk, AgentRunner(service))
 
     def query(self, question: str, **options: Unpack[QueryOptions]) -> Query:
@@ -117,40 +127,65 @@ class Answerer:
 
     async def ask(self, query: Query, *, mode: Mode = Mode.SINGLE, asker: Asker | None = None) -> Reply:
         asker = asker or Asker()
-        started = time.perf_counter()
+        found = self._decide_in_memory(query, mode)
+        if found is None:
+            found = await run_in_threadpool(self._decide, query, mode, asker.request_id)  # one hop off the loop
         desk, request_id = self.desk, asker.request_id
-        policy = await run_in_threadpool(desk.policy, query.collection)
-        # a curated answer was approved for the question, not for a filtered view of the collection
-        curated, lookup = (
-            await run_in_threadpool(desk.curated_answer, query, request_id, started)
-            if query.filters is None
-            else (None, NO_LOOKUP)
-        )
-        if curated is not None:
-            desk.record_later(curated, asker.key_name, query.question)
-            return Answering(_single(curated))
-        if mode is Mode.AGENT and policy is not ReviewPolicy.REQUIRED:
-            prepared = await run_in_threadpool(self.agent.lookup, query)
+        if found.curated is not None:
+            desk.record_later(found.curated, asker.key_name, query.question)
+            return Answering(_single(found.curated))
+        if found.agent is not None:
             return Answering(
                 _recorded(
-                    self.agent.run(prepared, request_id=request_id),
-                    lambda response: desk.record_later(response, asker.key_name, query.question, policy),
+                    self.agent.run(found.agent, request_id=request_id),
+                    lambda response: desk.record_later(response, asker.key_name, query.question, found.policy),
                 )
             )
-        plan = await run_in_threadpool(self.service.plan, query)
-        withdrawn = bool(lookup.withdrawn)  # a curated answer went stale: its question is reviewed again
-        if policy is ReviewPolicy.REQUIRED:
+        plan = found.plan
+        assert plan is not None
+        if found.policy is ReviewPolicy.REQUIRED:
             candidate = await self.service.complete(plan, request_id=request_id)
-            review = await run_in_threadpool(desk.hold, plan, candidate, key_name=asker.key_name, withdrawn=withdrawn)
+            review = await run_in_threadpool(
+                desk.hold, plan, candidate, key_name=asker.key_name, withdrawn=found.withdrawn
+            )
             return Held(review.id, request_id)
         return Answering(
             _recorded(
                 self.service.run(plan, request_id=request_id),
                 lambda response: desk.after_answer_later(
-                    plan, response, key_name=asker.key_name, policy=policy, withdrawn=withdrawn
+                    plan, response, key_name=asker.key_name, policy=found.policy, withdrawn=found.withdrawn
                 ),
             )
         )
+
+    def _decide_in_memory(self, query: Query, mode: Mode) -> _Decision | None:
+        """`_decide` for a repeated single-shot question when everything it needs is in this process's memory
+        (the policy, that no curated answer exists, the generation and the answer): no thread, no I/O."""
+        if mode is not Mode.SINGLE:
+            return None
+        policy = self.desk.cached_policy(query.collection)
+        if policy is None or policy is ReviewPolicy.REQUIRED:
+            return None
+        if query.filters is None and self.desk.may_have_curated(query.collection):
+            return None
+        plan = self.service.plan_in_memory(query)
+        return None if plan is None else _Decision(policy, plan=plan)
+
+    def _decide(self, query: Query, mode: Mode, request_id: str) -> _Decision:
+        """The blocking part, in one call: the policy, a curated answer, then the plan (single-shot) or the
+        agent's cache lookup. A repeated question on an unchanged collection reads only memory and the cache."""
+        started = time.perf_counter()
+        policy = self.desk.policy(query.collection)
+        # a curated answer was approved for the question, not for a filtered view of the collection
+        curated, lookup = (
+            self.desk.curated_answer(query, request_id, started) if query.filters is None else (None, NO_LOOKUP)
+        )
+        if curated is not None:
+            return _Decision(policy, curated=curated)
+        if mode is Mode.AGENT and policy is not ReviewPolicy.REQUIRED:
+            return _Decision(policy, agent=self.agent.lookup(query))
+        # a withdrawn curated answer went stale: its question is reviewed again
+        return _Decision(policy, plan=self.service.plan(query), withdrawn=bool(lookup.withdrawn))
 
     async def answer(
         self, query: Query, *, mode: Mode = Mode.SINGLE, asker: Asker | None = None

@@ -49,6 +49,9 @@ class Reader:
     def generation(self, name: str) -> str:
         return self.store.generation(name)
 
+    def cached_generation(self, name: str) -> str | None:
+        return self.store.cached_generation(name)
+
     def lexical(self, collection: Collection) -> LexicalIndex:
         return self.lexical_indexes.get(collection)
 

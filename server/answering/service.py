@@ -112,6 +112,17 @@ def _validated(hit: dict[str, Any]) -> ValidatedAnswer:
     return ValidatedAnswer(hit["answer"], [Citation(**c) for c in hit["citations"]], [], grounded=True)
 
 
+def _remembered(query: Query, memo: str, hit: dict[str, Any], started: float) -> Plan:
+    """The plan of a question answered before on the same documents (a fast-path cache hit)."""
+    empty = Retrieval([], query.retriever, query.collection, 0.0)
+    if hit.get("abstained"):  # asked before, and the documents did not answer it
+        related = [RetrievedChunk(**chunk) for chunk in hit.get("related", [])]
+        confidence = float(hit.get("confidence", 0.0))
+        return Plan(query, empty, None, [memo], None, False, started, confidence, True, related, remembered=True)
+    confidence = float(hit.get("confidence", 1.0))
+    return Plan(query, empty, None, [memo], _validated(hit), started=started, confidence=confidence)
+
+
 class QueryService:
     """Answers questions over a collection; one per process, holding the reader, provider and cache."""
 
@@ -186,13 +197,23 @@ class QueryService:
 
     # -- planning (blocking: run it in a thread) --------------------------------------
 
-    def _memo_key(self, query: Query) -> str:
+    def plan_in_memory(self, query: Query) -> Plan | None:
+        """The fast path without leaving the event loop: a repeated question whose collection generation and
+        answer this process holds in memory (None: `plan` must run, in a thread)."""
+        generation = self.reader.cached_generation(query.collection)
+        if generation is None:
+            return None
+        memo = self._memo_key(query, generation)
+        hit = self.cache.peek(memo)
+        return None if hit is None else _remembered(query, memo, hit, time.perf_counter())
+
+    def _memo_key(self, query: Query, generation: str) -> str:
         """The fast path's key: the question and everything that shapes retrieval, plus the collection's
         generation, which every write or delete changes (so nothing stale is served)."""
         material = {
             "question": question_key(query.question),
             "collection": query.collection,
-            "generation": self.reader.generation(query.collection),
+            "generation": generation,
             "top_k": query.top_k,
             "filters": query.filters.cache_token() if query.filters else None,
             "retriever": query.retriever,
@@ -242,16 +263,10 @@ class QueryService:
         and `use_cache=False`: the answer is neither looked up nor remembered."""
         started = time.perf_counter()
         self.reader.collection(query.collection)  # unknown collection or another model: fail here
-        memo = self._memo_key(query)
-        empty = Retrieval([], query.retriever, query.collection, 0.0)
+        memo = self._memo_key(query, self.reader.generation(query.collection))
         hit = self.cache.get(memo, count_miss=False) if use_cache else None
-        if hit is not None and hit.get("abstained"):  # asked before, and the documents did not answer it
-            related = [RetrievedChunk(**chunk) for chunk in hit.get("related", [])]
-            confidence = float(hit.get("confidence", 0.0))
-            return Plan(query, empty, None, [memo], None, False, started, confidence, True, related, remembered=True)
         if hit is not None:
-            confidence = float(hit.get("confidence", 1.0))
-            return Plan(query, empty, None, [memo], _validated(hit), started=started, confidence=confidence)
+            return _remembered(query, memo, hit, started)
         retrieval = self.retrieve(query)
         if not retrieval.chunks:
             return Plan(query, retrieval, None, started=started)
@@ -422,4 +437,5 @@ class QueryService:
         )
 
     async def aclose(self) -> None:
+        self.cache.close()
         await self.provider.aclose()

@@ -15,7 +15,7 @@ answer as for a collection that does not exist), so it cannot probe for names.
 # no `from __future__ import annotations`: FastAPI must see the closures' `Depends(...)` annotations as objects
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -116,12 +116,28 @@ def _identify(parts: Components, credentials: HTTPAuthorizationCredentials | Non
     return identity
 
 
+def _known(parts: Components, credentials: HTTPAuthorizationCredentials | None) -> Identity | bool | None:
+    """`_identify` from memory alone: the identity (None in open mode), or False when the database must be
+    asked. A repeated caller is authenticated without leaving the event loop."""
+    any_keys = parts.keys.cached_any_keys()
+    if any_keys is None:
+        return False
+    if not any_keys:
+        return False if _require_keys() else None  # (the refusal's message is `_identify`'s)
+    if credentials is None or not credentials.credentials:
+        return False
+    return parts.keys.cached_identity(credentials.credentials) or False
+
+
 async def authenticate(request: Request, credentials: Credentials) -> Caller:
     """Authenticate and rate-limit the request (no scope check): the base of `require`."""
     parts = components(request)
-    identity = await run_in_threadpool(_identify, parts, credentials)
+    known = _known(parts, credentials)
+    identity = await run_in_threadpool(_identify, parts, credentials) if known is False else known
+    assert identity is None or isinstance(identity, Identity)
     bucket = identity.name if identity is not None else f"anonymous@{_client_host(request)}"
-    decision = await run_in_threadpool(parts.limiter.allow, bucket)
+    limiter = parts.limiter
+    decision = await run_in_threadpool(limiter.allow, bucket) if limiter.blocking else limiter.allow(bucket)
     if not decision.allowed:
         raise RateLimited("this key" if identity is not None else "anonymous clients", decision.retry_after_header)
     caller = Caller(identity, parts)
@@ -129,10 +145,10 @@ async def authenticate(request: Request, credentials: Credentials) -> Caller:
     return caller
 
 
-def require(scope: Scope) -> Callable[..., Caller]:
+def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the caller, who must hold `scope` (or a scope that implies it)."""
 
-    def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    async def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
         if caller.identity is not None and not caller.identity.allows(scope):
             raise Forbidden(
                 f"the key {caller.identity.name!r} has scope {caller.identity.scope.value!r}; "
@@ -147,10 +163,10 @@ def require(scope: Scope) -> Callable[..., Caller]:
     return dependency
 
 
-def collection_in_path(scope: Scope) -> Callable[..., str]:
+def collection_in_path(scope: Scope) -> Callable[..., Awaitable[str]]:
     """A dependency for routes under `/collections/{name}`: the caller must hold `scope` and see `name`."""
 
-    def dependency(name: str, caller: Annotated[Caller, Depends(require(scope))]) -> str:
+    async def dependency(name: str, caller: Annotated[Caller, Depends(require(scope))]) -> str:
         return caller.collection(name)
 
     dependency.__name__ = f"collection_{scope.value}"
@@ -163,7 +179,7 @@ async def ops_access(request: Request, credentials: Credentials) -> None:
     if parts is None or not parts.settings.protect_ops:
         return
     caller = await authenticate(request, credentials)
-    require(Scope.ADMIN)(caller)
+    await require(Scope.ADMIN)(caller)
 
 
 ReadCaller = Annotated[Caller, Depends(require(Scope.READ))]

@@ -50,7 +50,7 @@ class Components:
         state.migrate()
         limiter = make_rate_limiter(settings.rate_limit_per_minute, settings.rate_limit_burst, rate_limit_url(settings))
         audit = Audit(state)
-        desk = ReviewDesk(service, ReviewStore(state), audit, settings)
+        desk = ReviewDesk(service, ReviewStore(state, cache_seconds=settings.generation_cache_seconds), audit, settings)
         REVIEWS_PENDING.set(desk.store.pending_count())  # the gauge is right from start-up, not from the next change
         answerer = Answerer(service, desk, AgentRunner(service))
         return cls(settings, service, ingestor, queue, state, KeyStore(state), audit, limiter, answerer)

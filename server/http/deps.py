@@ -1,5 +1,6 @@
 """One typed dependency per part of the server, for the routes (the way FastAPI's full-stack template's
-`api/deps.py` does it): a route names what it uses, `answerer: AnswererDep`, never a chain of attributes."""
+`api/deps.py` does it): a route names what it uses, `answerer: AnswererDep`, never a chain of attributes.
+Each is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop a cache hit cannot afford."""
 
 from __future__ import annotations
 
@@ -27,38 +28,42 @@ def components(request: Request) -> Components:
     return found
 
 
-Parts = Annotated[Components, Depends(components)]
+async def _parts(request: Request) -> Components:  # async: FastAPI runs it on the loop, not in a thread
+    return components(request)
 
 
-def _answerer(parts: Parts) -> Answerer:
+Parts = Annotated[Components, Depends(_parts)]
+
+
+async def _answerer(parts: Parts) -> Answerer:
     return parts.answerer
 
 
-def _service(parts: Parts) -> QueryService:
+async def _service(parts: Parts) -> QueryService:
     return parts.service
 
 
-def _reader(parts: Parts) -> Reader:
+async def _reader(parts: Parts) -> Reader:
     return parts.service.reader
 
 
-def _cache(parts: Parts) -> AnswerCache:
+async def _cache(parts: Parts) -> AnswerCache:
     return parts.service.cache
 
 
-def _desk(parts: Parts) -> ReviewDesk:
+async def _desk(parts: Parts) -> ReviewDesk:
     return parts.answerer.desk
 
 
-def _ingestor(parts: Parts) -> Ingestor:
+async def _ingestor(parts: Parts) -> Ingestor:
     return parts.ingestor
 
 
-def _audit(parts: Parts) -> Audit:
+async def _audit(parts: Parts) -> Audit:
     return parts.audit
 
 
-def _keys(parts: Parts) -> KeyStore:
+async def _keys(parts: Parts) -> KeyStore:
     return parts.keys
 
 

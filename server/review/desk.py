@@ -116,7 +116,7 @@ class ReviewDesk:
         self.curated = CuratedAnswers(store, service.reader, settings.curated_match_threshold)
         self._retry_template = load_template(RETRY_TEMPLATE)
         # what is written behind the response: answer records and the reviews queued from them
-        self.writer = writer or BackgroundWriter(settings.record_queue)
+        self.writer = writer or BackgroundWriter(settings.record_queue, sink=store.record_answers)
 
     def flush(self) -> None:
         """Wait for the records queued in this process (a read of them sees its own answers)."""
@@ -126,6 +126,17 @@ class ReviewDesk:
         self.writer.close()
 
     # -- the query side (blocking) -----------------------------------------------------
+
+    def cached_policy(self, collection: str) -> ReviewPolicy | None:
+        """The policy if it is kept in memory, else None (nothing is read)."""
+        kept, found = self.store.cached_policy(collection)
+        if not kept:
+            return None
+        return ReviewPolicy.OFF if found is None else ReviewPolicy.parse(found)
+
+    def may_have_curated(self, collection: str) -> bool:
+        """False only when this process knows the collection has no curated answer (nothing is read)."""
+        return self.store.cached_has_curated(collection) is not False
 
     def policy(self, collection: str) -> ReviewPolicy:
         found = self.store.policy(collection)
@@ -187,37 +198,11 @@ class ReviewDesk:
 
     def record(self, plan: Plan | None, response: QueryResponse, key_name: str | None, question: str) -> None:
         """Keep what was answered, so feedback and reviews refer to exactly what was shown."""
-        if plan is not None and plan.request is not None:
-            shown = [
-                {"n": n, "chunk_id": c.chunk_id, "text_hash": text_hash(c.text)}
-                for n, c in enumerate(plan.request.contexts, start=1)
-            ]
-        else:  # a cached or curated answer: its citations, by their numbers, are what it was made from
-            shown = [{"n": c.n, "chunk_id": c.chunk_id, "text_hash": None} for c in response.citations]
-        chunk_ids = [p["chunk_id"] for p in shown] or [c.chunk_id for c in response.related]
-        self.store.record_answer(
-            AnswerRecord(
-                request_id=response.request_id,
-                at=utcnow(),
-                key_name=key_name,
-                collection=response.collection,
-                question=question,
-                answer=response.answer,
-                citations=[c.model_dump(mode="json") for c in response.citations],
-                chunk_ids=chunk_ids,
-                prompt=f"{response.prompt.name}:{response.prompt.version}",
-                provider=response.provider,
-                model=response.model,
-                confidence=response.confidence,
-                origin=response.origin,
-                abstained=response.abstained,
-                detail={
-                    "unsupported_citations": response.unsupported_citations,
-                    "retriever": response.retriever,
-                    "passages": shown,  # the numbers [n] meant when shown, and each passage's text hash then
-                },
-            )
-        )
+        self.store.record_answer(answer_record(plan, response, key_name, question))
+
+    def _record_batched(self, plan: Plan | None, response: QueryResponse, key_name: str | None, question: str) -> None:
+        """`record` behind the response, written with others in one transaction (the writer's batch)."""
+        self.writer.add(lambda: answer_record(plan, response, key_name, question))
 
     def after_answer(
         self,
@@ -248,6 +233,9 @@ class ReviewDesk:
     ) -> None:
         """`after_answer` behind the response (the writer's thread): the asker already has the answer; a state
         database outage loses only its record for feedback and review (logged and counted)."""
+        if policy is ReviewPolicy.OFF and not withdrawn:  # only the record: batched with others
+            self._record_batched(plan, response, key_name, plan.query.question)
+            return
         self.writer.submit(
             lambda: self.after_answer(plan, response, key_name=key_name, policy=policy, withdrawn=withdrawn)
         )
@@ -256,7 +244,10 @@ class ReviewDesk:
         self, response: QueryResponse, key_name: str | None, question: str, policy: ReviewPolicy = ReviewPolicy.OFF
     ) -> None:
         """`record_answer` behind the response."""
-        self.writer.submit(lambda: self.record_answer(response, key_name, question, policy))
+        if policy is ReviewPolicy.FLAGGED and response.origin not in ("curated", "reviewed"):
+            self.writer.submit(lambda: self.record_answer(response, key_name, question, policy))
+        else:
+            self._record_batched(None, response, key_name, question)
 
     def record_answer(
         self, response: QueryResponse, key_name: str | None, question: str, policy: ReviewPolicy = ReviewPolicy.OFF
@@ -668,6 +659,39 @@ class ReviewDesk:
             grounded=bool(final.get("grounded", True)),
         )
         return AnswerOutcome(review_id=review.id, status="approved", answer=response, message="Approved by a reviewer.")
+
+
+def answer_record(plan: Plan | None, response: QueryResponse, key_name: str | None, question: str) -> AnswerRecord:
+    """What was shown, by request id: the passages' numbers as shown, and each passage's text hash then."""
+    if plan is not None and plan.request is not None:
+        shown = [
+            {"n": n, "chunk_id": c.chunk_id, "text_hash": text_hash(c.text)}
+            for n, c in enumerate(plan.request.contexts, start=1)
+        ]
+    else:  # a cached or curated answer: its citations, by their numbers, are what it was made from
+        shown = [{"n": c.n, "chunk_id": c.chunk_id, "text_hash": None} for c in response.citations]
+    chunk_ids = [p["chunk_id"] for p in shown] or [c.chunk_id for c in response.related]
+    return AnswerRecord(
+        request_id=response.request_id,
+        at=utcnow(),
+        key_name=key_name,
+        collection=response.collection,
+        question=question,
+        answer=response.answer,
+        citations=[c.model_dump(mode="json") for c in response.citations],
+        chunk_ids=chunk_ids,
+        prompt=f"{response.prompt.name}:{response.prompt.version}",
+        provider=response.provider,
+        model=response.model,
+        confidence=response.confidence,
+        origin=response.origin,
+        abstained=response.abstained,
+        detail={
+            "unsupported_citations": response.unsupported_citations,
+            "retriever": response.retriever,
+            "passages": shown,  # the numbers [n] meant when shown, and each passage's text hash then
+        },
+    )
 
 
 def set_policy(store: ReviewStore, audit: Audit, collection: str, policy: str, by: str | None) -> ReviewPolicy:

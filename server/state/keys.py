@@ -242,6 +242,19 @@ class KeyStore:
                 self._identities.popitem(last=False)
         return identity
 
+    def cached_identity(self, token: str) -> Identity | None:
+        """The identity `authenticate` would return, if it is in memory (None: ask `authenticate`)."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_CHARS:
+            return None
+        with self._lock:
+            cached = self._identities.get(hash_token(token))
+        return cached[0] if cached is not None and cached[1] > self._clock() else None
+
+    def cached_any_keys(self) -> bool | None:
+        """`any_keys()` if it is in memory, else None."""
+        cached = self._any_keys
+        return cached[0] if cached is not None and cached[1] > self._clock() else None
+
     def any_keys(self) -> bool:
         """Whether any key exists (the server is open while none does): one primary-key probe
         (`SELECT id ... LIMIT 1`) at most every `cache_ttl` seconds."""

@@ -34,6 +34,8 @@ class Decision:
 
 
 class RateLimiter(Protocol):
+    blocking: bool  # True: `allow` waits on the network (call it from a thread)
+
     def allow(self, key_name: str) -> Decision: ...
 
 
@@ -54,6 +56,8 @@ MAX_LOCAL_BUCKETS = 10_000
 
 class LocalRateLimiter:
     """Token buckets in this process's memory (thread-safe); state is lost on restart."""
+
+    blocking = False
 
     def __init__(self, per_minute: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = _check(per_minute, burst)
@@ -117,6 +121,8 @@ class RedisRateLimiter:
     warning logged): a rate limit protects capacity, and an outage of its store should not turn into
     an outage of the API. `fail_open=False` raises `RateLimitUnavailable` instead.
     """
+
+    blocking = True
 
     def __init__(
         self,

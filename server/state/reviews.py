@@ -14,6 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ingest.recent import Epoch, Recent
 
 from .db import StateDB
 from .models import (
@@ -32,9 +36,16 @@ ACTIVE, WITHDRAWN = "active", "withdrawn"
 CURATED_STATUSES = (ACTIVE, WITHDRAWN)
 
 
+CHANGES = Epoch()  # bumped by every change of a review policy or a curated answer made in this process
+
+
 class ReviewStore:
-    def __init__(self, db: StateDB) -> None:
+    def __init__(self, db: StateDB, *, cache_seconds: float = 1.0) -> None:
+        """`cache_seconds`: review policies and curated-answer presence are kept in memory this long (this
+        process's changes are seen at once; another process's within it)."""
         self.db = db
+        self._policies: Recent[str, str | None] = Recent(CHANGES, cache_seconds)
+        self._has_curated: Recent[str, bool] = Recent(CHANGES, cache_seconds)
 
     # -- answers and feedback ---------------------------------------------------------
 
@@ -49,6 +60,20 @@ class ReviewStore:
         except sa.exc.IntegrityError:  # recorded by a concurrent request a moment ago
             return False
         return True
+
+    def record_answers(self, records: Sequence[AnswerRecord]) -> None:
+        """Store many shown answers in one transaction; a request id already recorded keeps its first record."""
+        if not records:
+            return
+        table = AnswerRecord.__table__
+        first: dict[str, AnswerRecord] = {}
+        for record in records:
+            first.setdefault(record.request_id, record)
+        rows = [{c.key: getattr(r, c.key) for c in table.columns} for r in first.values()]
+        dialect = self.db.engine.dialect.name
+        insert: Any = sqlite_insert if dialect == "sqlite" else pg_insert
+        with self.db.session() as session:
+            session.execute(insert(table).on_conflict_do_nothing(index_elements=["request_id"]), rows)
 
     def update_answer(self, request_id: str, *, answer: str, citations: list[Any]) -> None:
         """A held answer once approved: what the asker is now shown."""
@@ -95,7 +120,18 @@ class ReviewStore:
 
     # -- review policy ---------------------------------------------------------------
 
+    def cached_policy(self, collection: str) -> tuple[bool, str | None]:
+        """(True, policy) when the policy is kept in memory; (False, None) when it must be read."""
+        return self._policies.peek(collection)
+
+    def cached_has_curated(self, collection: str) -> bool | None:
+        kept, value = self._has_curated.peek(collection)
+        return value if kept else None
+
     def policy(self, collection: str) -> str | None:
+        return self._policies.get(collection, lambda: self._read_policy(collection))
+
+    def _read_policy(self, collection: str) -> str | None:
         with self.db.connect() as conn:
             found = conn.execute(
                 sa.select(CollectionSetting.review_policy).where(CollectionSetting.collection == collection)
@@ -112,6 +148,7 @@ class ReviewStore:
             session.merge(
                 CollectionSetting(collection=collection, review_policy=policy, updated_at=utcnow(), updated_by=by)
             )
+        CHANGES.bump()
 
     # -- reviews ---------------------------------------------------------------------
 
@@ -250,6 +287,7 @@ class ReviewStore:
     def add_curated(self, curated: CuratedAnswer) -> CuratedAnswer:
         with self.db.session() as session:
             session.add(curated)
+        CHANGES.bump()
         return curated
 
     def curated(self, collection: str) -> Sequence[CuratedAnswer]:
@@ -261,6 +299,9 @@ class ReviewStore:
             ).all()
 
     def has_curated(self, collection: str) -> bool:
+        return self._has_curated.get(collection, lambda: self._read_has_curated(collection))
+
+    def _read_has_curated(self, collection: str) -> bool:
         with self.db.connect() as conn:
             found = conn.execute(
                 sa.select(CuratedAnswer.id)
@@ -282,7 +323,9 @@ class ReviewStore:
                 .values(status=WITHDRAWN, withdrawn_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            count = int(result.rowcount)  # type: ignore[attr-defined]
+        CHANGES.bump()
+        return count
 
     def withdraw(self, curated_id: int) -> bool:
         """Withdraw an active curated answer; False when another process withdrew it first."""
@@ -293,7 +336,9 @@ class ReviewStore:
                 .values(status=WITHDRAWN, withdrawn_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            withdrawn = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        CHANGES.bump()
+        return withdrawn
 
     def curated_by_id(self, curated_id: int) -> CuratedAnswer | None:
         with self.db.session() as session:
