@@ -18,9 +18,8 @@ from dataclasses import dataclass, replace
 
 from ingest.vectorstore import StoredChunk
 
-from ..answering.citations import ValidatedAnswer, validate
-from ..answering.prompting import fit_to_budget, format_context
-from ..answering.providers import GenerationRequest, Selection
+from ..answering.citations import ValidatedAnswer
+from ..answering.providers import Selection
 from ..answering.providers.extractive import KEEP_SHARE, Pick
 from ..answering.service import Plan, Query, QueryService, Retrieval
 from ..answering.support import claim_sentences, has_claim
@@ -82,13 +81,8 @@ def draft_plan(
     retrieval = Retrieval(merged, query.retriever, query.collection, search_ms)
     if not merged:
         return Draft(Plan(query, retrieval, None, started=started), list(range(len(questions))))
-    contexts = fit_to_budget(merged, service.settings.context_tokens, service.reader.count_tokens)
-    prompt = service.template.render(question=query.question, context=format_context(contexts))
-    request = GenerationRequest(question=query.question, prompt=prompt, contexts=contexts)
-    if len(questions) <= 1:  # one part: exactly the single-shot selection
-        parts = [service.fallback.select(request)]
-    else:  # one batched embedding per part
-        parts = [service.fallback.select(replace(request, question=q)) for q in questions]
+    request = service.request_for(query.question, merged)
+    parts = service.evidence(request, questions)  # one part: exactly the single-shot selection
     threshold = service.settings.abstain_below
     picks, unanswered, confidence = combine(parts, threshold)
     evidence = replace(parts[0], picks=sorted(picks, key=lambda p: -p.score)) if len(parts) > 1 else parts[0]
@@ -114,7 +108,7 @@ def without_unsupported(response: QueryResponse, plan: Plan, service: QueryServi
             dropped += 1
     if not dropped:
         return response, 0
-    validated: ValidatedAnswer = validate(" ".join(kept), plan.request.contexts, service.support)
+    validated: ValidatedAnswer = service.validate(" ".join(kept), plan.request.contexts)
     update = {
         "answer": validated.text,
         "citations": validated.citations,

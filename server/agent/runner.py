@@ -14,8 +14,6 @@ calling the LLM) with `truncated: true`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,13 +24,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.vectorstore import StoredChunk
 
+from ..answering.cache import KeyMode, answer_key
 from ..answering.prompting import PromptTemplate, load_template
 from ..answering.providers import ExtractiveProvider
-from ..answering.questions import question_key
 from ..answering.service import Done, Failure, Plan, Query, QueryOptions, QueryService
 from ..answering.support import claim_sentences, has_claim
 from ..metrics import AGENT_BUDGET_EXHAUSTED, AGENT_STEPS
-from ..schemas import AgentStep, Citation, QueryResponse
+from ..schemas import AgentStep, QueryResponse
 from .drafting import Draft, draft_plan, elapsed_ms, without_unsupported
 from .planning import LLMPlanner, Planner, PlanResult, RulePlanner, SubQuestion
 from .tools import ToolArgumentError, Toolbox
@@ -97,26 +95,16 @@ class AgentRunner:
     # -- before the response starts ----------------------------------------------------
 
     def cache_key(self, query: Query) -> str:
-        """The final answer's key: the single-shot memo's material plus the mode, the planner and its prompt
-        version and the agent's bounds that shape the answer."""
-        service, settings = self.service, self.service.settings
+        """The final answer's key: the single-shot fast path's material plus the mode, the planner and its
+        prompt version and the agent's bounds that shape the answer."""
+        settings = self.service.settings
         material = {
+            **self.service.key_material(query, self.service.reader.generation(query.collection)),
             "mode": "agent",
-            "question": question_key(query.question),
-            "collection": query.collection,
-            "generation": service.reader.generation(query.collection),
-            "top_k": query.top_k,
-            "filters": query.filters.cache_token() if query.filters else None,
-            "retriever": query.retriever,
-            "prompt": [service.template.name, service.template.version],
             "planner": [self.planner.name, self.planner.version, self.plan_template.name, self.plan_template.version],
-            "provider": [service.provider.name, service.provider.model, service.provider.parameters()],
-            "context_tokens": settings.context_tokens,
-            "abstain_below": settings.abstain_below,
-            "support_threshold": settings.support_threshold,
             "bounds": [settings.agent_max_subquestions, settings.agent_max_steps],
         }
-        return "agent:" + hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+        return answer_key(KeyMode.AGENT, material)
 
     @property
     def planner(self) -> Planner:
@@ -129,7 +117,11 @@ class AgentRunner:
         started = time.perf_counter()
         self.service.reader.collection(query.collection)  # unknown collection or another model: fail here
         key = self.cache_key(query)
-        return AgentPlan(query, key, started, self.service.cache.get(key))
+        hit = self.service.cache.get(key)
+        # an agent entry holds the whole response; anything else under its key is not one of its answers
+        return AgentPlan(
+            query, key, started, hit if hit is not None and isinstance(hit.get("response"), dict) else None
+        )
 
     async def prepare(self, question: str, **options: Unpack[QueryOptions]) -> AgentPlan:
         query = self.service.query(question, **options)
@@ -324,29 +316,7 @@ class AgentRunner:
 
     def _extractive(self, plan: Plan, request_id: str) -> QueryResponse:
         """The draft's extractive answer, validated, shaped as the service shapes every answer (no LLM call)."""
-        from ..answering.citations import validate
-
-        assert plan.request is not None
-        service = self.service
-        text = service.fallback.answer(plan.request)
-        validated = validate(text, plan.request.contexts, service.support)
-        template = service.template
-        return QueryResponse(
-            answer=validated.text,
-            citations=validated.citations,
-            grounded=validated.grounded,
-            cached=False,
-            model=service.fallback.model,
-            provider=service.fallback.name,
-            prompt={"name": template.name, "version": template.version},  # type: ignore[arg-type]
-            timings={"retrieve_ms": round(plan.retrieval.milliseconds, 3), "llm_ms": 0.0, "total_ms": 0.0},  # type: ignore[arg-type]
-            request_id=request_id,
-            collection=plan.retrieval.collection,
-            retriever=plan.retrieval.retriever,
-            unsupported_citations=validated.unsupported_markers,
-            invalid_citations=validated.invalid_markers,
-            confidence=round(min(1.0, max(0.0, plan.confidence)), 4),
-        )
+        return self.service.extractive_answer(plan, request_id)
 
     def _draft_step(self, draft: Draft, response: QueryResponse) -> AgentStep:
         request = draft.plan.request
@@ -381,45 +351,28 @@ class AgentRunner:
     # -- the answer cache --------------------------------------------------------------
 
     def _remember(self, key: str, response: QueryResponse) -> None:
-        value = {
-            "answer": response.answer,
-            "citations": [c.model_dump() for c in response.citations],
-            "confidence": response.confidence,
-            "response": response.model_dump(mode="json"),
-        }
-        self.service.cache.set(key, value)
+        self.service.cache.remember_answer(
+            [key],
+            text=response.answer,
+            citations=response.citations,
+            confidence=response.confidence,
+            response=response.model_dump(mode="json"),
+        )
 
     def _from_cache(self, prepared: AgentPlan, request_id: str, steps: list[AgentStep]) -> QueryResponse:
         assert prepared.cached is not None
-        stored = prepared.cached.get("response")
-        if isinstance(stored, dict):
-            response = QueryResponse.model_validate(stored)
-        else:  # an entry without the whole response: rebuild what the answer needs
-            response = QueryResponse(
-                answer=prepared.cached["answer"],
-                citations=[Citation(**c) for c in prepared.cached["citations"]],
-                grounded=True,
-                cached=True,
-                model=self.service.provider.model,
-                provider=self.service.provider.name,
-                prompt={"name": self.service.template.name, "version": self.service.template.version},  # type: ignore[arg-type]
-                timings={"retrieve_ms": 0.0, "llm_ms": 0.0, "total_ms": 0.0},  # type: ignore[arg-type]
-                request_id=request_id,
-                collection=prepared.query.collection,
-                retriever=prepared.query.retriever,
-                confidence=float(prepared.cached.get("confidence", 1.0)),
-            )
-        update: dict[str, Any] = {
-            "cached": True,
-            "request_id": request_id,
-            "steps": [*response.steps, *steps],
-            "timings": response.timings.model_copy(
-                update={"retrieve_ms": 0.0, "llm_ms": 0.0, "total_ms": elapsed_ms(prepared.started)}
-            ),
-        }
-        if "origin" in QueryResponse.model_fields:
-            update["origin"] = "cached"
-        return response.model_copy(update=update)
+        response = QueryResponse.model_validate(prepared.cached["response"])
+        return response.model_copy(
+            update={
+                "cached": True,
+                "origin": "cached",
+                "request_id": request_id,
+                "steps": [*response.steps, *steps],
+                "timings": response.timings.model_copy(
+                    update={"retrieve_ms": 0.0, "llm_ms": 0.0, "total_ms": elapsed_ms(prepared.started)}
+                ),
+            }
+        )
 
     # -- whole answers -----------------------------------------------------------------
 

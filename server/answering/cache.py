@@ -17,7 +17,8 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +36,19 @@ class CacheUnavailable(RagkbError):
     """The answer cache cannot be reached for an explicit cache operation (queries just bypass it)."""
 
 
+class KeyMode(StrEnum):
+    """The three keys an answer is cached under; each is a hash of what could change that answer."""
+
+    MEMO = "memo"  # the fast path: the question, the retrieval options and the collection's generation
+    EXACT = "exact"  # the question and the retrieved chunks' ids and content hashes
+    AGENT = "agent"  # the fast path's material plus the agent's planner and bounds
+
+
+def answer_key(mode: KeyMode, material: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+    return digest if mode is KeyMode.EXACT else f"{mode.value}:{digest}"
+
+
 def cache_key(
     *,
     question: str,
@@ -46,6 +60,7 @@ def cache_key(
     model: str,
     parameters: dict[str, Any],
 ) -> str:
+    """The exact key: the same question over the same chunks with the same prompt and model."""
     material = {
         "q": question_key(question),
         "collection": collection,
@@ -55,7 +70,7 @@ def cache_key(
         "model": model,
         "params": parameters,
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return answer_key(KeyMode.EXACT, material)
 
 
 class CacheBackend(Protocol):
@@ -261,6 +276,33 @@ class AnswerCache:
         except Exception as exc:
             self._bypass("write", exc)
         self._keep(key, value)
+
+    def remember_answer(
+        self,
+        keys: Sequence[str],
+        *,
+        text: str,
+        citations: Sequence[Any],
+        confidence: float,
+        response: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A validated, grounded answer under each key (`response`: the whole response, for agent mode)."""
+        value: dict[str, Any] = {
+            "answer": text,
+            "citations": [c.model_dump() for c in citations],
+            "confidence": confidence,
+        }
+        if response is not None:
+            value["response"] = dict(response)
+        for key in keys:
+            self.set(key, value)
+
+    def remember_abstention(self, keys: Sequence[str], *, confidence: float, related: Sequence[Any]) -> None:
+        """The documents did not answer it: remembered under the fast-path key only (it holds the
+        generation, so a new or changed document makes the question be tried again)."""
+        value = {"abstained": True, "confidence": confidence, "related": [c.model_dump() for c in related]}
+        for key in keys:
+            self.set(key, value)
 
     def _keep(self, key: str, value: dict[str, Any]) -> None:
         if self.memory_seconds <= 0:

@@ -10,11 +10,9 @@ API, `ragkb ask` and the eval harness all answer through it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, Unpack
 
@@ -26,11 +24,11 @@ from ingest.vectorstore import Filters, StoredChunk
 from ..metrics import ABSTENTIONS, LLM_ERRORS, LLM_SECONDS, LLM_SKIPPED, LLM_TOKENS, RETRIEVE_SECONDS
 from ..schemas import Citation, PromptInfo, QueryResponse, RetrievedChunk, Timings
 from .breaker import CircuitBreaker
-from .cache import AnswerCache, cache_key
+from .cache import AnswerCache, KeyMode, answer_key, cache_key
 from .citations import SupportCheck, ValidatedAnswer, validate
 from .prompting import PromptTemplate, fit_to_budget, format_context, load_template
 from .providers import ExtractiveProvider, GenerationRequest, LLMError, LLMProvider, Usage, make_provider
-from .providers.extractive import NO_ANSWER
+from .providers.extractive import NO_ANSWER, Selection
 from .questions import clean_question, question_key
 from .reader import Reader
 from .retrieval import Retriever, get_retriever
@@ -207,10 +205,11 @@ class QueryService:
         hit = self.cache.peek(memo)
         return None if hit is None else _remembered(query, memo, hit, time.perf_counter())
 
-    def _memo_key(self, query: Query, generation: str) -> str:
-        """The fast path's key: the question and everything that shapes retrieval, plus the collection's
-        generation, which every write or delete changes (so nothing stale is served)."""
-        material = {
+    def key_material(self, query: Query, generation: str) -> dict[str, Any]:
+        """What the fast path's key covers: the question and everything that shapes retrieval, the collection's
+        generation (every write or delete changes it, so nothing stale is served), and what decides an answer,
+        an abstention or a dropped citation. Agent mode adds its own (`server/agent/runner.py`)."""
+        return {
             "question": question_key(query.question),
             "collection": query.collection,
             "generation": generation,
@@ -220,11 +219,12 @@ class QueryService:
             "prompt": [self.template.name, self.template.version],
             "provider": [self.provider.name, self.provider.model, self.provider.parameters()],
             "context_tokens": self.settings.context_tokens,
-            # what decides an abstention or a dropped citation: a change must not serve a stale outcome
             "abstain_below": self.settings.abstain_below,
             "support_threshold": self.settings.support_threshold,
         }
-        return "memo:" + hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _memo_key(self, query: Query, generation: str) -> str:
+        return answer_key(KeyMode.MEMO, self.key_material(query, generation))
 
     def _from_cache(self, key: str, *, count_miss: bool = True) -> ValidatedAnswer | None:
         hit = self.cache.get(key, count_miss=count_miss)
@@ -232,21 +232,10 @@ class QueryService:
 
     def _remember(self, keys: list[str], validated: ValidatedAnswer, confidence: float) -> None:
         if validated.grounded:  # only validated, grounded answers are ever cached
-            citations = [c.model_dump() for c in validated.citations]
-            value = {"answer": validated.text, "citations": citations, "confidence": confidence}
-            for key in keys:
-                self.cache.set(key, value)
+            self.cache.remember_answer(keys, text=validated.text, citations=validated.citations, confidence=confidence)
 
     def _remember_abstention(self, keys: list[str], response: QueryResponse) -> None:
-        """An abstention is remembered under the fast-path key only: the collection's generation is part of
-        that key, so a new or changed document makes the question be tried again."""
-        value = {
-            "abstained": True,
-            "confidence": response.confidence,
-            "related": [chunk.model_dump() for chunk in response.related],
-        }
-        for key in keys:
-            self.cache.set(key, value)
+        self.cache.remember_abstention(keys, confidence=response.confidence, related=response.related)
 
     def plan(
         self,
@@ -270,13 +259,10 @@ class QueryService:
         retrieval = self.retrieve(query)
         if not retrieval.chunks:
             return Plan(query, retrieval, None, started=started)
-        contexts = fit_to_budget(retrieval.chunks, self.settings.context_tokens, self.reader.count_tokens)
-        prompt = (template or self.template).render(
-            question=query.question, context=format_context(contexts), **(variables or {})
-        )
-        request = GenerationRequest(question=query.question, prompt=prompt, contexts=contexts)
-        evidence = self.fallback.select(request)  # one batched embedding of the candidate sentences
+        request = self.request_for(query.question, retrieval.chunks, template=template, variables=variables)
+        evidence = self.evidence(request)[0]  # one batched embedding of the candidate sentences
         request = replace(request, evidence=evidence)
+        contexts, prompt = request.contexts, request.prompt
         keys = [memo] if use_cache else []
         if evidence.answerability < self.settings.abstain_below:
             return Plan(
@@ -299,6 +285,33 @@ class QueryService:
             query, retrieval, request, [memo, exact], cached, cached is not None, started, evidence.answerability
         )
 
+    def request_for(
+        self,
+        question: str,
+        chunks: Sequence[StoredChunk],
+        *,
+        template: PromptTemplate | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> GenerationRequest:
+        """The generation request for a question over retrieved chunks: the chunks that fit the context
+        budget, numbered into the prompt (the service's template, or a retry's)."""
+        contexts = fit_to_budget(list(chunks), self.settings.context_tokens, self.reader.count_tokens)
+        prompt = (template or self.template).render(
+            question=question, context=format_context(contexts), **(variables or {})
+        )
+        return GenerationRequest(question=question, prompt=prompt, contexts=contexts)
+
+    def evidence(self, request: GenerationRequest, parts: Sequence[str] = ()) -> list[Selection]:
+        """The extractive selection every answer's confidence is read from: for the request's question, or
+        one per part (agent mode's sub-questions), each one batched embedding."""
+        if len(parts) <= 1:
+            return [self.fallback.select(request)]
+        return [self.fallback.select(replace(request, question=part)) for part in parts]
+
+    def validate(self, text: str, contexts: Sequence[StoredChunk]) -> ValidatedAnswer:
+        """Citation validation with this service's support check."""
+        return validate(text, list(contexts), self.support)
+
     async def prepare(self, question: str, **options: Unpack[QueryOptions]) -> Plan:
         query = self.query(question, **options)
         return await run_in_threadpool(self.plan, query)
@@ -315,13 +328,14 @@ class QueryService:
             yield Token(ABSTAIN_ANSWER)
             yield Done(response)
             return
-        if plan.cached is not None or plan.request is None:  # (no request and nothing cached abstained above)
-            validated = plan.cached or ValidatedAnswer(ABSTAIN_ANSWER, [], [])
+        if plan.cached is not None:  # (a plan without a request has a cached answer: the rest abstained above)
+            validated = plan.cached
             if plan.cached_by_exact_key:  # found by the exact key: let the fast path find it next time
                 await run_in_threadpool(self._remember, plan.keys[:1], validated, plan.confidence)
             yield Token(validated.text)
             yield Done(self._response(plan, validated, request_id, provider=self.provider, llm_ms=0.0))
             return
+        assert plan.request is not None  # neither abstained nor cached: there is something to generate
         provider: LLMProvider = self.provider
         error: str | None = None
         pieces: list[str] = []
@@ -378,6 +392,13 @@ class QueryService:
         """The whole answer at once: the same stream as `stream`, consumed."""
         plan = await self.prepare(question, **options)
         return await self.complete(plan, request_id=request_id)
+
+    def extractive_answer(self, plan: Plan, request_id: str) -> QueryResponse:
+        """The extractive answer to a plan's request, validated, without calling the LLM (agent mode's drafts
+        when its budget is spent)."""
+        assert plan.request is not None
+        validated = validate(self.fallback.answer(plan.request), plan.request.contexts, self.support)
+        return self._response(plan, validated, request_id, provider=self.fallback, llm_ms=0.0)
 
     def _response(
         self,

@@ -153,15 +153,13 @@ class ExtractiveProvider:
         embed: Embed | None = None,
         max_sentences: int = 3,
         max_sentence_chars: int = 400,
-        abstain_below: float | None = None,
         max_embedded: int = 16,
     ) -> None:
-        """`embed` (an `Embedder.embed`) adds semantic scoring; `abstain_below` makes `answer` decline
-        when the selection's confidence is lower (None: always answer)."""
+        """`embed` (an `Embedder.embed`) adds semantic scoring. Whether to answer at all is the query
+        service's decision (`abstain_below`, on the selection's answerability), not the provider's."""
         self.embed = embed
         self.max_sentences = max_sentences
         self.max_sentence_chars = max_sentence_chars
-        self.abstain_below = abstain_below
         self.max_embedded = max_embedded
 
     def parameters(self) -> dict[str, Any]:
@@ -170,7 +168,6 @@ class ExtractiveProvider:
             "max_sentences": self.max_sentences,
             "max_sentence_chars": self.max_sentence_chars,
             "semantic": self.embed is not None,
-            "abstain_below": self.abstain_below,
             "max_embedded": self.max_embedded,
         }
 
@@ -222,7 +219,7 @@ class ExtractiveProvider:
     def answer(self, request: GenerationRequest) -> str:
         evidence = request.evidence
         selection = evidence if isinstance(evidence, Selection) else self.select(request)
-        if not selection.picks or (self.abstain_below is not None and selection.confidence < self.abstain_below):
+        if not selection.picks:
             return NO_ANSWER
         ordered = sorted(selection.picks, key=lambda p: (p.context, p.start))
         return " ".join(f"{_closed(p.text)} [{p.context}]" for p in ordered)
