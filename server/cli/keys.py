@@ -8,8 +8,6 @@ server has ever run. Key changes made here are audited with `key_name` None (the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
@@ -17,30 +15,14 @@ import typer
 from rich.table import Table
 
 from ingest.cli import JsonOption, console, err, exit_with_error
-from ingest.config import get_settings
-from ingest.errors import RagkbError
 
-from ..state import Audit, KeyStore, Scope, StateDB
+from ..state import Audit, KeyStore, Scope
+from .state import open_state
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="List the audit trail, newest first.")
 
 _SCOPES = ", ".join(s.value for s in Scope)
-
-
-@contextmanager
-def _state() -> Iterator[StateDB]:
-    """The migrated state database; every ragkb error in the block becomes a message and exit code 2."""
-    db: StateDB | None = None
-    try:
-        db = StateDB.from_settings(get_settings())
-        db.migrate()
-        yield db
-    except RagkbError as exc:
-        raise exit_with_error(str(exc)) from None
-    finally:
-        if db is not None:
-            db.dispose()
 
 
 @keys_app.command("create")
@@ -59,7 +41,7 @@ def keys_create(
     if collections is None and not all_collections:
         raise exit_with_error("say which collections the key may use: --collections a,b or --all")
     limited = None if all_collections else [c for c in (collections or "").split(",") if c.strip()]
-    with _state() as db:
+    with open_state() as db:
         record, token = KeyStore(db, cache_ttl=0).create(name, scope, limited)
         Audit(db).record(
             "key.create",
@@ -82,7 +64,7 @@ def _short(data: dict[str, object]) -> dict[str, object]:
 @keys_app.command("list")
 def keys_list(as_json: JsonOption = False) -> None:
     """List keys with their scope and collections (never their tokens)."""
-    with _state() as db:
+    with open_state() as db:
         records = KeyStore(db, cache_ttl=0).list()
     if as_json:
         print(json.dumps([r.as_dict() for r in records]))
@@ -100,7 +82,7 @@ def keys_list(as_json: JsonOption = False) -> None:
 @keys_app.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="Name of the key (see `ragkb keys list`).")]) -> None:
     """Revoke a key: its token stops working within seconds on running servers."""
-    with _state() as db:
+    with open_state() as db:
         record = KeyStore(db, cache_ttl=0).revoke(name)
         Audit(db).record("key.revoke", None, detail={"key": record.name, "scope": record.scope.value})
     console.print(f"revoked key [bold]{record.name}[/bold]")
@@ -121,7 +103,7 @@ def audit_list(
         start = datetime.fromisoformat(since) if since else None
     except ValueError:
         raise exit_with_error(f"--since must be an ISO 8601 time such as 2026-01-31T12:00Z, got {since!r}") from None
-    with _state() as db:
+    with open_state() as db:
         events = Audit(db).list(limit, action=action, since=start, key_name=key)
     if as_json:
         print(json.dumps([e.as_dict() for e in events]))

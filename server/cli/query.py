@@ -92,19 +92,12 @@ def _check_access(host: str, insecure: bool) -> bool:
     True when the server must keep refusing everyone should every key be revoked later."""
     import logging
 
-    from ..state import KeyStore, StateDB
+    from ..state import KeyStore
+    from .state import open_state
 
     log = logging.getLogger("ragkb.serve")
-    db: StateDB | None = None
-    try:
-        db = StateDB.from_settings(get_settings())
-        db.migrate()
+    with open_state() as db:
         has_keys = KeyStore(db, cache_ttl=0).any_keys()
-    except RagkbError as exc:
-        raise exit_with_error(str(exc)) from None
-    finally:
-        if db is not None:
-            db.dispose()
     local = is_loopback(host)
     if not local and not insecure:
         if not has_keys:
@@ -287,7 +280,8 @@ def cache_stats(as_json: JsonOption = False) -> None:
 @cache_app.command("clear")
 def cache_clear() -> None:
     """Remove every cached answer (recorded in the audit trail)."""
-    from ..state import Audit, StateDB
+    from ..state import Audit
+    from .state import open_state
 
     cache = _cache()
     try:
@@ -295,16 +289,8 @@ def cache_clear() -> None:
     except Exception as exc:
         raise exit_with_error(f"cannot reach the cache ({cache.backend.name}): {exc}") from None
     console.print(f"removed {removed} cache entries")
-    db: StateDB | None = None
-    try:
-        db = StateDB.from_settings(get_settings())
-        db.migrate()
+    with open_state("the cache was cleared, but the audit record was not written: {error}") as db:
         Audit(db).record("cache.clear", None, detail={"removed": removed, "via": "cli"})
-    except RagkbError as exc:
-        raise exit_with_error(f"the cache was cleared, but the audit record was not written: {exc}") from None
-    finally:
-        if db is not None:
-            db.dispose()
 
 
 @llm_app.command("serve")

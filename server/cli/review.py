@@ -28,8 +28,9 @@ from ..review.curation import Curation
 from ..review.desk import Actor, ReviewDesk, detail_of, set_policy, summary_of
 from ..review.errors import CuratedNotFound
 from ..review.policy import ReviewPolicy
-from ..state import Audit, StateDB
+from ..state import Audit
 from ..state.reviews import CURATED_STATUSES, STATUSES, ReviewStore
+from .state import open_state
 
 review_app = typer.Typer(
     help="The review queue: list, show, approve, reject (or retry) answers; list and withdraw curated answers.",
@@ -46,18 +47,9 @@ _POLICIES = ", ".join(p.value for p in ReviewPolicy)
 
 @contextmanager
 def _store() -> Iterator[tuple[ReviewStore, Audit]]:
-    """The migrated state database's reviews and audit trail (no model is loaded). Every ragkb error in
-    the block becomes a message and exit code 2."""
-    db: StateDB | None = None
-    try:
-        db = StateDB.from_settings(get_settings())
-        db.migrate()
+    """The migrated state database's reviews and audit trail (no model is loaded)."""
+    with open_state() as db:
         yield ReviewStore(db), Audit(db)
-    except RagkbError as exc:
-        raise exit_with_error(str(exc)) from None
-    finally:
-        if db is not None:
-            db.dispose()
 
 
 @contextmanager
