@@ -22,6 +22,7 @@ from ingest.vectorstore import chunk_id as make_chunk_id
 
 from ..http.auth import Caller, ReadCaller, authenticate, collection_in_path
 from ..http.components import Components
+from ..http.deps import ReaderDep
 from ..state import Scope
 from .highlight import claims_by_citation, highlights
 from .security import PAGE_HEADERS, STATIC_TYPES
@@ -148,9 +149,8 @@ class PassagesResponse(BaseModel):
     tags=["web"],
     summary="The whole text of cited passages, each with the sentence the answer quotes (for source cards).",
 )
-def passages(body: PassagesRequest, caller: ReadCaller) -> PassagesResponse:
+def passages(body: PassagesRequest, reader: ReaderDep, caller: ReadCaller) -> PassagesResponse:
     name = caller.collection(body.collection)
-    reader = caller.parts.service.reader
     wanted = list(dict.fromkeys(c.chunk_id for c in body.citations))  # the store refuses an id asked twice
     stored = {c.chunk_id: c for c in reader.store.chunks(reader.collection(name), wanted)}
     claims = claims_by_citation(body.answer)
@@ -184,8 +184,7 @@ class DocumentRow(BaseModel):
     tags=["web"],
     summary="The documents of a collection with their pages and ingestion time (the Documents page's table).",
 )
-def documents_table(name: Readable, caller: ReadCaller) -> list[DocumentRow]:
-    reader = caller.parts.service.reader
+def documents_table(name: Readable, reader: ReaderDep, caller: ReadCaller) -> list[DocumentRow]:
     collection = reader.collection(name)
     docs = reader.store.documents(collection)
     ends: list[str] = []

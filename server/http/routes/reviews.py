@@ -24,6 +24,7 @@ from ...review.schemas import (
 from ...schemas import ErrorResponse
 from ..auth import AdminCaller, Caller, ReadCaller, ReviewCaller
 from ..deps import DeskDep as Desk
+from ..deps import ReaderDep
 from ..observability import request_id_var
 
 router = APIRouter(prefix="/v1", tags=["reviews"])
@@ -125,9 +126,9 @@ def curated_withdraw(curated_id: CuratedId, curated: Curated, caller: ReviewCall
 
 
 @router.get("/collections/{name}/review-policy", response_model=PolicyOut, summary="A collection's review policy.")
-def get_policy(name: str, desk: Desk, caller: ReadCaller) -> PolicyOut:
+def get_policy(name: str, desk: Desk, reader: ReaderDep, caller: ReadCaller) -> PolicyOut:
     collection = caller.collection(name)
-    caller.parts.service.reader.store.get(collection)  # 404 for an unknown collection
+    reader.store.get(collection)  # 404 for an unknown collection
     return PolicyOut(collection=collection, review=desk.policy(collection).value)
 
 
@@ -136,8 +137,8 @@ def get_policy(name: str, desk: Desk, caller: ReadCaller) -> PolicyOut:
     response_model=PolicyOut,
     summary="Set a collection's review policy: off, flagged or required.",
 )
-async def set_policy(name: str, body: PolicyIn, desk: Desk, caller: AdminCaller) -> PolicyOut:
+async def set_policy(name: str, body: PolicyIn, desk: Desk, reader: ReaderDep, caller: AdminCaller) -> PolicyOut:
     collection = caller.collection(name)
-    await run_in_threadpool(caller.parts.service.reader.collection, collection)  # 404 for an unknown collection
+    await run_in_threadpool(reader.collection, collection)  # 404 for an unknown collection
     policy = await run_in_threadpool(desk.set_policy, collection, body.review, caller.key_name)
     return PolicyOut(collection=collection, review=policy.value)
