@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from pypdf import PageObject, PdfReader
@@ -23,6 +23,11 @@ from .errors import (
     IngestError,
     UnsupportedFileType,
 )
+from .formats import FORMAT_LOADERS
+from .formats.base import SNIFF_BYTES as _SNIFF_BYTES
+from .formats.base import check_bytes as _check_bytes
+from .formats.base import reason as _reason
+from .formats.base import unreadable_as as _unreadable_as
 from .models import ExtractedDocument, Section
 from .pdftext import clean_pages
 
@@ -31,44 +36,6 @@ logger = logging.getLogger(__name__)
 
 # pypdf's warnings about odd-but-readable PDFs would flood the log on every page.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
-
-# The first bytes looked at for NUL and control characters: enough to tell text from binary.
-_SNIFF_BYTES = 8192
-
-
-@contextmanager
-def _unreadable_as(error: type[IngestError], message: str) -> Iterator[None]:
-    """Turn whatever a parsing library raises on hostile input into `error(message: reason)`.
-
-    pypdf, bs4 and lxml raise a wide and changing set of exceptions on crafted files (pypdf's
-    `LimitReachedError` for a 101-level page tree, `RecursionError`, `struct.error`, ...); one of
-    them escaping a loader aborts a whole batch, so everything becomes an `IngestError`, except
-    `MemoryError` (the process is in trouble, not the file) and what is not an `Exception` at all
-    (KeyboardInterrupt, SystemExit).
-    """
-    try:
-        yield
-    except (IngestError, MemoryError):
-        raise
-    except Exception as exc:
-        raise error(f"{message} ({_reason(exc)})") from exc
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception as a short reason for a message: pypdf may put a whole object's repr in one."""
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
-def _check_bytes(data: bytes, name: str, *, kind: str, binary_ok: bool = False) -> None:
-    """The checks every loader makes before parsing: the file is not empty and, for text formats, not binary.
-
-    Empty or whitespace-only input is `EmptyDocument` for every type; callers rely on loaders for that.
-    """
-    if not data.strip():
-        raise EmptyDocument(f"{name}: the file is empty")
-    if not binary_ok and b"\x00" in data[:_SNIFF_BYTES]:
-        raise BinaryContent(f"{name}: the file holds binary data, not {kind} (NUL bytes found)")
 
 
 def _decode_text(data: bytes, name: str) -> str:
@@ -176,16 +143,25 @@ def load_html(data: bytes, name: str) -> ExtractedDocument:
     """HTML through a real parser: scripts, styles and navigation chrome dropped, headings kept as paths."""
     _check_bytes(data, name, kind="HTML")
     with _unreadable_as(CorruptDocument, f"{name}: not a readable HTML file"):
-        text, sections, title = _html_text(data)
+        text, sections, title = html_text(data)
     _require_text(text, name)
     return ExtractedDocument(text=text, title=title or Path(name).stem, sections=sections, kind="html")
 
 
-def _html_text(data: bytes) -> tuple[str, list[Section], str]:
-    """The visible text of an HTML document in blocks, its heading sections and its title (or "")."""
-    from bs4 import BeautifulSoup
+def html_document(data: bytes, name: str, *, kind: str) -> ExtractedDocument | None:
+    """An HTML part of another format (an EPUB chapter, an e-mail body) as a document, or None if it has no text."""
+    with _unreadable_as(CorruptDocument, f"{name}: not readable HTML"):
+        text, sections, title = html_text(data)
+    return ExtractedDocument(text=text, title=title, sections=sections, kind=kind) if text.strip() else None
 
-    soup = BeautifulSoup(data, "lxml")
+
+def html_text(data: bytes) -> tuple[str, list[Section], str]:
+    """The visible text of an HTML document in blocks, its heading sections and its title (or "")."""
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():  # XHTML (EPUB chapters) is parsed as HTML on purpose
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(data, "lxml")
     for tag in soup(["script", "style", "noscript", "template", "svg", "nav", "iframe"]):
         tag.decompose()
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -366,6 +342,7 @@ LOADERS: dict[str, Loader] = {
     ".text": load_text,
     ".html": load_html,
     ".htm": load_html,
+    **FORMAT_LOADERS,
 }
 
 
