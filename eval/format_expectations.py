@@ -110,6 +110,8 @@ EXPECTED: dict[str, list[str]] = {
         "This is Test TXTA File for parser",
         "This is Test TXTB File for parser",
     ],
+    "testOCR.pdf": ["Happy New Year 2003!"],  # TesseractOCRParserTest; an image-only PDF page
+    "testOCR_spacing.png": ["The quick brown fox"],
     "testMSG.msg": [
         "MIME registry use cases",
         "Jukka Zitting",

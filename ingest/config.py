@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     extract_timeout: float = Field(
         120.0, gt=0, description="Seconds the server gives one large file's text extraction (in a worker process)."
     )
+    ocr: bool = Field(True, description="OCR scanned PDF pages and images with Tesseract when it is installed.")
+    ocr_tesseract: str = Field("tesseract", description="The Tesseract command (a name on PATH or a path).")
+    ocr_lang: str = Field("eng", description="Tesseract languages, e.g. eng or eng+deu (their data must be installed).")
+    ocr_page_timeout: float = Field(60.0, gt=0, description="Seconds Tesseract may spend on one page.")
+    ocr_file_timeout: float = Field(600.0, gt=0, description="Seconds of OCR one file may spend in all.")
+    ocr_min_chars: int = Field(
+        20, ge=0, description="A PDF page whose text layer has fewer characters than this is OCRed."
+    )
     default_collection: str = DEFAULT_COLLECTION
 
     # -- query service ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 from pypdf import PageObject, PdfReader
 from pypdf.generic import DictionaryObject, PdfObject, StreamObject
 
+from .config import get_settings
 from .errors import (
     BinaryContent,
     CorruptDocument,
@@ -28,6 +29,7 @@ from .formats.base import SNIFF_BYTES as _SNIFF_BYTES
 from .formats.base import check_bytes as _check_bytes
 from .formats.base import reason as _reason
 from .formats.base import unreadable_as as _unreadable_as
+from .formats.scans import ocr_pdf_pages
 from .models import ExtractedDocument, Section
 from .pdftext import clean_pages
 
@@ -213,6 +215,9 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
     if not page_count:
         raise EmptyDocument(f"{name}: the PDF has no pages")
     raw, warnings = _extract_pages(reader, page_count)
+    scans = ocr_pdf_pages(reader, [i for i, page in enumerate(raw) if page is not None and _few_chars(page)])
+    raw = [scans.texts.get(index, page) for index, page in enumerate(raw)]
+    warnings.extend(scans.warnings)
     cleaned = clean_pages([page or "" for page in raw])
     parts: list[str] = []
     sections: list[Section] = []
@@ -221,20 +226,33 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
         if not text:
             if before is not None:
                 reason = "no extractable text (scanned image?)" if not before.strip() else "only page furniture"
+                if not before.strip() and scans.unavailable:
+                    reason = f"no text layer, and not OCRed: {scans.unavailable}"
                 warnings.append(f"page {number}: {reason}")
             continue
-        sections.append(Section(offset, offset + len(text), page=number))
+        sections.append(
+            Section(offset, offset + len(text), page=number, ocr_confidence=scans.confidences.get(number - 1))
+        )
         parts.append(text + "\n\n")
         offset += len(text) + 2
     full = "".join(parts)
     if not full.strip():
+        detail = (
+            f"run OCR first: {scans.unavailable}"
+            if scans.unavailable
+            else (scans.warnings[0] if scans.warnings else "OCR found no text on them either")
+        )
         raise EmptyDocument(
-            f"{name}: no extractable text in {page_count} page(s); it looks like a scanned or image-only "
-            "PDF (run OCR first)"
+            f"{name}: no extractable text in {page_count} page(s); it looks like a scanned or image-only PDF ({detail})"
         )
     return ExtractedDocument(
         text=full, title=_pdf_title(reader) or Path(name).stem, sections=sections, kind="pdf", warnings=warnings
     )
+
+
+def _few_chars(page_text: str) -> bool:
+    """Whether a page's text layer is so thin (none, or a stray page number) that the page is a scan."""
+    return len("".join(page_text.split())) < get_settings().ocr_min_chars
 
 
 def _open_pdf(data: bytes, name: str) -> PdfReader:

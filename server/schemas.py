@@ -36,6 +36,9 @@ class ChunkRef(BaseModel):
     heading: str | None = Field(None, description="Heading path such as 'Guide > Install' (Markdown/HTML).")
     start: int = Field(description="Character offset of the chunk in the document's extracted text.")
     end: int
+    ocr_confidence: float | None = Field(
+        None, description="Mean Tesseract word confidence (0-100) when the chunk's text was read by OCR; else null."
+    )
     score: float = Field(description="Retrieval score of the chunk (higher is more relevant).")
 
     @staticmethod
@@ -50,6 +53,7 @@ class ChunkRef(BaseModel):
             "heading": where.heading,
             "start": where.start,
             "end": where.end,
+            "ocr_confidence": where.ocr_confidence,
             "score": round(float(chunk.score), 6),
         }
 

@@ -9,6 +9,7 @@ from .epub import load_epub
 from .mail import load_eml, load_msg
 from .opendoc import load_odt
 from .rtf import load_rtf
+from .scans import load_image
 from .sheets import load_csv, load_xlsx
 from .slides import load_pptx
 from .word import load_docx
@@ -24,6 +25,11 @@ FORMAT_LOADERS: dict[str, Callable[[bytes, str], ExtractedDocument]] = {
     ".epub": load_epub,
     ".eml": load_eml,
     ".msg": load_msg,
+    ".png": load_image,
+    ".jpg": load_image,
+    ".jpeg": load_image,
+    ".tif": load_image,
+    ".tiff": load_image,
 }
 
 __all__ = ["FORMAT_LOADERS"]

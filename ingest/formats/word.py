@@ -78,6 +78,8 @@ class _Reader:
         style_el = p.find(f"{W}pPr/{W}pStyle")
         style = (style_el.get(f"{W}val") if style_el is not None else "") or ""
         level = self.styles.levels.get(style)
+        if level is None and (match := _HEADING_STYLE.match(style)):  # a style id used without styles.xml
+            level = int(match.group(1))
         outline = p.find(f"{W}pPr/{W}outlineLvl")
         outline_value = (outline.get(f"{W}val") if outline is not None else "") or ""
         if level is None and outline_value.isdigit() and int(outline_value) < 9:
