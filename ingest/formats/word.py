@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..errors import CorruptDocument, IngestError
 from ..models import ExtractedDocument
 from .base import MAX_TABLE_COLUMNS, MAX_TABLE_ROWS, MAX_XML_DEPTH, SafeZip, TextBuilder, parse_xml, table_lines
 from .base import local as _local
@@ -179,12 +180,16 @@ def load_docx(data: bytes, name: str) -> ExtractedDocument:
     archive = SafeZip(data, name, kind="DOCX")
     main = archive.read_optional("word/document.xml")
     if main is None:
-        from ..errors import CorruptDocument
-
         raise CorruptDocument(f"{name}: not a Word document (no word/document.xml part)")
-    styles_data = archive.read_optional("word/styles.xml")
-    styles = _Styles(parse_xml(styles_data, name, "word/styles.xml") if styles_data else None)
+    try:  # styles only name the headings: a damaged styles part costs the heading paths, not the document
+        styles_data = archive.read_optional("word/styles.xml")
+        styles = _Styles(parse_xml(styles_data, name, "word/styles.xml") if styles_data else None)
+        styles_problem = ""
+    except IngestError as exc:
+        styles, styles_problem = _Styles(None), f"headings from style names only: {exc}"
     reader = _Reader(name, styles)
+    if styles_problem:
+        reader.out.warnings.append(styles_problem)
     root = parse_xml(main, name, "word/document.xml")
     body = root.find(f"{W}body")
     reader.blocks(body if body is not None else root, 0)
