@@ -32,8 +32,12 @@ class ChunkRef(BaseModel):
     document_id: str
     source: str
     title: str
-    page: int | None = Field(None, description="1-based page number (PDF only).")
-    heading: str | None = Field(None, description="Heading path such as 'Guide > Install' (Markdown/HTML).")
+    page: int | None = Field(None, description="1-based page number (a PDF page, a PowerPoint slide).")
+    heading: str | None = Field(
+        None,
+        description="Heading path such as 'Guide > Install' (Markdown, HTML, Word, ODT, EPUB), a spreadsheet's "
+        "sheet name, or 'Attachment: NAME' for an e-mail's attachment.",
+    )
     start: int = Field(description="Character offset of the chunk in the document's extracted text.")
     end: int
     ocr_confidence: float | None = Field(

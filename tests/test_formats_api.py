@@ -4,6 +4,7 @@ through `/v1/query`; each answer cites the right Word section, slide, sheet or s
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +196,48 @@ def test_upload_list_and_openapi_name_the_new_formats(client: TestClient) -> Non
     schema = client.get("/openapi.json").json()
     citation = schema["components"]["schemas"]["Citation"]["properties"]
     assert "ocr_confidence" in citation
+
+
+def test_upload_box_accepts_exactly_the_supported_types(client: TestClient) -> None:
+    page = client.get("/documents").text
+    accept = re.search(r'<input id="files"[^>]*accept="([^"]*)"', page)
+    assert accept is not None, "the upload box names the types it takes"
+    assert accept.group(1).split(",") == supported_extensions()
+
+
+def _chunk_places(ingestor: Ingestor, collection: str) -> dict[str, set[tuple[Any, Any, bool]]]:
+    target = ingestor.open_collection(collection)
+    places: dict[str, set[tuple[Any, Any, bool]]] = {}
+    for page in ingestor.store.iter_chunks(target):
+        for chunk in page:
+            meta = chunk.metadata
+            where = (meta.get("page"), meta.get("heading"), meta.get("ocr_confidence") is not None)
+            places.setdefault(Path(str(meta["source"])).name, set()).add(where)
+    return places
+
+
+@pytest.mark.slow
+def test_folder_ingest_then_reindex_from_originals_keeps_every_place(tmp_path: Path, embedder: Embedder) -> None:
+    folder = tmp_path / "team"
+    folder.mkdir()
+    (folder / "handbook.docx").write_bytes(_handbook_docx())
+    (folder / "review.pptx").write_bytes(_review_pptx())
+    (folder / "stock.xlsx").write_bytes(_stock_xlsx())
+    (folder / "fox.png").write_bytes((SHARED / "office" / "testOCR_spacing.png").read_bytes())
+    (folder / "mail.msg").write_bytes((SHARED / "office" / "testMSG.msg").read_bytes())
+    (folder / "book.epub").write_bytes((SHARED / "office" / "testEPUB.epub").read_bytes())
+    settings = Settings(data_dir=tmp_path / "kb")
+    ingestor = Ingestor(settings, embedder=embedder)
+    report = ingestor.ingest_paths([folder], collection="team")
+    assert (report.added, report.failed, report.skipped) == (6, 0, 0), report
+    before = _chunk_places(ingestor, "team")
+    assert {(2, "Budget", False)} <= before["review.pptx"]
+    assert (None, "Inventory", False) in before["stock.xlsx"] and (None, "Staff", False) in before["stock.xlsx"]
+    assert before["fox.png"] == {(None, None, True)}
+    assert (None, "Team handbook > Offices", False) in before["handbook.docx"]
+
+    from ingest.reindex import Reindexer
+
+    progress = Reindexer(settings, "team", store=ingestor.store, embedder=embedder, grace=0).run()
+    assert progress.status == "done", progress
+    assert _chunk_places(ingestor, "team") == before
