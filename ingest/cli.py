@@ -1,4 +1,4 @@
-"""The ingestion commands of `ragkb` (ingest, delete, collections, documents, worker, formats).
+"""The ingestion commands of `ragkb` (ingest, crawl, delete, collections, documents, worker, formats).
 
 The `ragkb` command itself is `ragkb/cli.py`, which mounts this app beside the server's and eval's.
 """
@@ -63,7 +63,9 @@ def _progress(label: str, *, show: bool) -> Progress:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files and directories (searched recursively).")],
+    targets: Annotated[
+        list[str], typer.Argument(help="Files, directories (searched recursively) or http(s) URLs of pages.")
+    ],
     collection: CollectionOption = None,
     include: Annotated[
         list[str] | None,
@@ -98,6 +100,13 @@ def ingest(
     from .pipeline import Ingestor
 
     name = _collection(collection)
+    urls = [t for t in targets if t.startswith(("http://", "https://"))]
+    paths = [Path(t) for t in targets if t not in urls]
+    if urls:
+        if paths or watch:
+            raise exit_with_error("give web pages and local files in separate commands (and --watch only folders)")
+        _ingest_urls(urls, name, as_json)
+        return
     if watch:
         _watch(paths, name, include, exclude, debounce=debounce, interval=interval, as_json=as_json)
         return
@@ -145,6 +154,49 @@ def _print_report(name: str, report: IngestReport, as_json: bool, *, compact: bo
         err.print(f"[yellow]warning:[/yellow] {warning}")
     for failure in report.failures:
         err.print(f"[red]failed:[/red] {failure.path}: {failure.error}")
+
+
+def _ingest_urls(urls: list[str], name: str, as_json: bool) -> None:
+    from .datadir import refuse_if_served
+    from .pipeline import Ingestor
+    from .web import WebIngest
+
+    try:
+        refuse_if_served(get_settings(), "ingest")
+        report = WebIngest(Ingestor()).ingest_urls(urls, collection=name)
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
+    _print_report(name, report, as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def crawl(
+    url: Annotated[str, typer.Argument(help="Start page; the crawl stays on its scheme, host and port.")],
+    collection: CollectionOption = None,
+    depth: Annotated[int, typer.Option("--depth", min=0, help="Links followed from the start page.")] = 2,
+    max_pages: Annotated[int, typer.Option("--max-pages", min=1, help="Pages fetched at most.")] = 100,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete this site's stored pages that are gone (404/410, or unlinked).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest a website: same origin, robots.txt honoured, sitemap read, a polite delay (RAGKB_WEB_DELAY);
+    re-crawls skip unchanged pages (ETag, Last-Modified, content)."""
+    from .datadir import refuse_if_served
+    from .pipeline import Ingestor
+    from .web import WebIngest
+
+    name = _collection(collection)
+    if not url.startswith(("http://", "https://")):
+        raise exit_with_error(f"not an http(s) URL: {url}")
+    try:
+        refuse_if_served(get_settings(), "crawl")
+        report = WebIngest(Ingestor()).crawl(url, collection=name, depth=depth, max_pages=max_pages, prune=prune)
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
+    _print_report(name, report, as_json)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def _watch(

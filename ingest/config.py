@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     ocr_min_chars: int = Field(
         20, ge=0, description="A PDF page whose text layer has fewer characters than this is OCRed."
     )
+    web_allow_private: bool = Field(
+        False, description="Let `ingest URL`/`crawl` fetch loopback, private and link-local addresses (off: SSRF)."
+    )
+    web_max_bytes: int = Field(10 * 1024 * 1024, ge=1, description="A web page larger than this is refused.")
+    web_timeout: float = Field(15.0, gt=0, description="Seconds one web page may take, redirects included.")
+    web_delay: float = Field(1.0, ge=0, description="Seconds a crawl waits between requests (or robots' Crawl-delay).")
     default_collection: str = DEFAULT_COLLECTION
 
     # -- query service ---------------------------------------------------------------
