@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import socket
+import ssl
 import time
 import urllib.robotparser
 from collections import deque
@@ -88,10 +89,13 @@ class Page:
 class Fetcher:
     """GET within the address policy, the size and the time limit, following redirects by hand."""
 
-    def __init__(self, settings: Settings, *, policy: AddressPolicy | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, policy: AddressPolicy | None = None, verify: ssl.SSLContext | bool = True
+    ) -> None:
         self.max_bytes, self.timeout = settings.web_max_bytes, settings.web_timeout
         self.policy = policy or (_anything if settings.web_allow_private else public_only)
-        self.client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
+        # No environment proxies (trust_env=False): a proxy would make the address check meaningless.
+        self.client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False, verify=verify)
 
     def close(self) -> None:
         self.client.close()

@@ -209,3 +209,76 @@ def test_cli_ingests_a_page_by_url(cli_env: Path, site: Site, monkeypatch: pytes
     get_settings.cache_clear()
     refused = CliRunner().invoke(app, ["crawl", f"{site.url}/", "--collection", "pages"])
     assert refused.exit_code != 0 and "RAGKB_WEB_ALLOW_PRIVATE" in refused.output
+
+
+def _certificate(tmp_path: Path, host: str) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for `host` signed by it (cryptography, as a real CA would make them)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ragkb test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    server = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False).sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+@pytest.mark.parametrize(("certified", "ok"), [("localhost", True), ("other.example", False)])
+def test_https_connects_to_the_checked_address_and_verifies_the_host_name(
+    tmp_path: Path, certified: str, ok: bool
+) -> None:
+    import ssl
+
+    ca, cert, key = _certificate(tmp_path, certified)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = _html("Secure", f"Host header {self.headers.get('Host')}.")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        trust = ssl.create_default_context(cafile=str(ca))
+        fetcher = Fetcher(Settings(data_dir=tmp_path, web_allow_private=True), verify=trust)
+        url = f"https://localhost:{server.server_address[1]}/"
+        if ok:
+            page = fetcher.get(url)
+            assert page.status == 200 and f"Host header localhost:{server.server_address[1]}" in page.body.decode()
+        else:
+            with pytest.raises(FetchFailed, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+                fetcher.get(url)
+    finally:
+        server.shutdown()
+        server.server_close()
