@@ -132,3 +132,34 @@ def test_tsv_lines_and_paragraphs() -> None:
     assert first.text == "Hello world\nagain\n\nNext"
     assert first.confidence == pytest.approx(75.0) and first.words == 4
     assert second.text == "Page2"
+
+
+def _mixed_pdf() -> bytes:
+    """Page 1 with a text layer (docling's handbook page), page 2 a scan (its image-only copy)."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    writer.add_page(PdfReader(SHARED / "pdfs" / "docling" / "amt_handbook_sample.pdf").pages[0])
+    writer.add_page(PdfReader(SCANS / "2305.03393v1-pg9.scanned.pdf").pages[0])
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_only_the_scanned_page_of_a_mixed_pdf_is_ocred(ocr_env: pytest.MonkeyPatch) -> None:
+    doc = load_pdf(_mixed_pdf(), "mixed.pdf")
+    text_page, scanned = doc.sections
+    assert (text_page.page, text_page.ocr_confidence) == (1, None)
+    assert scanned.page == 2 and scanned.ocr_confidence and scanned.ocr_confidence > 80
+    truth = _truth(SCANS / "2305.03393v1-pg9.scanned.pdf")
+    assert len(truth & _words(doc.text[scanned.start : scanned.end])) / len(truth) >= 0.95
+    ocr_env.setenv("RAGKB_OCR_TESSERACT", "no-such-tesseract")
+    get_settings.cache_clear()
+    without = load_pdf(_mixed_pdf(), "mixed.pdf")  # the text page is kept, the scan is a warning
+    assert [s.page for s in without.sections] == [1]
+    assert any(
+        w.startswith("page 2: no text layer, and not OCRed: Tesseract is not installed") for w in without.warnings
+    )
