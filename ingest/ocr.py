@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from .config import get_settings
+from .metrics import OCR_PAGES, OCR_SECONDS
 
 log = logging.getLogger("ragkb.ocr")
 
@@ -88,14 +89,20 @@ def recognize(image: bytes, *, timeout: float, dpi: int | None = None) -> list[O
     try:
         done = subprocess.run(command, input=image, capture_output=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired:
+        OCR_PAGES.labels(outcome="timeout").inc()
         raise OcrFailed(f"OCR took longer than {timeout:g} s (RAGKB_OCR_PAGE_TIMEOUT)") from None
     except OSError as exc:
         raise OcrUnavailable(f"Tesseract could not be started ({exc})") from exc
+    finally:
+        OCR_SECONDS.observe(time.monotonic() - started)
     if done.returncode != 0:
+        OCR_PAGES.labels(outcome="failed").inc()
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise OcrFailed(f"Tesseract could not read the image ({message[-1] if message else done.returncode})")
     log.debug("ocr", extra={"seconds": round(time.monotonic() - started, 2), "bytes": len(image)})
-    return parse_tsv(done.stdout.decode("utf-8", "replace"))
+    pages = parse_tsv(done.stdout.decode("utf-8", "replace"))
+    OCR_PAGES.labels(outcome="read" if any(page.words for page in pages) else "empty").inc()
+    return pages
 
 
 def parse_tsv(tsv: str) -> list[OcrPage]:

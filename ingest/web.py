@@ -35,6 +35,7 @@ import httpx
 from .config import Settings
 from .errors import DocumentNotFound, IngestError
 from .loaders import supported_extensions
+from .metrics import WEB_FETCHES
 from .pipeline import Ingestor, IngestReport
 
 log = logging.getLogger("ragkb.web")
@@ -254,8 +255,11 @@ class WebIngest:
         try:
             page = self.fetcher.get(url, validators.headers(url))
         except IngestError as exc:
+            WEB_FETCHES.labels(outcome="blocked" if isinstance(exc, BlockedAddress) else "failed").inc()
             report.fail(url, str(exc))
             return None
+        outcome = "not_modified" if page.status == 304 else "http_error" if page.status >= 400 else "ok"
+        WEB_FETCHES.labels(outcome=outcome).inc()
         if page.status == 304:
             report.unchanged += 1
             return page

@@ -191,6 +191,13 @@ def test_page_limit_and_gone_pages(tmp_path: Path, site: Site, embedder: Embedde
     single = WebIngest(ingestor).ingest_urls([f"{site.url}/nothere.html", f"{site.url}/b.html"], collection="one")
     assert (single.added, single.failed) == (1, 1)
     assert "HTTP 404" in single.failures[0].error
+    from prometheus_client import REGISTRY
+
+    blocked = REGISTRY.get_sample_value("ragkb_web_fetches_total", {"outcome": "blocked"}) or 0.0
+    strict = Ingestor(Settings(data_dir=tmp_path / "kb2"), embedder=embedder)  # loopback not allowed
+    refused = WebIngest(strict).ingest_urls([f"{site.url}/b.html"], collection="one")
+    assert refused.failed == 1 and "RAGKB_WEB_ALLOW_PRIVATE" in refused.failures[0].error
+    assert REGISTRY.get_sample_value("ragkb_web_fetches_total", {"outcome": "blocked"}) == blocked + 1
 
 
 @pytest.mark.slow

@@ -69,13 +69,21 @@ def test_pdf_with_a_text_layer_is_not_ocred() -> None:
     assert doc.sections and all(s.ocr_confidence is None for s in doc.sections)
 
 
+def _count(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_tika_ocr_files() -> None:
+    read_before = _count("ragkb_ocr_pages_total", outcome="read")
     office = SHARED / "office"
     pdf = load_bytes((office / "testOCR.pdf").read_bytes(), "testOCR.pdf")
     assert "Happy New Year 2003!" in pdf.text  # Tika's TesseractOCRParserTest
     image = load_bytes((office / "testOCR_spacing.png").read_bytes(), "testOCR_spacing.png")
     assert "The quick brown fox" in image.text and image.kind == "image"
     assert image.sections[0].ocr_confidence and image.sections[0].ocr_confidence > 80
+    assert _count("ragkb_ocr_pages_total", outcome="read") == read_before + 2  # the PDF's page and the image
 
 
 def test_without_tesseract_scans_are_reported_not_crashed(ocr_env: pytest.MonkeyPatch) -> None:
@@ -96,8 +104,10 @@ def test_page_time_limit_is_a_warning_naming_the_page(ocr_env: pytest.MonkeyPatc
     ocr_env.setenv("RAGKB_OCR_PAGE_TIMEOUT", "0.05")
     get_settings.cache_clear()
     scan = SCANS / "2305.03393v1-pg9.scanned.pdf"
+    timeouts = _count("ragkb_ocr_pages_total", outcome="timeout")
     with pytest.raises(EmptyDocument, match=r"page 1: OCR took longer than 0.05 s"):
         load_bytes(scan.read_bytes(), scan.name)
+    assert _count("ragkb_ocr_pages_total", outcome="timeout") == timeouts + 1
 
 
 def test_file_budget_stops_ocr_between_pages(ocr_env: pytest.MonkeyPatch) -> None:

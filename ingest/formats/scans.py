@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import ocr
 from ..errors import CorruptDocument, EmptyDocument, FileTooLarge
+from ..metrics import OCR_SKIPPED
 from ..models import ExtractedDocument
 from .base import TextBuilder, check_bytes, reason
 
@@ -74,12 +75,15 @@ def ocr_pdf_pages(reader: Any, indices: list[int]) -> PageOcr:
     """OCR the given pages (0-based) of an open pypdf reader, page by page within the time budget."""
     result = PageOcr()
     result.unavailable = ocr.tesseract_status()
+    if result.unavailable and indices:
+        OCR_SKIPPED.labels(reason="unavailable").inc(len(indices))
     if result.unavailable or not indices:
         return result
     budget = ocr.Budget()
     for index in indices:
         timeout = budget.next_page()
         if timeout is None:
+            OCR_SKIPPED.labels(reason="budget").inc()
             result.warnings.append(
                 f"page {index + 1}: not OCRed; the file's OCR budget ({budget.file:g} s, "
                 "RAGKB_OCR_FILE_TIMEOUT) is spent"
