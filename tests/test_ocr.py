@@ -173,3 +173,24 @@ def test_only_the_scanned_page_of_a_mixed_pdf_is_ocred(ocr_env: pytest.MonkeyPat
     assert any(
         w.startswith("page 2: no text layer, and not OCRed: Tesseract is not installed") for w in without.warnings
     )
+
+
+@pytest.mark.slow
+def test_jpeg_and_multi_page_tiff_images() -> None:
+    import io
+
+    from PIL import Image
+    from pypdf import PdfReader
+
+    scan = PdfReader(SCANS / "multi_page.scanned.pdf")
+    jpegs = [scan.pages[i].images[0].data for i in (0, 1)]  # the scans as stored: JPEG
+    assert all(data.startswith(b"\xff\xd8\xff") for data in jpegs)
+    first = load_bytes(jpegs[0], "page1.jpg")
+    assert first.kind == "image" and "Christopher Latham Sholes" in " ".join(first.text.split())
+    frames = [Image.open(io.BytesIO(data)) for data in jpegs]
+    tiff = io.BytesIO()
+    frames[0].save(tiff, format="TIFF", save_all=True, append_images=frames[1:], compression="tiff_deflate")
+    doc = load_bytes(tiff.getvalue(), "two-pages.tiff")
+    assert [s.page for s in doc.sections] == [1, 2]
+    assert "WordPerfect" in doc.text[doc.sections[1].start : doc.sections[1].end]
+    assert all(s.ocr_confidence and s.ocr_confidence > 80 for s in doc.sections)
