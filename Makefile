@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest browser wrk bench bench-ingest bench-query bench-auth bench-workers bench-http clean
+.PHONY: install run test lint typecheck pytest browser ocr wrk bench bench-formats bench-ingest bench-query bench-auth bench-workers bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 # Ingest the demo knowledge base (unchanged files are skipped), then serve it on 127.0.0.1:8000.
-run: install
+run: install ocr
 	RAGKB_DEFAULT_COLLECTION=demo $(BIN)/ragkb ingest data/ --exclude README.md
 	RAGKB_DEFAULT_COLLECTION=demo $(BIN)/ragkb serve --host 127.0.0.1 --port 8000
 
@@ -40,9 +40,16 @@ browser:
 	@test -x /usr/bin/chromedriver || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# OCR of scanned PDF pages and images (docs/ingestion.md#ocr): Debian's Tesseract with its English data, installed
+# once, as root (CI) or with sudo. Without it ragkb still runs and says which pages it could not read.
+ocr:
+	@test -x /usr/bin/tesseract && test -n "$$(ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata 2>/dev/null)" || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null; }
+
 # One test file per worker (`--dist loadfile`): a module's tests share its fixtures and its Redis database.
 PYTEST_WORKERS ?= auto
-pytest: install browser
+pytest: install browser ocr
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 bench-ingest: install
@@ -67,6 +74,10 @@ wrk:
 BENCH_HTTP_ARGS ?=
 bench-http: install wrk
 	$(BIN)/python -m eval.bench_http $(BENCH_HTTP_ARGS)
+
+# Per format: the share of expected words found and files/s; OCR word recovery vs pypdf's, seconds per page.
+bench-formats: install ocr
+	$(BIN)/python -m eval.bench_formats
 
 bench: install
 	$(BIN)/python -m eval.bench

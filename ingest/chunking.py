@@ -94,6 +94,7 @@ class Chunker:
                         page=section.page,
                         heading=section.heading,
                         token_count=tokens,
+                        ocr_confidence=section.ocr_confidence,
                     )
                 )
         return chunks

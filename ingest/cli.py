@@ -1,4 +1,4 @@
-"""The ingestion commands of `ragkb` (ingest, delete, collections, documents, worker, formats).
+"""The ingestion commands of `ragkb` (ingest, crawl, delete, collections, documents, worker, formats).
 
 The `ragkb` command itself is `ragkb/cli.py`, which mounts this app beside the server's and eval's.
 """
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 from .config import get_settings
 from .errors import RagkbError
 from .loaders import supported_extensions
+
+if TYPE_CHECKING:
+    from .pipeline import IngestReport
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -60,7 +63,9 @@ def _progress(label: str, *, show: bool) -> Progress:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files and directories (searched recursively).")],
+    targets: Annotated[
+        list[str], typer.Argument(help="Files, directories (searched recursively) or http(s) URLs of pages.")
+    ],
     collection: CollectionOption = None,
     include: Annotated[
         list[str] | None,
@@ -72,9 +77,21 @@ def ingest(
     prune: Annotated[
         bool, typer.Option("--prune", help="Also delete documents from these directories whose files are gone.")
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="Keep watching: ingest new and changed files, remove deleted ones, until SIGTERM."
+        ),
+    ] = False,
+    debounce: Annotated[
+        float, typer.Option("--debounce", min=0.0, help="With --watch: seconds of quiet before a burst is ingested.")
+    ] = 2.0,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="With --watch: seconds between looks at the folders.")
+    ] = 1.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Ingest documents (PDF, Markdown, text, HTML) into a collection.
+    """Ingest documents (PDF, Office, e-mail, EPUB, images, Markdown, text, HTML; `ragkb formats`).
 
     Unchanged files are skipped without re-embedding; changed files replace their old chunks.
     Exits non-zero when any file failed; one bad file never stops the others.
@@ -83,6 +100,16 @@ def ingest(
     from .pipeline import Ingestor
 
     name = _collection(collection)
+    urls = [t for t in targets if t.startswith(("http://", "https://"))]
+    paths = [Path(t) for t in targets if t not in urls]
+    if urls:
+        if paths or watch:
+            raise exit_with_error("give web pages and local files in separate commands (and --watch only folders)")
+        _ingest_urls(urls, name, as_json)
+        return
+    if watch:
+        _watch(paths, name, include, exclude, debounce=debounce, interval=interval, as_json=as_json)
+        return
     try:
         refuse_if_served(get_settings(), "ingest")
         ingestor = Ingestor()
@@ -105,24 +132,107 @@ def ingest(
             )
     except RagkbError as exc:
         raise exit_with_error(str(exc)) from None
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        summary = (
-            f"[bold]{name}[/bold]: {report.added} added, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {report.failed} failed, {report.skipped} skipped, "
-            f"{report.deleted} deleted; "
-            f"{report.chunks_added} chunks embedded in {report.seconds:.1f}s"
-        )
-        console.print(summary)
-        for warning in report.warnings:
-            err.print(f"[yellow]warning:[/yellow] {warning}")
-        for failure in report.failures:
-            err.print(f"[red]failed:[/red] {failure.path}: {failure.error}")
+    _print_report(name, report, as_json)
     if report.interrupted:
         err.print("[yellow]stopped:[/yellow] what was embedded is stored; run the same command again to finish")
         raise typer.Exit(130)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_report(name: str, report: IngestReport, as_json: bool, *, compact: bool = False) -> None:
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=None if compact else 2), flush=True)
+        return
+    summary = (
+        f"[bold]{name}[/bold]: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.failed} failed, {report.skipped} skipped, "
+        f"{report.deleted} deleted; "
+        f"{report.chunks_added} chunks embedded in {report.seconds:.1f}s"
+    )
+    console.print(summary)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    for failure in report.failures:
+        err.print(f"[red]failed:[/red] {failure.path}: {failure.error}")
+
+
+def _ingest_urls(urls: list[str], name: str, as_json: bool) -> None:
+    from .datadir import refuse_if_served
+    from .pipeline import Ingestor
+    from .web import WebIngest
+
+    try:
+        refuse_if_served(get_settings(), "ingest")
+        report = WebIngest(Ingestor()).ingest_urls(urls, collection=name)
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
+    _print_report(name, report, as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def crawl(
+    url: Annotated[str, typer.Argument(help="Start page; the crawl stays on its scheme, host and port.")],
+    collection: CollectionOption = None,
+    depth: Annotated[int, typer.Option("--depth", min=0, help="Links followed from the start page.")] = 2,
+    max_pages: Annotated[int, typer.Option("--max-pages", min=1, help="Pages fetched at most.")] = 100,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete this site's stored pages that are gone (404/410, or unlinked).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest a website: same origin, robots.txt honoured, sitemap read, a polite delay (RAGKB_WEB_DELAY);
+    re-crawls skip unchanged pages (ETag, Last-Modified, content)."""
+    from .datadir import refuse_if_served
+    from .pipeline import Ingestor
+    from .web import WebIngest
+
+    name = _collection(collection)
+    if not url.startswith(("http://", "https://")):
+        raise exit_with_error(f"not an http(s) URL: {url}")
+    try:
+        refuse_if_served(get_settings(), "crawl")
+        report = WebIngest(Ingestor()).crawl(url, collection=name, depth=depth, max_pages=max_pages, prune=prune)
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
+    _print_report(name, report, as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _watch(
+    paths: list[Path],
+    name: str,
+    include: list[str] | None,
+    exclude: list[str] | None,
+    *,
+    debounce: float,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """`ingest --watch`: a pass now and after every burst of changes (one JSON line per pass with --json);
+    SIGTERM or Ctrl-C stops it between batches, exit status 0."""
+    from .datadir import refuse_if_served
+    from .pipeline import Ingestor
+    from .watch import FolderWatcher
+
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        raise exit_with_error(f"--watch takes directories; not a directory: {', '.join(missing)}")
+    try:
+        refuse_if_served(get_settings(), "ingest")
+        ingestor = Ingestor()
+        watcher = FolderWatcher(
+            ingestor, paths, collection=name, include=include, exclude=exclude, interval=interval,
+            debounce=debounce, on_report=lambda report: _print_report(name, report, as_json, compact=True),
+        )  # fmt: skip
+        if not as_json:
+            err.print(f"watching {', '.join(map(str, paths))} (Ctrl-C or SIGTERM to stop)")
+        with _stopping_on_signals(ingestor.stop):
+            watcher.run(ingestor.stop)
+    except RagkbError as exc:
+        raise exit_with_error(str(exc)) from None
+    if not as_json:
+        err.print(f"stopped watching after {watcher.passes} pass(es)")
 
 
 class _ChunkMeter:

@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     extract_timeout: float = Field(
         120.0, gt=0, description="Seconds the server gives one large file's text extraction (in a worker process)."
     )
+    ocr: bool = Field(True, description="OCR scanned PDF pages and images with Tesseract when it is installed.")
+    ocr_tesseract: str = Field("tesseract", description="The Tesseract command (a name on PATH or a path).")
+    ocr_lang: str = Field("eng", description="Tesseract languages, e.g. eng or eng+deu (their data must be installed).")
+    ocr_page_timeout: float = Field(60.0, gt=0, description="Seconds Tesseract may spend on one page.")
+    ocr_file_timeout: float = Field(600.0, gt=0, description="Seconds of OCR one file may spend in all.")
+    ocr_min_chars: int = Field(
+        20, ge=0, description="A PDF page whose text layer has fewer characters than this is OCRed."
+    )
+    web_allow_private: bool = Field(
+        False, description="Let `ingest URL`/`crawl` fetch loopback, private and link-local addresses (off: SSRF)."
+    )
+    web_max_bytes: int = Field(10 * 1024 * 1024, ge=1, description="A web page larger than this is refused.")
+    web_timeout: float = Field(15.0, gt=0, description="Seconds one web page may take, redirects included.")
+    web_delay: float = Field(1.0, ge=0, description="Seconds a crawl waits between requests (or robots' Crawl-delay).")
     default_collection: str = DEFAULT_COLLECTION
 
     # -- query service ---------------------------------------------------------------

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from pypdf import PageObject, PdfReader
 from pypdf.generic import DictionaryObject, PdfObject, StreamObject
 
+from .config import get_settings
 from .errors import (
     BinaryContent,
     CorruptDocument,
@@ -23,6 +24,12 @@ from .errors import (
     IngestError,
     UnsupportedFileType,
 )
+from .formats import FORMAT_LOADERS
+from .formats.base import SNIFF_BYTES as _SNIFF_BYTES
+from .formats.base import check_bytes as _check_bytes
+from .formats.base import reason as _reason
+from .formats.base import unreadable_as as _unreadable_as
+from .formats.scans import ocr_pdf_pages
 from .models import ExtractedDocument, Section
 from .pdftext import clean_pages
 
@@ -31,44 +38,6 @@ logger = logging.getLogger(__name__)
 
 # pypdf's warnings about odd-but-readable PDFs would flood the log on every page.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
-
-# The first bytes looked at for NUL and control characters: enough to tell text from binary.
-_SNIFF_BYTES = 8192
-
-
-@contextmanager
-def _unreadable_as(error: type[IngestError], message: str) -> Iterator[None]:
-    """Turn whatever a parsing library raises on hostile input into `error(message: reason)`.
-
-    pypdf, bs4 and lxml raise a wide and changing set of exceptions on crafted files (pypdf's
-    `LimitReachedError` for a 101-level page tree, `RecursionError`, `struct.error`, ...); one of
-    them escaping a loader aborts a whole batch, so everything becomes an `IngestError`, except
-    `MemoryError` (the process is in trouble, not the file) and what is not an `Exception` at all
-    (KeyboardInterrupt, SystemExit).
-    """
-    try:
-        yield
-    except (IngestError, MemoryError):
-        raise
-    except Exception as exc:
-        raise error(f"{message} ({_reason(exc)})") from exc
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception as a short reason for a message: pypdf may put a whole object's repr in one."""
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
-def _check_bytes(data: bytes, name: str, *, kind: str, binary_ok: bool = False) -> None:
-    """The checks every loader makes before parsing: the file is not empty and, for text formats, not binary.
-
-    Empty or whitespace-only input is `EmptyDocument` for every type; callers rely on loaders for that.
-    """
-    if not data.strip():
-        raise EmptyDocument(f"{name}: the file is empty")
-    if not binary_ok and b"\x00" in data[:_SNIFF_BYTES]:
-        raise BinaryContent(f"{name}: the file holds binary data, not {kind} (NUL bytes found)")
 
 
 def _decode_text(data: bytes, name: str) -> str:
@@ -176,16 +145,25 @@ def load_html(data: bytes, name: str) -> ExtractedDocument:
     """HTML through a real parser: scripts, styles and navigation chrome dropped, headings kept as paths."""
     _check_bytes(data, name, kind="HTML")
     with _unreadable_as(CorruptDocument, f"{name}: not a readable HTML file"):
-        text, sections, title = _html_text(data)
+        text, sections, title = html_text(data)
     _require_text(text, name)
     return ExtractedDocument(text=text, title=title or Path(name).stem, sections=sections, kind="html")
 
 
-def _html_text(data: bytes) -> tuple[str, list[Section], str]:
-    """The visible text of an HTML document in blocks, its heading sections and its title (or "")."""
-    from bs4 import BeautifulSoup
+def html_document(data: bytes, name: str, *, kind: str) -> ExtractedDocument | None:
+    """An HTML part of another format (an EPUB chapter, an e-mail body) as a document, or None if it has no text."""
+    with _unreadable_as(CorruptDocument, f"{name}: not readable HTML"):
+        text, sections, title = html_text(data)
+    return ExtractedDocument(text=text, title=title, sections=sections, kind=kind) if text.strip() else None
 
-    soup = BeautifulSoup(data, "lxml")
+
+def html_text(data: bytes) -> tuple[str, list[Section], str]:
+    """The visible text of an HTML document in blocks, its heading sections and its title (or "")."""
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():  # XHTML (EPUB chapters) is parsed as HTML on purpose
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(data, "lxml")
     for tag in soup(["script", "style", "noscript", "template", "svg", "nav", "iframe"]):
         tag.decompose()
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -237,6 +215,9 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
     if not page_count:
         raise EmptyDocument(f"{name}: the PDF has no pages")
     raw, warnings = _extract_pages(reader, page_count)
+    scans = ocr_pdf_pages(reader, [i for i, page in enumerate(raw) if page is not None and _few_chars(page)])
+    raw = [scans.texts.get(index, page) for index, page in enumerate(raw)]
+    warnings.extend(scans.warnings)
     cleaned = clean_pages([page or "" for page in raw])
     parts: list[str] = []
     sections: list[Section] = []
@@ -245,20 +226,33 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
         if not text:
             if before is not None:
                 reason = "no extractable text (scanned image?)" if not before.strip() else "only page furniture"
+                if not before.strip() and scans.unavailable:
+                    reason = f"no text layer, and not OCRed: {scans.unavailable}"
                 warnings.append(f"page {number}: {reason}")
             continue
-        sections.append(Section(offset, offset + len(text), page=number))
+        sections.append(
+            Section(offset, offset + len(text), page=number, ocr_confidence=scans.confidences.get(number - 1))
+        )
         parts.append(text + "\n\n")
         offset += len(text) + 2
     full = "".join(parts)
     if not full.strip():
+        detail = (
+            f"run OCR first: {scans.unavailable}"
+            if scans.unavailable
+            else (scans.warnings[0] if scans.warnings else "OCR found no text on them either")
+        )
         raise EmptyDocument(
-            f"{name}: no extractable text in {page_count} page(s); it looks like a scanned or image-only "
-            "PDF (run OCR first)"
+            f"{name}: no extractable text in {page_count} page(s); it looks like a scanned or image-only PDF ({detail})"
         )
     return ExtractedDocument(
         text=full, title=_pdf_title(reader) or Path(name).stem, sections=sections, kind="pdf", warnings=warnings
     )
+
+
+def _few_chars(page_text: str) -> bool:
+    """Whether a page's text layer is so thin (none, or a stray page number) that the page is a scan."""
+    return len("".join(page_text.split())) < get_settings().ocr_min_chars
 
 
 def _open_pdf(data: bytes, name: str) -> PdfReader:
@@ -366,6 +360,7 @@ LOADERS: dict[str, Loader] = {
     ".text": load_text,
     ".html": load_html,
     ".htm": load_html,
+    **FORMAT_LOADERS,
 }
 
 

@@ -17,6 +17,7 @@ class Section:
     end: int
     page: int | None = None
     heading: str | None = None
+    ocr_confidence: float | None = None  # mean Tesseract word confidence (0-100) when the text was OCRed
 
 
 @dataclass(slots=True)
@@ -41,6 +42,7 @@ class Chunk:
     page: int | None = None
     heading: str | None = None
     token_count: int = 0
+    ocr_confidence: float | None = None
 
     @property
     def content_hash(self) -> str:

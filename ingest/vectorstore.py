@@ -129,6 +129,7 @@ class Provenance:
     heading: str | None
     start: int
     end: int
+    ocr_confidence: float | None = None  # set when the chunk's text was recognised by OCR
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,7 @@ class StoredChunk:
             heading=str(heading) if heading else None,
             start=int(meta.get("start", 0)),
             end=int(meta.get("end", 0)),
+            ocr_confidence=float(meta["ocr_confidence"]) if meta.get("ocr_confidence") is not None else None,
         )
 
     def with_score(self, score: float) -> StoredChunk:
@@ -207,6 +209,8 @@ def chunk_metadata(base: Mapping[str, Any], document: DocumentVersion, chunk: Ch
         meta["page"] = chunk.page
     if chunk.heading:
         meta["heading"] = chunk.heading
+    if chunk.ocr_confidence is not None:
+        meta["ocr_confidence"] = round(chunk.ocr_confidence, 1)
     return meta
 
 

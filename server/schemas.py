@@ -40,10 +40,17 @@ class ChunkRef(BaseModel):
     document_id: str
     source: str
     title: str
-    page: int | None = Field(None, description="1-based page number (PDF only).")
-    heading: str | None = Field(None, description="Heading path such as 'Guide > Install' (Markdown/HTML).")
+    page: int | None = Field(None, description="1-based page number (a PDF page, a PowerPoint slide).")
+    heading: str | None = Field(
+        None,
+        description="Heading path such as 'Guide > Install' (Markdown, HTML, Word, ODT, EPUB), a spreadsheet's "
+        "sheet name, or 'Attachment: NAME' for an e-mail's attachment.",
+    )
     start: int = Field(description="Character offset of the chunk in the document's extracted text.")
     end: int
+    ocr_confidence: float | None = Field(
+        None, description="Mean Tesseract word confidence (0-100) when the chunk's text was read by OCR; else null."
+    )
     score: float = Field(description="Retrieval score of the chunk (higher is more relevant).")
 
     @staticmethod
@@ -58,6 +65,7 @@ class ChunkRef(BaseModel):
             "heading": where.heading,
             "start": where.start,
             "end": where.end,
+            "ocr_confidence": where.ocr_confidence,
             "score": round(float(chunk.score), 6),
         }
 

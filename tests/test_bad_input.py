@@ -54,6 +54,12 @@ def _whitespace_file(root: Path, pdfs: Path) -> Path:
 
 
 def _unsupported(root: Path, pdfs: Path) -> Path:
+    path = root / "sheet.numbers"
+    path.write_bytes(b"PK\x03\x04 a format ragkb does not read")
+    return path
+
+
+def _fake_spreadsheet(root: Path, pdfs: Path) -> Path:
     path = root / "sheet.xlsx"
     path.write_bytes(b"PK\x03\x04 not really a spreadsheet")
     return path
@@ -78,7 +84,8 @@ CASES: list[tuple[BadFile, str]] = [
     (_image_only_pdf, "no extractable text"),
     (_empty_file, "empty"),
     (_whitespace_file, "empty"),
-    (_unsupported, "unsupported file type .xlsx"),
+    (_unsupported, "unsupported file type .numbers"),
+    (_fake_spreadsheet, "not a readable xlsx file"),
     (_binary_txt, "binary data"),
     (_too_large, "over the 2,000,000-byte limit"),
 ]
@@ -125,7 +132,7 @@ def test_directory_walk_skips_unknown_types_and_honours_globs(ingestor: Ingestor
     (root / ".git").mkdir()
     (root / "keep.md").write_text("# Keep\n\nkept.\n")
     (root / "drafts" / "draft.md").write_text("# Draft\n\nnot yet.\n")
-    (root / "photo.png").write_bytes(b"\x89PNG\r\n")
+    (root / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
     (root / ".git" / "HEAD.txt").write_text("ref: refs/heads/main\n")
     report = ingestor.ingest_paths([root], collection="globs", exclude=["drafts/*"])
     assert (report.added, report.failed, report.skipped) == (1, 0, 1)

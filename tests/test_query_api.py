@@ -173,9 +173,9 @@ class TestErrors:
 
     def test_unsupported_upload_is_415(self, client: TestClient) -> None:
         response = client.post(
-            "/v1/collections/demo/documents", files=[("files", ("a.docx", b"PK..", "application/x"))]
+            "/v1/collections/demo/documents", files=[("files", ("a.pages", b"PK..", "application/x"))]
         )
-        assert response.status_code == 415 and ".docx" in response.json()["error"]
+        assert response.status_code == 415 and ".pages" in response.json()["error"]
 
     def test_oversized_upload_is_413_and_nothing_is_stored(self, client: TestClient) -> None:
         big = b"word " * 50_000  # 250 kB against the 200 kB limit

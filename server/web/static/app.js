@@ -677,7 +677,8 @@ async function initDocuments(who) {
   $("upload-form").addEventListener("submit", (event) => event.preventDefault());
   if (!who) return;
   $("upload-collection").value = who.default_collection;
-  $("formats").textContent = "PDF, Markdown, HTML and text files.";
+  $("formats").textContent =
+    "PDF, Word, PowerPoint, Excel, CSV, OpenDocument text, RTF, EPUB, e-mail (EML, MSG), scans and images (OCR), Markdown, HTML and text files.";
   await loadDocuments();
 }
 
