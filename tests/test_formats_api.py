@@ -17,8 +17,8 @@ from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.loaders import supported_extensions
 from ingest.pipeline import Ingestor
-from server.api import create_app
-from server.service import QueryService
+from server.answering.service import QueryService
+from server.http.api import create_app
 
 from .helpers import reader_for
 
