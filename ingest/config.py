@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         12_000, ge=0, description="LLM tokens (prompt + completion) one agent request may spend; 0: no LLM calls."
     )
     agent_plan_template: str = Field("plan", description="The planner's prompt template in server/prompts/.")
+    web_wait_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long the web page waits for a held answer's review or an upload's job before it stops "
+        "and says so.",
+    )
     # human review (docs/review.md)
     record_queue: int = Field(
         10_000,

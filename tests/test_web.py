@@ -210,3 +210,17 @@ class TestDocumentsTable:
         client, tokens = keyed
         response = client.get("/v1/ui/collections/private/documents", headers=_bearer(tokens["demo-only"]))
         assert response.status_code == 404 and response.json()["code"] == "collection_not_found"
+
+
+def test_the_page_waits_for_the_job_states_the_api_ends_in() -> None:
+    """The upload list follows a job until the API says it ended: its terminal states, not others."""
+    import json
+    import re
+
+    from ingest.queue import TERMINAL
+
+    script = (Path(__file__).resolve().parents[1] / "server" / "web" / "static" / "app.js").read_text()
+    declared = re.search(r"const JOB_TERMINAL = (\[[^\]]*\]);", script)
+    assert declared is not None, "app.js declares the job states it stops at"
+    assert tuple(json.loads(declared.group(1))) == TERMINAL
+    assert "succeeded" not in script and '"finished"' not in script  # states the API never sends

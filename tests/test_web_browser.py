@@ -407,6 +407,28 @@ class TestReview:
         assert "approved" in driver.find_element(By.ID, "origin").text
         screenshot(driver, "review-asker-answered")
 
+    def test_waiting_for_a_reviewer_stops_and_says_so(
+        self, driver: WebDriver, service: QueryService, tmp_path: Path
+    ) -> None:
+        state = tmp_path / "state.sqlite3"
+        settings = service.settings.model_copy(update={"web_wait_seconds": 3, "database_url": f"sqlite:///{state}"})
+        app = create_app(settings, service)
+        with LiveServer(app) as live:
+            app.state.components.desk.set_policy("held", "required", by="test")
+            _open(driver, live.url + "/")
+            Select(driver.find_element(By.ID, "collection")).select_by_value("held")
+            box = driver.find_element(By.ID, "question")
+            box.send_keys("Which command installs ragkb?")
+            box.send_keys(Keys.ENTER)
+            wait_until(driver, lambda d: "Waiting for the review" in d.find_element(By.ID, "ask-status").text)
+            status = wait_until(
+                driver,
+                lambda d: "Still waiting for a reviewer" in (t := d.find_element(By.ID, "ask-status").text) and t,
+                timeout=20,
+                what="the page to stop waiting",
+            )
+            assert "review " in status
+
     def test_reject_and_retry_then_reject(self, driver: WebDriver, keyed: tuple[LiveServer, dict[str, str]]) -> None:
         live, tokens = keyed
         question = "Which Python version does ragkb need?"

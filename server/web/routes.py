@@ -53,7 +53,9 @@ def _open_mode(request: Request) -> bool:
 def _page(page: str) -> Any:
     async def render(request: Request) -> HTMLResponse:
         open_mode = await run_in_threadpool(_open_mode, request)
-        html = _templates().get_template(f"{page}.html").render(page=page, open_mode=open_mode)
+        parts: Components | None = getattr(request.app.state, "components", None)
+        wait = parts.settings.web_wait_seconds if parts is not None else 600
+        html = _templates().get_template(f"{page}.html").render(page=page, open_mode=open_mode, wait_seconds=wait)
         return HTMLResponse(html, headers=PAGE_HEADERS)
 
     render.__name__ = f"page_{page}"

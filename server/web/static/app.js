@@ -4,6 +4,10 @@
 
 const KEY = "ragkb.key";
 const MARKER = /\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]/g;
+// The job states the API ends in (ingest/queue.py TERMINAL); any other is still under way.
+const JOB_TERMINAL = ["done", "failed"];
+// How long a page waits for a reviewer or a job before it stops and says so (RAGKB_WEB_WAIT_SECONDS).
+const waitMs = () => Number(document.body.dataset.waitSeconds || 600) * 1000;
 
 // -- talking to the API -----------------------------------------------------------------------------------
 
@@ -351,7 +355,18 @@ function resetFeedback() {
 async function waitForReview(pending) {
   say("ask-status", "This collection's answers are checked by a reviewer first. Waiting for the review…", "wait");
   $("answer").textContent = "";
+  const deadline = Date.now() + waitMs();
   for (;;) {
+    if (Date.now() >= deadline) {
+      const minutes = Math.round(waitMs() / 60000);
+      say(
+        "ask-status",
+        "Still waiting for a reviewer after " + (minutes >= 1 ? minutes + " min" : Math.round(waitMs() / 1000) + " s") +
+          ". Ask again later: the answer appears once it is approved (review " + pending.review_id + ").",
+        "warn",
+      );
+      return;
+    }
     await new Promise((resolve) => setTimeout(resolve, 1500));
     let state;
     try {
@@ -612,7 +627,12 @@ function uploadOne(collection, file, item) {
 }
 
 async function followJob(url, item) {
+  const deadline = Date.now() + waitMs();
   for (;;) {
+    if (Date.now() >= deadline) {
+      setUploadState(item, "failed", "still not ingested; stopped watching (its job goes on: see ragkb jobs)");
+      return;
+    }
     await new Promise((resolve) => setTimeout(resolve, 1000));
     let job;
     try {
@@ -621,16 +641,14 @@ async function followJob(url, item) {
       setUploadState(item, "failed", explain(error));
       return;
     }
-    const state = job.status || job.state || "queued";
-    if (state === "failed") {
-      setUploadState(item, "failed", job.error || "ingestion failed");
+    const state = job.status || "queued";
+    if (JOB_TERMINAL.includes(state)) {
+      if (state === "failed") setUploadState(item, "failed", job.error || "ingestion failed");
+      else setUploadState(item, "done", "ingested");
       return;
     }
-    if (state === "done" || state === "succeeded" || state === "finished") {
-      setUploadState(item, "done", "ingested");
-      return;
-    }
-    setUploadState(item, state, state === "queued" ? "waiting for a worker" : "");
+    const words = { queued: "waiting for a worker", retrying: "retrying after an error", stalled: "its worker died; redelivering" };
+    setUploadState(item, state, words[state] || "");
   }
 }
 
