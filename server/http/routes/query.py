@@ -4,6 +4,7 @@ this module parses the request and shapes the reply."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,14 +12,27 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...answering.entry import Asker, Held, Mode
+from ...answering.service import Query
 from ...review.schemas import HeldAnswer
 from ...schemas import QueryRequest, QueryResponse, RetrievedChunk, RetrieveRequest, RetrieveResponse, filters_of
-from ..auth import ReadCaller
+from ..auth import Caller, ReadCaller
 from ..deps import AnswererDep, ServiceDep
 from ..observability import request_id_var
 from .events import event_stream
 
 router = APIRouter(prefix="/v1", tags=["query"])
+
+
+def _checked(check: Callable[..., Query], body: RetrieveRequest, caller: Caller) -> Query:
+    """The request as a checked query (`check`: `Answerer.query` or `QueryService.query`), on a collection the
+    caller may see (422 / 404 before anything runs)."""
+    return check(
+        body.question,
+        collection=caller.collection(body.collection),
+        top_k=body.top_k,
+        filters=filters_of(body.filters),
+        retriever=body.retriever,
+    )
 
 
 @router.post(
@@ -42,13 +56,7 @@ async def query(body: QueryRequest, answerer: AnswererDep, caller: ReadCaller) -
 
     A curated answer (approved by a reviewer for the same or a similar question) comes first, before the
     cache. When the collection's review policy is `required`, the answer is held: `202` with a review id."""
-    asked = answerer.query(
-        body.question,
-        collection=caller.collection(body.collection),
-        top_k=body.top_k,
-        filters=filters_of(body.filters),
-        retriever=body.retriever,
-    )
+    asked = _checked(answerer.query, body, caller)
     reply = await answerer.ask(asked, mode=Mode(body.mode), asker=Asker(caller.key_name, request_id_var.get()))
     if isinstance(reply, Held):
         return JSONResponse(reply.model().model_dump(), status_code=202)
@@ -59,13 +67,7 @@ async def query(body: QueryRequest, answerer: AnswererDep, caller: ReadCaller) -
 
 @router.post("/retrieve", response_model=RetrieveResponse, summary="Retrieve chunks, no LLM.")
 async def retrieve(body: RetrieveRequest, service: ServiceDep, caller: ReadCaller) -> RetrieveResponse:
-    query = service.query(
-        body.question,
-        collection=caller.collection(body.collection),
-        top_k=body.top_k,
-        filters=filters_of(body.filters),
-        retriever=body.retriever,
-    )
+    query = _checked(service.query, body, caller)
     result = await run_in_threadpool(service.retrieve, query)
     return RetrieveResponse(
         chunks=[RetrievedChunk.of(c) for c in result.chunks],
