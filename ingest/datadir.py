@@ -155,7 +155,7 @@ def refuse_if_served(settings: Settings, action: str) -> None:
     if served(settings):
         raise DataDirBusy(
             f"a ragkb server (pid {_server_pid(settings)}) is serving the embedded store in {settings.data_dir}, "
-            f"and it would not see a {action} made from here until it restarts. Upload or delete through its API "
+            f"and it would not see the {action} made from here until it restarts. Upload or delete through its API "
             "instead (POST /v1/collections/NAME/documents, DELETE /v1/collections/NAME/documents/ID), or stop it, "
             "or use a Chroma server (RAGKB_CHROMA_URL) that every process shares"
         )

@@ -15,7 +15,8 @@ for it: the job's message was never acknowledged, so the broker hands it to anot
 worker (Redis: once the dead one has been silent for RAGKB_QUEUE_HEARTBEAT_TIMEOUT;
 RabbitMQ: when its connection drops), and running a job again is harmless
 (docs/ingestion.md). SIGTERM is unaffected: the main process passes it on and waits
-for its workers, which finish their running job first.
+for its workers, which finish their running job first (`coalesce_repeated_sigterm`
+keeps a group-wide SIGTERM, which reaches each worker process twice, from dropping it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import os
 import signal
 import sys
 import threading
+import time
+from types import FrameType
 
 PARENT_ENV = "RAGKB_WORKER_PARENT_PID"  # set by `ragkb worker` to its own pid before it starts the workers
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -63,6 +66,27 @@ def _watch(parent: int, every: float) -> None:
         if os.getppid() != parent:
             _orphaned(parent)
         threading.Event().wait(every)
+
+
+def coalesce_repeated_sigterm(window: float = 2.0) -> None:
+    """Dramatiq's worker process takes a second SIGTERM as "stop now, drop the running job". A stop signalled to
+    the whole process group (`kill -TERM -PGID`, systemd's default KillMode=control-group) delivers two at once:
+    one from the group, one passed on by the main process. Within `window` seconds of the first, a repeat is
+    that same stop and is ignored; a deliberate second SIGTERM later still stops at once."""
+    original = signal.getsignal(signal.SIGTERM)
+    if not callable(original):
+        return
+    first: float | None = None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal first
+        now = time.monotonic()
+        if first is not None and now - first < window:
+            return
+        first = first if first is not None else now
+        original(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def die_with_parent(parent: int | None = None, *, poll_seconds: float = 1.0) -> threading.Thread:

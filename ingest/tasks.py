@@ -42,7 +42,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from .config import Settings, get_settings
 from .datadir import StoreLock, hold_for_worker
 from .errors import IngestError, RagkbError
-from .lifeline import die_with_parent
+from .lifeline import coalesce_repeated_sigterm, die_with_parent
 from .pipeline import Ingestor
 from .queue import ACTOR_NAME, QUEUE_NAME, JobNotFound, JobRecords, is_transient, job_records, make_broker
 
@@ -180,14 +180,16 @@ class Runtime:
 
 
 class Lifeline(Middleware):
-    """As each worker process boots: die with the parent, and hold the embedded store's lock (shared) so that no
-    server starts beside this process even if its parent is gone first. A store a server holds ends the boot."""
+    """As each worker process boots: die with the parent, take a stop signalled twice at once as one, and hold
+    the embedded store's lock (shared) so that no server starts beside this process even if its parent is gone
+    first. A store a server holds ends the boot."""
 
     def __init__(self) -> None:
         self.store_lock: StoreLock | None = None
 
     def after_process_boot(self, broker: Any) -> None:
         die_with_parent()
+        coalesce_repeated_sigterm()
         try:
             self.store_lock = hold_for_worker(runtime.settings)
         except RagkbError as exc:
