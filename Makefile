@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest browser ocr wrk bench bench-formats bench-ingest bench-query bench-auth bench-workers bench-http clean
+.PHONY: install run test lint typecheck pytest probe browser ocr wrk bench bench-formats bench-ingest bench-query bench-auth bench-workers bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ ocr:
 PYTEST_WORKERS ?= auto
 pytest: install browser ocr
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
+# The probe (tests/test_probe.py): every door of a live `ragkb serve` tried as a hostile client would; one
+# `PROBE name: result` line per probe. Slow (a few minutes); also part of the full `make pytest` run.
+probe: install
+	$(BIN)/pytest -q -p no:randomly -s tests/test_probe.py
 
 bench-ingest: install
 	$(BIN)/python -m eval.bench_ingest

@@ -349,7 +349,8 @@ def worker(
     """
     import os
 
-    from .datadir import refuse_if_served
+    from .datadir import hold_for_worker
+    from .lifeline import PARENT_ENV
 
     settings = get_settings()
     if not settings.queue_url:
@@ -358,9 +359,11 @@ def worker(
             "amqp://guest:guest@127.0.0.1:5672/)"
         )
     try:
-        refuse_if_served(settings, "queued ingestion")
+        # embedded store: held shared while we run (each worker process takes it too), so no server starts beside
+        store_lock = hold_for_worker(settings)
     except RagkbError as exc:
         raise exit_with_error(str(exc)) from None
+    os.environ[PARENT_ENV] = str(os.getpid())  # the worker processes die with this one (ingest/lifeline.py)
     import logging
 
     logging.getLogger().setLevel(logging.INFO)  # a worker says when it is ready and what its jobs do
@@ -377,7 +380,12 @@ def worker(
          "--worker-shutdown-timeout", str(int(shutdown_timeout * 1000))]
     )  # fmt: skip
     err.print(f"{concurrency} ingestion worker(s) on {_redacted(settings.queue_url)} (Ctrl-C or SIGTERM to stop)")
-    raise typer.Exit(dramatiq_main(args) or 0)
+    try:
+        code = dramatiq_main(args) or 0
+    finally:
+        if store_lock is not None:
+            store_lock.release()
+    raise typer.Exit(code)
 
 
 def _redacted(url: str) -> str:

@@ -32,6 +32,9 @@ QUEUE_NAME = "ragkb-ingest"
 ACTOR_NAME = "ingest_job"
 NAMESPACE = "ragkb"  # Redis keys of the broker: ragkb:ragkb-ingest, ragkb:__heartbeats__, ...
 JOB_TTL_SECONDS = 7 * 24 * 3600
+# a worker process heartbeats on every broker call, at least once a second while it works (its delay-queue
+# consumer polls); silent for RAGKB_QUEUE_HEARTBEAT_TIMEOUT (default 60 s) it is dead and its messages move back
+MIN_HEARTBEAT_TIMEOUT = 3.0
 MAINTENANCE_EVERY_CALL = 1_000_000  # Dramatiq's scale: out of a million calls; all of them look for dead workers
 
 TERMINAL = ("done", "failed")
@@ -40,6 +43,10 @@ _JOB_ID = "0123456789abcdef"
 
 class QueueUnavailable(RagkbError):
     """The broker behind the job queue cannot be reached."""
+
+
+class NoWorkerCanRun(QueueUnavailable):
+    """The store is embedded and a server holds it: no `ragkb worker` may write it, so a job would never run."""
 
 
 class JobNotFound(RagkbError):
@@ -84,6 +91,12 @@ def make_broker(settings: Settings) -> Any:
     import dramatiq.middleware as mw
 
     url = settings.queue_url or ""
+    if settings.queue_heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT:
+        raise RagkbError(
+            f"RAGKB_QUEUE_HEARTBEAT_TIMEOUT must be at least {MIN_HEARTBEAT_TIMEOUT:g}s (a worker process "
+            f"heartbeats about once a second, so a shorter one would take live workers for dead and run their jobs "
+            f"twice), got {settings.queue_heartbeat_timeout:g}"
+        )
     middleware = [
         mw.AgeLimit(),
         mw.TimeLimit(time_limit=int(settings.job_time_limit * 1000), interval=1000),
@@ -210,6 +223,7 @@ class JobQueue:
         """Queue one job for these files (their originals already in the blob store); returns its id."""
         import dramatiq
 
+        self.refuse_if_unrunnable()
         job_id = uuid.uuid4().hex
         refs = [asdict(f) for f in files]
         for ref in refs:
@@ -234,8 +248,21 @@ class JobQueue:
             self.records.prune()
         return job_id
 
+    def refuse_if_unrunnable(self) -> None:
+        """Never accept a job no worker may run: on an embedded store a server holds, workers are refused
+        (`ingest/datadir.py`), so the job would stay `queued` until that server stops."""
+        from .datadir import served
+
+        if served(self.settings):
+            raise NoWorkerCanRun(
+                f"cannot queue the ingestion job: a ragkb server holds the embedded store in {self.settings.data_dir}"
+                ", so no `ragkb worker` may run it. Use a Chroma server (RAGKB_CHROMA_URL) shared by the server and "
+                "the workers, or unset RAGKB_QUEUE_URL so the server ingests uploads itself"
+            )
+
     def enqueue_bytes(self, *, collection: str, items: Iterable[tuple[str, str, bytes]]) -> str:
         """Store the originals, then queue one job for them (tests, scripts)."""
+        self.refuse_if_unrunnable()  # before anything is stored
         files = [JobFile(name, source, self.blobs.put(data)) for name, source, data in items]
         return self.enqueue(collection=collection, files=files)
 

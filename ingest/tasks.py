@@ -17,7 +17,11 @@ What a job's life looks like (docs/ingestion.md has the why):
 - a file that cannot be ingested (corrupt PDF, ...) is that file's failure, at once,
   never retried; a job over RAGKB_JOB_TIME_LIMIT is interrupted and fails;
 - SIGTERM: the worker takes no new job and finishes the current one (or, past
-  Dramatiq's shutdown timeout, stops and leaves it to be redelivered).
+  Dramatiq's shutdown timeout, stops and leaves it to be redelivered);
+- a worker process whose `ragkb worker` died (even by SIGKILL) dies with it within
+  a second or so, leaving its job to be redelivered (`ingest/lifeline.py`);
+- on an embedded store every worker process holds the data dir's lock shared, so no
+  server can start beside it, nor it beside a server (`ingest/datadir.py`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from dramatiq.middleware import CurrentMessage, Middleware
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from .config import Settings, get_settings
-from .errors import IngestError
+from .datadir import StoreLock, hold_for_worker
+from .errors import IngestError, RagkbError
+from .lifeline import coalesce_repeated_sigterm, die_with_parent
 from .pipeline import Ingestor
 from .queue import ACTOR_NAME, QUEUE_NAME, JobNotFound, JobRecords, is_transient, job_records, make_broker
 
@@ -173,6 +179,24 @@ class Runtime:
         run.update(status="failed", stage="finished", finished_at=time.time(), error=reason, current_file=None)
 
 
+class Lifeline(Middleware):
+    """As each worker process boots: die with the parent, take a stop signalled twice at once as one, and hold
+    the embedded store's lock (shared) so that no server starts beside this process even if its parent is gone
+    first. A store a server holds ends the boot."""
+
+    def __init__(self) -> None:
+        self.store_lock: StoreLock | None = None
+
+    def after_process_boot(self, broker: Any) -> None:
+        die_with_parent()
+        coalesce_repeated_sigterm()
+        try:
+            self.store_lock = hold_for_worker(runtime.settings)
+        except RagkbError as exc:
+            log.critical("%s", exc)
+            raise SystemExit(3) from None  # not an Exception: Dramatiq's boot does not swallow it
+
+
 class WarmUp(Middleware):
     """Load the model when a worker process boots, not when its first job arrives."""
 
@@ -188,6 +212,7 @@ _settings = get_settings()
 runtime = Runtime(_settings)
 if _settings.queue_url:  # the API imports `ingest.queue` only; this module is the worker's
     _broker = make_broker(_settings)
+    _broker.add_middleware(Lifeline())
     _broker.add_middleware(WarmUp())
     dramatiq.set_broker(_broker)
 else:  # imported for `Runtime` (tests, tools) with no broker: the actor is declared on a stub one

@@ -13,9 +13,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ingest.config import Settings
+from ingest.datadir import hold_for_server
 from ingest.embedder import Embedder
+from ingest.errors import RagkbError
 from ingest.pipeline import Ingestor
-from ingest.queue import NAMESPACE, JobQueue, QueueUnavailable
+from ingest.queue import NAMESPACE, JobQueue, NoWorkerCanRun, QueueUnavailable
 from ingest.tasks import Runtime
 from ragkb.cli import app as cli_app
 from server.answering.service import QueryService
@@ -113,3 +115,37 @@ def test_worker_without_a_queue_url_explains(cli_env: Path) -> None:
     assert result.exit_code == 2 and "RAGKB_QUEUE_URL is not set" in result.stderr
     listing = CliRunner().invoke(cli_app, ["jobs", "--json"])
     assert listing.exit_code == 0 and listing.stdout.strip() == "[]"
+
+
+def test_no_job_is_queued_that_no_worker_may_run(queue_url: str, tmp_path: Path, embedder: Embedder) -> None:
+    """A server holds the embedded store (so every `ragkb worker` is refused): queueing is refused too, with the
+    fixes, and keeps nothing; the upload route answers 503, never 202 for a job that would wait forever."""
+    settings = Settings(data_dir=tmp_path / "kb", queue_url=queue_url)
+    lock = hold_for_server(settings)
+    assert lock is not None
+    try:
+        queue = JobQueue(settings)
+        with pytest.raises(NoWorkerCanRun, match="no `ragkb worker` may run it") as refused:
+            queue.enqueue_bytes(collection="ops", items=[("a.txt", "upload://a.txt", b"text")])
+        assert "RAGKB_CHROMA_URL" in str(refused.value) and "unset RAGKB_QUEUE_URL" in str(refused.value)
+        assert queue.records.recent() == [] and redis.Redis.from_url(queue_url).llen(f"{NAMESPACE}:ragkb-ingest") == 0
+        queue.close()
+        ingestor = Ingestor(settings, embedder=embedder)
+        service = QueryService(settings, reader=reader_for(ingestor))
+        with TestClient(create_app(settings, service)) as client:
+            reply = client.post("/v1/collections/ops/documents", files=[("files", ("a.md", NOTE, "text/markdown"))])
+            assert reply.status_code == 503 and reply.json()["code"] == "queue_unavailable", reply.text
+            assert "no `ragkb worker` may run it" in reply.json()["error"] and reply.json()["request_id"]
+            assert list(ingestor.blobs.digests()) == [], "a refused upload keeps no original"
+    finally:
+        lock.release()
+    queue = JobQueue(settings)  # the server is gone: workers may start, so jobs are accepted again
+    assert queue.status(queue.enqueue_bytes(collection="ops", items=[("a.txt", "upload://a.txt", b"x")]))["status"] == (
+        "queued"
+    )
+    queue.close()
+
+
+def test_a_heartbeat_timeout_that_would_take_live_workers_for_dead_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RagkbError, match="RAGKB_QUEUE_HEARTBEAT_TIMEOUT must be at least 3s"):
+        JobQueue(Settings(data_dir=tmp_path / "kb", queue_url=QUEUE_URL, queue_heartbeat_timeout=1))

@@ -25,6 +25,7 @@ from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from ingest.queue import NAMESPACE, TERMINAL, JobQueue
 
+from .processes import alive, children_of
 from .servers import ChromaServer
 
 pytestmark = pytest.mark.slow
@@ -59,11 +60,11 @@ class Workers:
         self.env, self.logs = env, logs
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, concurrency: int = 1, shutdown_timeout: float = 5) -> subprocess.Popen[bytes]:
         ragkb = str(Path(sys.executable).with_name("ragkb"))
         log = (self.logs / f"worker-{len(self.processes)}.log").open("wb")
         process = subprocess.Popen(
-            [ragkb, "worker", "--concurrency", "1", "--shutdown-timeout", "5"],
+            [ragkb, "worker", "--concurrency", str(concurrency), "--shutdown-timeout", str(shutdown_timeout)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.processes.append(process)
@@ -177,6 +178,59 @@ def test_workers_share_jobs_survive_sigkill_and_store_outages(
     assert recovered["status"] == "done" and recovered["attempts"] >= 2 and recovered["report"]["added"] == 1
     assert (first.poll(), second.poll()).count(None) == 1, "the survivor is still running"
     queue.close()
+
+
+def test_a_worker_killed_alone_takes_its_processes_along_and_sigterm_still_finishes_the_job(
+    redis_setup: tuple[Settings, dict[str, str], ChromaServer, Workers],
+) -> None:
+    """`kill -9` of the `ragkb worker` main process only (not its group): its worker processes end within a few
+    seconds instead of living on with parent 1, and the job they had is redelivered and done by a new worker.
+    SIGTERM, even to the whole process group, still lets the running job finish."""
+    settings, _env, _chroma, workers = redis_setup
+    first = workers.start(concurrency=2)
+    queue = JobQueue(settings)
+    items = [(f"o{n}.md", f"upload://o{n}.md", text_file(2000 + n, paragraphs=2)) for n in range(12)]
+    job = queue.enqueue_bytes(collection="orphans", items=items)
+    wait_until(lambda: queue.status(job).get("files_done", 0) > 0, 120, "the job to be under way")
+    runner = int(queue.status(job)["worker"].rsplit(":", 1)[1])
+    children = children_of(first.pid)
+    assert runner in children and len(children) == 2, (runner, children)
+
+    os.kill(first.pid, signal.SIGKILL)  # the main process alone, as `kill -9 PID` does
+    first.wait(timeout=10)
+    try:
+        took = wait_for_processes_to_end(children, 10)
+    finally:  # orphans would take the jobs of later tests
+        for pid in filter(alive, children):
+            os.kill(pid, signal.SIGKILL)
+    assert took < 5, f"worker processes outlived their parent by {took:.1f}s"
+    assert queue.status(job)["files_done"] < len(items), "killed in the middle"
+    assert not any(alive(pid) for pid in children), "no orphan left to take the next jobs"
+
+    second = workers.start(shutdown_timeout=300)
+    wait_until(lambda: queue.status(job)["status"] in TERMINAL, 180, "the redelivered job")
+    finished = queue.status(job)
+    assert finished["status"] == "done" and finished["attempts"] == 2, finished
+    assert finished["files_done"] == len(items)
+    assert int(finished["worker"].rsplit(":", 1)[1]) in children_of(second.pid), "done by the new worker"
+
+    # SIGTERM to the whole process group (systemd's default stop; each worker process gets it twice, from the
+    # group and from the main process; Dramatiq alone would take the second as "drop the job"): the job finishes
+    graceful = queue.enqueue_bytes(
+        collection="graceful", items=[(f"g{n}.md", f"upload://g{n}.md", text_file(3000 + n, 2)) for n in range(12)]
+    )
+    wait_until(lambda: queue.status(graceful).get("files_done", 0) > 0, 120, "the second job to be under way")
+    os.killpg(second.pid, signal.SIGTERM)
+    assert second.wait(timeout=300) == 0
+    ended = queue.status(graceful)
+    assert ended["status"] == "done" and ended["attempts"] == 1 and ended["files_done"] == 12, ended
+    queue.close()
+
+
+def wait_for_processes_to_end(pids: list[int], timeout: float) -> float:
+    start = time.monotonic()
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout, f"processes {pids} to end")
+    return time.monotonic() - start
 
 
 def test_rabbitmq_is_the_same_engine_with_one_setting(tmp_path: Path, shared_pdfs: Path) -> None:

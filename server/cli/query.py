@@ -38,7 +38,7 @@ def serve(
     """Serve the HTTP API (OpenAPI docs at /docs). Beyond loopback it needs an API key (`ragkb keys create`)."""
     import uvicorn
 
-    from ingest.datadir import hold_for_server
+    from ingest.datadir import hold_for_server, refuse_queue_without_workers
 
     from ..http.observability import configure_logging
 
@@ -51,7 +51,8 @@ def serve(
         )
     require_keys = _check_access(host, insecure)  # before anything is bound or locked
     try:
-        lock = hold_for_server(settings)  # CLI writers on this embedded store now refuse, saying why
+        refuse_queue_without_workers(settings)  # a queue on an embedded store: no worker could run its jobs
+        lock = hold_for_server(settings)  # workers and CLI writers on this embedded store now refuse, saying why
     except RagkbError as exc:
         raise exit_with_error(str(exc)) from None
     if require_keys:  # read by server/auth.py in this process and the workers it starts
