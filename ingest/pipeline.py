@@ -11,14 +11,13 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .blobs import BlobStore, digest_of, open_blobs
+from .blobs import BlobStore, open_blobs
 from .chunking import Chunker, ChunkingConfig
 from .config import Settings, get_settings
 from .discovery import Failure, discover
@@ -28,6 +27,7 @@ from .extraction import Extractor, extract_in_process
 from .loaders import loader_for
 from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
 from .models import Chunk, DocumentInfo, ExtractedDocument
+from .originals import Originals
 from .store import open_store
 from .vectorstore import Collection, DocumentVersion, VectorStore, document_id_for, fallback_display_source
 
@@ -115,39 +115,12 @@ class _Pending:
     previous_blobs: set[str] = field(default_factory=set)  # the replaced version's originals: released once written
 
 
-class _Originals:
-    """The originals one ingest call stores, each pinned from before it is stored until its document is
-    written or its file fails: another request releasing an original it no longer uses (a replaced version)
-    can never delete one this call is about to reference."""
-
-    def __init__(self, ingestor: Ingestor) -> None:
-        self.ingestor = ingestor
-        self.holder = f"ingest-{uuid.uuid4().hex}"
-        self.held: set[str] = set()
-
-    def put(self, data: bytes) -> str:
-        digest = digest_of(data)
-        self.ingestor.blobs.pin(digest, self.holder)  # before it exists: no release can slip in between
-        self.held.add(digest)
-        return self.ingestor.blobs.put(data)
-
-    def written(self, digest: str) -> None:
-        """A document now names it in the store, which keeps it from here on."""
-        if digest in self.held:
-            self.held.discard(digest)
-            self.ingestor.blobs.unpin(digest, self.holder)
-
-    def drop(self, digest: str | None, pending: list[_Pending]) -> None:
-        """A failed file's original goes, unless a file of this batch waiting to be written has the same bytes
-        or something else uses it."""
-        if digest is None or any(p.blob == digest for p in pending):
-            return
-        self.written(digest)
-        self.ingestor.release_quietly(digest)
-
-    def close(self) -> None:
-        for digest in list(self.held):
-            self.written(digest)
+def _drop(originals: Originals, digest: str | None, pending: list[_Pending]) -> None:
+    """A failed file's original goes, unless a file of this batch waiting to be written has the same bytes
+    or something else uses it."""
+    if digest is None or any(p.blob == digest for p in pending):
+        return
+    originals.release(digest)
 
 
 class Budget:
@@ -341,7 +314,7 @@ class Ingestor:
         on_stage: StageCallback | None = None,
     ) -> None:
         """`displays` maps a source to how it is shown (`display_source`); others show the fallback."""
-        originals = _Originals(self)
+        originals = Originals(self.blobs, self.release_quietly, holder="ingest")
         try:
             self._ingest_files(collection, items, report, on_file_done, max_chunks, displays, on_stage, originals)
         finally:
@@ -356,7 +329,7 @@ class Ingestor:
         max_chunks: int | None,
         displays: Mapping[str, str] | None,
         on_stage: StageCallback | None,
-        originals: _Originals,
+        originals: Originals,
     ) -> None:
         committed = self.store.committed_versions(collection)
         pending: list[_Pending] = []
@@ -404,11 +377,11 @@ class Ingestor:
                 )
                 pending_chunks += len(chunks)
             except IngestError as exc:
-                originals.drop(blob, pending)
+                _drop(originals, blob, pending)
                 self._failed(report, name, str(exc), on_file_done)
                 continue
             except OSError as exc:
-                originals.drop(blob, pending)
+                _drop(originals, blob, pending)
                 self._failed(report, name, f"cannot read: {exc.strerror or exc}", on_file_done)
                 continue
             if pending_chunks >= self.settings.ingest_flush_chunks:
@@ -431,7 +404,7 @@ class Ingestor:
         report: IngestReport,
         on_file_done: ProgressCallback | None,
         on_stage: StageCallback | None,
-        originals: _Originals,
+        originals: Originals,
     ) -> None:
         if not pending:
             return

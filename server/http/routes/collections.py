@@ -4,7 +4,6 @@ uploading and deleting `write`; a key limited to collections sees only those (`s
 from __future__ import annotations
 
 import mimetypes
-import uuid
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -13,10 +12,11 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ingest.blobs import BlobNotFound, digest_of
+from ingest.blobs import BlobNotFound
 from ingest.errors import DocumentNotFound
 from ingest.loaders import supported_extensions
-from ingest.pipeline import Ingestor, IngestReport
+from ingest.originals import Originals
+from ingest.pipeline import IngestReport
 from ingest.queue import JobFile, QueueUnavailable
 from ingest.vectorstore import document_id_for
 
@@ -152,16 +152,15 @@ async def upload(
     # files never hold them all), and the job or the ingestion reads them back one by one.
     # Each original is pinned for this request from before it is stored until its job holds it or its
     # ingestion is over, so no other request's release (of a replaced version) can delete it in between.
-    holder = f"upload-{uuid.uuid4().hex}"
-    pinned: set[str] = set()
+    originals = Originals(parts.ingestor.blobs, parts.ingestor.release_quietly, holder="upload")
     try:
-        return await _store_and_ingest(caller, name, files, names, limit, holder, pinned)
+        return await _store_and_ingest(caller, name, files, names, limit, originals)
     finally:
-        await run_in_threadpool(_unpin_all, parts.ingestor, holder, pinned)
+        await run_in_threadpool(originals.close)
 
 
 async def _store_and_ingest(
-    caller: Caller, name: str, files: list[UploadFile], names: list[str], limit: int, holder: str, pinned: set[str]
+    caller: Caller, name: str, files: list[UploadFile], names: list[str], limit: int, originals: Originals
 ) -> Any:
     parts = caller.parts
     settings = parts.settings
@@ -170,11 +169,9 @@ async def _store_and_ingest(
     for upload_file, filename in zip(files, names, strict=True):
         data = await upload_file.read(limit + 1)
         if len(data) > limit:
-            await run_in_threadpool(_forget, parts.ingestor, stored, holder)
+            await run_in_threadpool(_forget, originals, stored)
             return error_response(413, f"{filename} is over the {limit:,}-byte upload limit", "too_large")
-        pinned.add(digest_of(data))
-        await run_in_threadpool(blobs.pin, digest_of(data), holder)
-        digest = await run_in_threadpool(blobs.put, data)
+        digest = await run_in_threadpool(originals.put, data)
         stored.append(JobFile(filename, f"upload://{filename}", digest))
         del data
     await run_in_threadpool(parts.ingestor.open_collection, name)  # validates the name, creates if new
@@ -186,7 +183,7 @@ async def _store_and_ingest(
                 job_id = await run_in_threadpool(queue.enqueue, collection=name, files=[file])
             except QueueUnavailable:
                 # not queued: keep nothing
-                await run_in_threadpool(_forget, parts.ingestor, stored[len(jobs) :], holder)
+                await run_in_threadpool(_forget, originals, stored[len(jobs) :])
                 raise
             jobs.append({"id": job_id, "name": file.name, "status": "queued", "status_url": f"/v1/jobs/{job_id}"})
             await run_in_threadpool(
@@ -203,7 +200,7 @@ async def _store_and_ingest(
         parts.ingestor.ingest_items, items, collection=name, max_chunks=settings.max_chunks_per_request
     )
     failed = {f.path for f in report.failures}
-    await run_in_threadpool(_forget, parts.ingestor, [f for f in stored if f.name in failed], holder)
+    await run_in_threadpool(_forget, originals, [f for f in stored if f.name in failed])
     await run_in_threadpool(_audit_upload, caller, name, report)
     result = UploadResult(
         collection=name,
@@ -218,17 +215,10 @@ async def _store_and_ingest(
     return JSONResponse(result.model_dump(), status_code=422 if report.failed == len(files) else 200)
 
 
-def _forget(ingestor: Ingestor, stored: list[JobFile], holder: str) -> None:
+def _forget(originals: Originals, stored: list[JobFile]) -> None:
     """A refused upload keeps nothing: originals already stored for it go unless something else uses them."""
     for file in stored:
-        ingestor.blobs.unpin(file.blob, holder)
-        ingestor.release_quietly(file.blob)
-
-
-def _unpin_all(ingestor: Ingestor, holder: str, digests: set[str]) -> None:
-    """The request is over: its files are held by their documents or their jobs now, or are gone."""
-    for digest in digests:
-        ingestor.blobs.unpin(digest, holder)
+        originals.release(file.blob)
 
 
 def _record(caller: Caller, action: str, collection: str, document_id: str, detail: dict[str, Any]) -> None:
