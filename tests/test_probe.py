@@ -223,12 +223,6 @@ UNPARSEABLE_BODIES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a body the JSON parser gives up on (invalid UTF-8, nesting past the recursion limit) gets "
-    "FastAPI's own 400 {'detail': 'There was an error parsing the body'}, without code or request_id in the "
-    "body (the X-Request-ID header is there); the fix is one handler in server/http_errors.py",
-)
 @pytest.mark.parametrize("name", list(UNPARSEABLE_BODIES))
 def test_a_body_the_parser_gives_up_on_gets_the_one_error_body(live: Live, name: str) -> None:
     with live.client("read") as client:

@@ -167,6 +167,19 @@ class TestErrors:
         response = client.post("/v1/query", content=b"{not json", headers={"content-type": "application/json"})
         assert response.status_code == 422 and "JSON" in response.json()["error"]
 
+    def test_a_body_the_parser_gives_up_on_gets_the_one_error_shape(self, client: TestClient) -> None:
+        response = client.post(
+            "/v1/query", content=b'{"question": "\xff"}', headers={"content-type": "application/json"}
+        )
+        body = response.json()
+        assert response.status_code == 400 and body["code"] == "bad_request" and "JSON" in body["error"]
+        assert body["request_id"] == response.headers["x-request-id"]
+
+    def test_an_unknown_route_gets_the_one_error_shape(self, client: TestClient) -> None:
+        response = client.get("/v1/nowhere")
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+
     def test_stream_on_unknown_collection_fails_before_streaming(self, client: TestClient) -> None:
         response = client.post("/v1/query", json={"question": "x", "collection": "nope", "stream": True})
         assert response.status_code == 404

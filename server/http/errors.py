@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest.blobs import BlobNotFound
 from ingest.errors import CollectionNotFound, DocumentNotFound, EmbeddingModelError, InvalidCollectionName, RagkbError
@@ -148,8 +149,23 @@ async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, f"invalid request: {where}: {first['msg']}", "validation", detail)
 
 
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """The framework's own errors (a body the JSON parser gives up on, an unknown route or method) in the one
+    error shape, with a code and the request id."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    message = str(exc.detail) if exc.detail else code.replace("_", " ")
+    if exc.status_code == 400 and "parsing the body" in message:
+        message = "the request body is not valid JSON (or not UTF-8, or nested too deeply)"
+    return error_response(exc.status_code, message, code, headers=dict(exc.headers or {}) or None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error_type, (status, code) in ERROR_STATUS.items():
         app.add_exception_handler(error_type, _reply_with(status, code, PRIVATE_MESSAGES.get(error_type)))
     app.add_exception_handler(CollectionNotFound, _collection_not_found)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
