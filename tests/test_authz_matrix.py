@@ -136,10 +136,20 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/ui/collections/{name}/documents"): Case(
         "read", _none, path=f"/v1/ui/collections/{TARGET}/documents", collection=True
     ),
-    # the OpenAI door (its errors in OpenAI's shape, `code` inside `error`)
+    # the OpenAI door (its errors in OpenAI's shape, `code` inside `error`) and stored conversations
     ("GET", "/v1/models"): Case("read", _none),
     ("POST", "/v1/chat/completions"): Case(
         "read", _json({"model": f"ragkb:{OTHER}", "messages": [{"role": "user", "content": "What is elsewhere?"}]})
+    ),
+    ("POST", "/v1/conversations"): Case("read", _json({"collection": TARGET}), 201, collection=True),
+    ("GET", "/v1/conversations/{conversation_id}"): Case(
+        "read", _none, 404, "conversation_not_found", path="/v1/conversations/nope"
+    ),
+    ("DELETE", "/v1/conversations/{conversation_id}"): Case(
+        "read", _none, 404, "conversation_not_found", path="/v1/conversations/nope"
+    ),
+    ("POST", "/v1/conversations/{conversation_id}/messages"): Case(
+        "read", _json({"question": "And?"}), 404, "conversation_not_found", path="/v1/conversations/nope/messages"
     ),
     ("GET", "/v1/keys"): Case("admin", _none),
     ("POST", "/v1/keys"): Case("admin", _new_key, 201),

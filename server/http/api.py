@@ -22,7 +22,7 @@ from ..web import router as web_router
 from .components import Components
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .observability import BodySizeLimit, RequestContextMiddleware
-from .routes import admin, answers, collections, jobs, openai, ops, query, reindex, reviews
+from .routes import admin, answers, collections, conversations, jobs, openai, ops, query, reindex, reviews
 
 
 def create_app(settings: Settings | None = None, service: QueryService | None = None) -> FastAPI:
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
             expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
     install_error_handlers(app)
-    for module in (ops, query, answers, reviews, collections, jobs, admin, reindex, openai):
+    for module in (ops, query, answers, reviews, collections, jobs, admin, reindex, openai, conversations):
         app.include_router(module.router)
     app.include_router(web_router)  # the web page for people (server/web/, docs/web.md)
     return app
