@@ -21,7 +21,7 @@ from typing import Any
 from ingest.errors import RagkbError
 from ingest.pipeline import Ingestor
 from server.answering.entry import Answerer, Asker, Held
-from server.answering.followup import Turn, standalone_question
+from server.answering.followup import FollowUps, Turn
 from server.answering.service import QueryService
 from server.schemas import QueryResponse
 
@@ -55,6 +55,7 @@ class FollowUp:
     turn: int
     question: str
     asked: str  # the standalone question retrieval was made for
+    how: str  # rule, llm, llm_fallback (the rule after an unusable reply), as_asked
     answerable: bool
     right_page: bool
     answer_found: bool
@@ -91,10 +92,12 @@ def read_conversations(path: Path, *, half: str | None = None) -> list[Conversat
     return found
 
 
-def judge(conversation: str, number: int, turn: ConversationTurn, asked: str, reply: QueryResponse | Held) -> FollowUp:
+def judge(
+    conversation: str, number: int, turn: ConversationTurn, asked: str, how: str, reply: QueryResponse | Held
+) -> FollowUp:
     answerable = turn.answer is not None
     if isinstance(reply, Held):
-        return FollowUp(conversation, number, turn.question, asked, answerable, False, False, False, True, [])
+        return FollowUp(conversation, number, turn.question, asked, how, answerable, False, False, False, True, [])
     right_page = any(_file(c.source) == turn.source and c.page == turn.page for c in reply.citations)
     found = turn.answer is not None and normalized(turn.answer) in normalized(reply.answer)
     return FollowUp(
@@ -102,6 +105,7 @@ def judge(conversation: str, number: int, turn: ConversationTurn, asked: str, re
         turn=number,
         question=turn.question,
         asked=asked,
+        how=how,
         answerable=answerable,
         right_page=right_page and not reply.abstained,
         answer_found=found and not reply.abstained,
@@ -134,13 +138,18 @@ async def _converse(
     for conversation in conversations:
         history: list[Turn] = []
         for number, turn in enumerate(conversation.turns, start=1):
-            asked = standalone_question(history, turn.question) if rewrite else turn.question
-            query = answerer.query(asked, collection=collection)
             request_id = f"conv-{conversation.id}-{number}-{time.perf_counter():.6f}"
+            how: str
+            if rewrite:
+                made = await FollowUps.of(answerer.service).standalone(history, turn.question, request_id)
+                asked, how = made.question, made.how
+            else:
+                asked, how = turn.question, "as_asked"
+            query = answerer.query(asked, collection=collection)
             reply = await answerer.answer(query, asker=Asker(request_id=request_id))
             history.append(Turn(asked, "" if isinstance(reply, Held) else reply.answer))
             if number > 1:
-                follow_ups.append(judge(conversation.id, number, turn, asked, reply))
+                follow_ups.append(judge(conversation.id, number, turn, asked, how, reply))
     return follow_ups
 
 

@@ -6,23 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from eval.conversations import ConversationSetError, evaluate_conversations, read_conversations
-from ingest.config import get_settings
+from ingest.config import Settings, get_settings
 from ragkb.cli import app
 from server.answering.entry import Answerer
-from server.answering.followup import Turn, standalone_question
+from server.answering.followup import FollowUps, Standalone, Turn, standalone_question
+from server.answering.providers import OpenAIProvider
 from server.answering.service import QueryService
 from server.http.api import create_app
 
 from .browser import LiveServer
+from .servers import LlamaCppServer, smollm2_gguf
 
 runner = CliRunner()
 
@@ -194,3 +197,66 @@ def test_eval_conversations_scores_follow_ups(cli_env: Path, tmp_path: Path, doc
         read_conversations(bad)
     with pytest.raises(ConversationSetError, match="no conversations in half 'nope'"):
         read_conversations(path, half="nope")
+
+
+# -- with an LLM: the versioned prompt, its reply checked, the rule when the reply or the model fails ----------
+
+
+def _llm_service(kb_settings: Path, reply: Callable[[httpx.Request], httpx.Response]) -> QueryService:
+    provider = OpenAIProvider(
+        base_url="http://llm.test/v1", model="m", retries=0, transport=httpx.MockTransport(reply), max_tokens=64
+    )
+    return QueryService(Settings(data_dir=kb_settings), provider=provider)
+
+
+def _completion(text: str) -> httpx.Response:
+    return httpx.Response(200, json={"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+
+
+HISTORY = [Turn("How many votes did Neel Kashkari get in the Acton precinct?", "NEEL KASHKARI 247 [1]")]
+
+
+def test_an_llm_rewrites_with_the_followup_prompt(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def llm(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return _completion("Standalone question: How many votes did Edmund G Brown get in the Acton precinct?\n")
+
+    service = _llm_service(tmp_path, llm)
+    made = asyncio.run(FollowUps(service).standalone(HISTORY, "And Edmund G Brown?"))
+    assert made == Standalone("How many votes did Edmund G Brown get in the Acton precinct?", "llm")
+    user = seen[0]["messages"][-1]["content"]
+    assert "Q: How many votes did Neel Kashkari" in user and "A: NEEL KASHKARI 247" in user
+    assert "Last question: And Edmund G Brown?" in user
+    assert asyncio.run(FollowUps(service).standalone([], "  First?  ")) == Standalone("First?", "first")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        lambda _: _completion(""),  # nothing
+        lambda _: _completion("x" * 2000),  # not a question
+        lambda _: httpx.Response(500, json={"error": "boom"}),  # the model fails
+    ],
+)
+def test_an_unusable_llm_reply_falls_back_to_the_rule(
+    tmp_path: Path, reply: Callable[[httpx.Request], httpx.Response]
+) -> None:
+    made = asyncio.run(FollowUps(_llm_service(tmp_path, reply)).standalone(HISTORY, "And Edmund G Brown?"))
+    assert made == Standalone("How many votes did Edmund G Brown get in the Acton precinct?", "llm_fallback")
+
+
+def test_the_extractive_provider_uses_the_rule(tmp_path: Path) -> None:
+    service = QueryService(Settings(data_dir=tmp_path))
+    made = asyncio.run(FollowUps.of(service).standalone(HISTORY, "And Edmund G Brown?"))
+    assert made.how == "rule" and FollowUps.of(service) is FollowUps.of(service)
+
+
+@pytest.mark.slow
+def test_the_local_llama_cpp_model_rewrites_a_follow_up(tmp_path: Path) -> None:
+    with LlamaCppServer(smollm2_gguf()) as base_url:
+        provider = OpenAIProvider(base_url=base_url, model="smollm2", max_tokens=48, timeout=120, retries=0)
+        service = QueryService(Settings(data_dir=tmp_path), provider=provider)
+        made = asyncio.run(FollowUps(service).standalone(HISTORY, "And Edmund G Brown?"))
+    assert made.how in ("llm", "llm_fallback") and made.question.strip()

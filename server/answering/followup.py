@@ -12,12 +12,34 @@ provider's way; docs/doors.md has the method and its figures):
    and when it has none the previous question follows in brackets, so retrieval keeps its subject.
 
 The previous *standalone* question is used, so a chain of follow-ups keeps its subject.
+
+With an LLM provider, `FollowUps.standalone` asks the model instead (`prompts/followup.md`): the reply must be
+one question; anything else, an LLM error or an open circuit breaker falls back to the rule. Each rewrite is
+counted by how it was made (`ragkb_followups_total{how}`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import weakref
 from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import Counter
+
+from .prompting import load_template
+from .providers.base import GenerationRequest, LLMError
+from .providers.extractive import ExtractiveProvider
+from .service import QueryService
+
+log = logging.getLogger("ragkb.followup")
+FOLLOWUPS = Counter(
+    "ragkb_followups", "Questions asked after an earlier turn, by how they were made standalone.", ["how"]
+)
+HISTORY_TURNS = 3  # earlier turns shown to the model
+ANSWER_CHARS = 300  # of each earlier answer
+How = Literal["first", "rule", "llm", "llm_fallback"]
 
 MONTHS = {
     "january",
@@ -189,3 +211,66 @@ def _resolve_pronouns(previous: str, question: str) -> str:
             replacement = f"{referent}'s" if first.re is POSSESSIVE else referent
             return question[: first.start()] + replacement + question[first.end() :]
     return f"{question.rstrip()} ({previous.rstrip()})"
+
+
+@dataclass(frozen=True, slots=True)
+class Standalone:
+    question: str
+    how: How
+
+
+class FollowUps:
+    """Makes follow-ups standalone for one query service: the rule (extractive provider), or the model."""
+
+    def __init__(self, service: QueryService) -> None:
+        self.service = service
+        extractive = isinstance(service.provider, ExtractiveProvider)
+        self.template = None if extractive else load_template("followup")
+
+    @classmethod
+    def of(cls, service: QueryService) -> FollowUps:
+        """The one instance for `service` (made on first use)."""
+        found = _INSTANCES.get(service)
+        if found is None:
+            found = _INSTANCES[service] = cls(service)
+        return found
+
+    async def standalone(self, history: list[Turn], question: str, request_id: str = "-") -> Standalone:
+        if not history:
+            return Standalone(question.strip(), "first")
+        rule = standalone_question(history, question)
+        if self.template is None or not self.service.breaker.allows():
+            FOLLOWUPS.labels(how="rule").inc()
+            return Standalone(rule, "rule")
+        shown = "\n".join(
+            f"Q: {turn.question}\nA: {' '.join(turn.answer.split())[:ANSWER_CHARS]}"
+            for turn in history[-HISTORY_TURNS:]
+        )
+        prompt = self.template.render(history=shown, question=question.strip())
+        try:
+            generation = await self.service.provider.generate(
+                GenerationRequest(question=question, prompt=prompt, contexts=[])
+            )
+            rewritten = _one_question(generation.text, question)
+        except LLMError as exc:
+            log.warning("follow-up rewrite failed, using the rule: %s", exc, extra={"request_id": request_id})
+            rewritten = None
+        if rewritten is None:
+            FOLLOWUPS.labels(how="llm_fallback").inc()
+            return Standalone(rule, "llm_fallback")
+        FOLLOWUPS.labels(how="llm").inc()
+        return Standalone(rewritten, "llm")
+
+
+_INSTANCES: weakref.WeakKeyDictionary[QueryService, FollowUps] = weakref.WeakKeyDictionary()
+
+
+def _one_question(reply: str, question: str) -> str | None:
+    """The model's reply as one question, or None when it is not one (empty, prose, far too long)."""
+    lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    text = re.sub(r"^(?:standalone question|question|q)\s*:\s*", "", lines[0], flags=re.I).strip().strip("\"'")
+    if not text or len(text) > max(300, 4 * len(question)) or len(text.split()) < 2:
+        return None
+    return text

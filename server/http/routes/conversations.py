@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from ingest.errors import CollectionNotFound
 
 from ...answering.entry import Asker, Held, Mode
-from ...answering.followup import Turn, standalone_question
+from ...answering.followup import FollowUps, Turn
 from ...review.schemas import HeldAnswer
 from ...schemas import Citation, QueryResponse
 from ...state.conversations import ConversationStore, StoredConversation
@@ -114,8 +114,9 @@ async def ask(conversation_id: str, body: MessageIn, answerer: AnswererDep, call
     stored = await run_in_threadpool(store.get, conversation_id, caller.key_name)
     collection = caller.collection(stored.record.collection)  # the key may have lost the collection since
     history = [Turn(m.standalone_question, m.answer) for m in stored.messages]
-    asked = answerer.query(standalone_question(history, body.question), collection=collection)
     request_id = request_id_var.get()
+    standalone = await FollowUps.of(answerer.service).standalone(history, body.question, request_id)
+    asked = answerer.query(standalone.question, collection=collection)
     reply = await answerer.ask(asked, mode=Mode(stored.record.mode), asker=Asker(caller.key_name, request_id))
     if isinstance(reply, Held):
         message = await run_in_threadpool(

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from ingest.errors import CollectionNotFound, RagkbError
 
 from ...answering.entry import Answering, Asker, Held, Mode
-from ...answering.followup import Turn, standalone_question
+from ...answering.followup import FollowUps, Turn
 from ...answering.service import Done, Failure, Token
 from ...metrics import ERRORS
 from ...schemas import Citation, QueryResponse
@@ -190,8 +190,8 @@ async def chat_completions(body: ChatCompletionRequest, answerer: AnswererDep, c
     end with a chunk carrying `finish_reason`, `ragkb_citations` and `ragkb`, then `data: [DONE]`."""
     collection, mode = parse_model(body.model, caller)
     history, question = conversation_of(body)
-    asked_question = standalone_question(history, question)
     request_id = request_id_var.get()
+    asked_question = (await FollowUps.of(answerer.service).standalone(history, question, request_id)).question
     asked = answerer.query(asked_question, collection=collection)
     reply = await answerer.ask(asked, mode=mode, asker=Asker(caller.key_name, request_id))
     in_text = caller.parts.settings.openai_sources_in_text
