@@ -240,6 +240,9 @@ def conversations(
     ] = None,
     include: Annotated[list[str] | None, typer.Option(help="Glob of documents to ingest [default: *.pdf].")] = None,
     collection: Annotated[str, typer.Option(help="Collection the documents are ingested into.")] = "eval-conv",
+    as_asked: Annotated[
+        bool, typer.Option(help="Also ask the follow-ups as they are, for comparison (a second pass).")
+    ] = True,
     out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
         "reports/conversations.json"
     ),
@@ -254,7 +257,7 @@ def conversations(
     try:
         report = evaluate_conversations(
             QueryService(), conversation_set, documents, half=half, collection=collection, include=include,
-            on_pass=lambda name: err.print(f"asking every turn ({name})"),
+            on_pass=lambda name: err.print(f"asking every turn ({name})"), as_asked=as_asked,
         )  # fmt: skip
     except RagkbError as exc:
         err.print(f"[red]error:[/red] {exc}")

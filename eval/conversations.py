@@ -162,6 +162,7 @@ def evaluate_conversations(
     collection: str = "eval-conversations",
     include: list[str] | None = None,
     on_pass: Callable[[str], None] | None = None,
+    as_asked: bool = True,
 ) -> dict[str, Any]:
     """Ingest the documents, hold every conversation twice (follow-ups made standalone, and asked as they
     are), cache bypassed, and score the follow-ups."""
@@ -178,7 +179,7 @@ def evaluate_conversations(
 
     async def run() -> None:
         try:
-            for name, rewrite in (("standalone", True), ("as_asked", False)):
+            for name, rewrite in (("standalone", True), ("as_asked", False))[: 2 if as_asked else 1]:
                 if on_pass:
                     on_pass(name)
                 service.cache.clear()
@@ -198,18 +199,20 @@ def evaluate_conversations(
         "num_follow_ups": len(follow_ups),
         "num_answerable": sum(f.answerable for f in follow_ups),
         "metrics": score(follow_ups),
-        "as_asked": score(runs["as_asked"]),
+        "as_asked": score(runs["as_asked"]) if as_asked else None,
+        "rewrites": {how: sum(f.how == how for f in follow_ups) for how in sorted({f.how for f in follow_ups})},
         "follow_ups": [asdict(f) for f in follow_ups],
     }
 
 
 def markdown_summary(report: dict[str, Any]) -> str:
+    baseline = report.get("as_asked")
     rows = ["| follow-ups | standalone (rewritten) | as asked |", "| --- | --- | --- |"]
     for name, value in report["metrics"].items():
-        rows.append(f"| {name} | {value:.3f} | {report['as_asked'][name]:.3f} |")
+        rows.append(f"| {name} | {value:.3f} | {baseline[name]:.3f} |" if baseline else f"| {name} | {value:.3f} | - |")
     head = (
         f"{report['dataset']} ({report['split']}): {report['num_conversations']} conversations, "
         f"{report['num_follow_ups']} follow-ups ({report['num_answerable']} answerable), provider "
-        f"{report.get('provider', '?')}"
+        f"{report.get('provider', '?')} {report.get('model', '')}; rewrites: {report.get('rewrites', {})}"
     )
     return head + "\n\n" + "\n".join(rows)

@@ -32,16 +32,20 @@ class McpHttp:
 
     def __init__(self, parts: Callable[[], Components | None]) -> None:
         self.parts = parts
-        self.server = build_server(self._resolve)
+        self.app: StreamableHTTPASGIApp | None = None  # made by each `running()`: a session manager runs once
+
+    def _build(self) -> StreamableHTTPASGIApp:
+        server = build_server(self._resolve)
         # The key check below guards every request, so the SDK's DNS-rebinding check (loopback Host headers only)
         # is left off: it would refuse a server reached by its LAN name.
-        self.server.streamable_http_app(
+        server.streamable_http_app(
             streamable_http_path=PATH,
             stateless_http=True,
             json_response=True,
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
-        self.app = StreamableHTTPASGIApp(self.server.session_manager)
+        self.manager = server.session_manager
+        return StreamableHTTPASGIApp(server.session_manager)
 
     def _components(self) -> Components:
         found = self.parts()
@@ -55,8 +59,13 @@ class McpHttp:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        async with self.server.session_manager.run():
-            yield
+        app = self._build()
+        async with self.manager.run():
+            self.app = app
+            try:
+                yield
+            finally:
+                self.app = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -68,5 +77,9 @@ class McpHttp:
         except RagkbError as exc:
             status, code = next((ERROR_STATUS[k] for k in type(exc).__mro__ if k in ERROR_STATUS), (400, "bad_request"))
             await error_response(status, str(exc), code, headers=_headers_for(exc))(scope, receive, send)
+            return
+        if self.app is None:
+            error = StoreUnavailable("the server is still starting; try again in a moment")
+            await error_response(503, str(error), "store_unavailable")(scope, receive, send)
             return
         await self.app(scope, receive, send)
