@@ -218,3 +218,14 @@ def test_sources_list_off(cli_env: Path, tmp_path: Path, shared_pdfs: Path, monk
 
 def _auth(live: Live) -> dict[str, str]:
     return {"Authorization": f"Bearer {live.tokens['asker']}"}
+
+
+def test_openapi_documents_the_doors(live: Live) -> None:
+    spec = httpx.get(f"{live.url}/openapi.json").json()
+    for path in ("/v1/models", "/v1/chat/completions", "/v1/conversations", "/v1/conversations/{conversation_id}"):
+        assert path in spec["paths"], path
+    schemas = spec["components"]["schemas"]
+    assert "ragkb_citations" in schemas["AssistantMessage"]["properties"]
+    assert "standalone_question" in schemas["QueryResponse"]["properties"]
+    errors = spec["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert errors["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/OpenAIErrorBody")
