@@ -188,6 +188,7 @@ def test_errors_have_openai_shape(live: Live) -> None:
     raw = httpx.post(f"{live.url}/v1/chat/completions", json={"model": "ragkb:docs"}, headers=_auth(live))
     assert raw.status_code == 400
     assert set(raw.json()["error"]) == {"message", "type", "code", "param"}
+    assert raw.json()["request_id"] == raw.headers["X-Request-ID"]
     assert "messages" in raw.json()["error"]["message"]
     own = httpx.post(f"{live.url}/v1/query", json={}, headers=_auth(live))
     assert own.status_code == 422 and own.json()["code"] == "validation"
