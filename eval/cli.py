@@ -243,6 +243,9 @@ def conversations(
     as_asked: Annotated[
         bool, typer.Option(help="Also ask the follow-ups as they are, for comparison (a second pass).")
     ] = True,
+    retrieval_only: Annotated[
+        bool, typer.Option(help="Rewrite and retrieve only (no answers): the right page among the retrieved chunks.")
+    ] = False,
     out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
         "reports/conversations.json"
     ),
@@ -258,6 +261,7 @@ def conversations(
         report = evaluate_conversations(
             QueryService(), conversation_set, documents, half=half, collection=collection, include=include,
             on_pass=lambda name: err.print(f"asking every turn ({name})"), as_asked=as_asked,
+            answers=not retrieval_only,
         )  # fmt: skip
     except RagkbError as exc:
         err.print(f"[red]error:[/red] {exc}")

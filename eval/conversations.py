@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from ingest.errors import RagkbError
 from ingest.pipeline import Ingestor
 from server.answering.entry import Answerer, Asker, Held
@@ -62,6 +64,7 @@ class FollowUp:
     abstained: bool
     held: bool
     cited: list[str]
+    retrieved: bool = False  # the right page is among the chunks retrieved for `asked` (before any answer)
 
 
 def read_conversations(path: Path, *, half: str | None = None) -> list[Conversation]:
@@ -93,11 +96,22 @@ def read_conversations(path: Path, *, half: str | None = None) -> list[Conversat
 
 
 def judge(
-    conversation: str, number: int, turn: ConversationTurn, asked: str, how: str, reply: QueryResponse | Held
+    conversation: str,
+    number: int,
+    turn: ConversationTurn,
+    asked: str,
+    how: str,
+    reply: QueryResponse | Held | None,
+    retrieved: list[tuple[str, int | None]],
 ) -> FollowUp:
+    """`reply` None: retrieval only (no answer was asked for)."""
     answerable = turn.answer is not None
-    if isinstance(reply, Held):
-        return FollowUp(conversation, number, turn.question, asked, how, answerable, False, False, False, True, [])
+    in_retrieved = answerable and (turn.source, turn.page) in retrieved
+    if reply is None or isinstance(reply, Held):
+        held = reply is not None
+        return FollowUp(
+            conversation, number, turn.question, asked, how, answerable, False, False, False, held, [], in_retrieved
+        )
     right_page = any(_file(c.source) == turn.source and c.page == turn.page for c in reply.citations)
     found = turn.answer is not None and normalized(turn.answer) in normalized(reply.answer)
     return FollowUp(
@@ -112,6 +126,7 @@ def judge(
         abstained=reply.abstained,
         held=False,
         cited=[f"{_file(c.source)}#{c.page}" for c in reply.citations],
+        retrieved=in_retrieved,
     )
 
 
@@ -119,20 +134,24 @@ def _share(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 4) if denominator else 0.0
 
 
-def score(follow_ups: Sequence[FollowUp]) -> dict[str, float]:
+def score(follow_ups: Sequence[FollowUp], *, answers: bool = True) -> dict[str, float]:
     answerable = [f for f in follow_ups if f.answerable]
     unanswerable = [f for f in follow_ups if not f.answerable]
+    retrieved = {"right_page_retrieved": _share(sum(f.retrieved for f in answerable), len(answerable))}
+    if not answers:
+        return retrieved
     return {
         "right_page": _share(sum(f.right_page for f in answerable), len(answerable)),
         "answer_found": _share(sum(f.answer_found for f in answerable), len(answerable)),
         "right_page_and_answer": _share(sum(f.right_page and f.answer_found for f in answerable), len(answerable)),
         "abstention_recall": _share(sum(f.abstained for f in unanswerable), len(unanswerable)),
         "false_abstention": _share(sum(f.abstained for f in answerable), len(answerable)),
+        **retrieved,
     }
 
 
 async def _converse(
-    answerer: Answerer, conversations: Sequence[Conversation], collection: str, rewrite: bool
+    answerer: Answerer, conversations: Sequence[Conversation], collection: str, rewrite: bool, answers: bool
 ) -> list[FollowUp]:
     follow_ups = []
     for conversation in conversations:
@@ -146,10 +165,12 @@ async def _converse(
             else:
                 asked, how = turn.question, "as_asked"
             query = answerer.query(asked, collection=collection)
-            reply = await answerer.answer(query, asker=Asker(request_id=request_id))
-            history.append(Turn(asked, "" if isinstance(reply, Held) else reply.answer))
+            reply = await answerer.answer(query, asker=Asker(request_id=request_id)) if answers else None
+            history.append(Turn(asked, reply.answer if isinstance(reply, QueryResponse) else ""))
             if number > 1:
-                follow_ups.append(judge(conversation.id, number, turn, asked, how, reply))
+                found = await run_in_threadpool(answerer.service.retrieve, query)
+                pages = [(_file(c.provenance().display_source), c.provenance().page) for c in found.chunks]
+                follow_ups.append(judge(conversation.id, number, turn, asked, how, reply, pages))
     return follow_ups
 
 
@@ -163,6 +184,7 @@ def evaluate_conversations(
     include: list[str] | None = None,
     on_pass: Callable[[str], None] | None = None,
     as_asked: bool = True,
+    answers: bool = True,
 ) -> dict[str, Any]:
     """Ingest the documents, hold every conversation twice (follow-ups made standalone, and asked as they
     are), cache bypassed, and score the follow-ups."""
@@ -183,7 +205,7 @@ def evaluate_conversations(
                 if on_pass:
                     on_pass(name)
                 service.cache.clear()
-                runs[name] = await _converse(answerer, conversations, collection, rewrite)
+                runs[name] = await _converse(answerer, conversations, collection, rewrite, answers)
         finally:
             await answerer.aclose()
 
@@ -198,8 +220,9 @@ def evaluate_conversations(
         "num_conversations": len(conversations),
         "num_follow_ups": len(follow_ups),
         "num_answerable": sum(f.answerable for f in follow_ups),
-        "metrics": score(follow_ups),
-        "as_asked": score(runs["as_asked"]) if as_asked else None,
+        "answers": answers,
+        "metrics": score(follow_ups, answers=answers),
+        "as_asked": score(runs["as_asked"], answers=answers) if as_asked else None,
         "rewrites": {how: sum(f.how == how for f in follow_ups) for how in sorted({f.how for f in follow_ups})},
         "follow_ups": [asdict(f) for f in follow_ups],
     }

@@ -187,6 +187,10 @@ def test_eval_conversations_scores_follow_ups(cli_env: Path, tmp_path: Path, doc
     assert report["metrics"]["right_page"] == 1.0 and report["metrics"]["answer_found"] == 1.0
     assert report["follow_ups"][0]["asked"] != "And who patented it?"
     assert set(report["as_asked"]) == set(report["metrics"])
+    assert report["metrics"]["right_page_retrieved"] == 1.0 and report["follow_ups"][0]["retrieved"]
+    assert report["rewrites"] == {"rule": 1}
+    quick = evaluate_conversations(QueryService(get_settings()), path, [docs], half="check", answers=False)
+    assert set(quick["metrics"]) == {"right_page_retrieved"} and quick["num_answerable"] == 0
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "turns": [{"question": "one turn"}]}\n')
@@ -238,6 +242,7 @@ def test_an_llm_rewrites_with_the_followup_prompt(tmp_path: Path) -> None:
         lambda _: _completion(""),  # nothing
         lambda _: _completion("x" * 2000),  # not a question
         lambda _: httpx.Response(500, json={"error": "boom"}),  # the model fails
+        lambda _: _completion("How many votes did Neel Kashkari get?"),  # drops what the follow-up names
     ],
 )
 def test_an_unusable_llm_reply_falls_back_to_the_rule(

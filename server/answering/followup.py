@@ -266,11 +266,20 @@ _INSTANCES: weakref.WeakKeyDictionary[QueryService, FollowUps] = weakref.WeakKey
 
 
 def _one_question(reply: str, question: str) -> str | None:
-    """The model's reply as one question, or None when it is not one (empty, prose, far too long)."""
+    """The model's reply as one question, or None when it is not one (empty, prose, far too long) or drops
+    what the follow-up itself names ("And the stabilizer wiring change?" must keep "stabilizer wiring change")."""
     lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
     if not lines:
         return None
     text = re.sub(r"^(?:standalone question|question|q)\s*:\s*", "", lines[0], flags=re.I).strip().strip("\"'")
     if not text or len(text) > max(300, 4 * len(question)) or len(text.split()) < 2:
         return None
+    kept = {_stem(w) for w in WORD.findall(text)}
+    own = [_stem(w) for w in WORD.findall(question) if w.lower() not in IGNORED]
+    if any(word not in kept for word in own if word):
+        return None
     return text
+
+
+# words a rewrite may drop or replace: question words, pronouns, the glue of an elliptical follow-up
+IGNORED = QUESTION_WORDS | PRONOUNS | POSSESSIVES | PREPOSITIONS | {"about", "what's", "one", "other", "also", "same"}
