@@ -225,3 +225,45 @@ def qa(
             err.print(f"[red]error:[/red] cannot read the baseline: {exc}")
             raise typer.Exit(2) from None
         _gate(base, report, max_drop, QA_HEADLINE)
+
+
+@eval_app.command("conversations")
+def conversations(
+    conversation_set: Annotated[
+        Path, typer.Argument(help="JSONL: {id, split, turns: [{question, answer|null, source, page}]} per line.")
+    ],
+    documents: Annotated[
+        list[Path], typer.Option("--documents", "-d", help="Folder or file holding the documents (repeatable).")
+    ],
+    half: Annotated[
+        str | None, typer.Option(help="Only conversations whose `split` is this (tune or check); all when omitted.")
+    ] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Glob of documents to ingest [default: *.pdf].")] = None,
+    collection: Annotated[str, typer.Option(help="Collection the documents are ingested into.")] = "eval-conv",
+    as_asked: Annotated[
+        bool, typer.Option(help="Also ask the follow-ups as they are, for comparison (a second pass).")
+    ] = True,
+    retrieval_only: Annotated[
+        bool, typer.Option(help="Rewrite and retrieve only (no answers): the right page among the retrieved chunks.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
+        "reports/conversations.json"
+    ),
+) -> None:
+    """Follow-ups in conversations: each made standalone from the earlier turns, then scored for the right page
+    cited and the answer string found; the same follow-ups asked as they are, beside them."""
+    from server.answering.service import QueryService
+
+    from .conversations import evaluate_conversations
+    from .conversations import markdown_summary as conversation_summary
+
+    try:
+        report = evaluate_conversations(
+            QueryService(), conversation_set, documents, half=half, collection=collection, include=include,
+            on_pass=lambda name: err.print(f"asking every turn ({name})"), as_asked=as_asked,
+            answers=not retrieval_only,
+        )  # fmt: skip
+    except RagkbError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _write_report(out, report, conversation_summary(report))

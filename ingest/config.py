@@ -162,6 +162,11 @@ class Settings(BaseSettings):
         300.0, gt=0, le=3600, description="How long GET /v1/answers/{id}/events waits for a decision before ending."
     )
 
+    openai_sources_in_text: bool = Field(
+        True,
+        description="POST /v1/chat/completions appends a 'Sources:' list to the answer text (the citations are "
+        "also in the message's ragkb_citations field).",
+    )
     llm_provider: str = Field("extractive", description="extractive (offline, default) or openai.")
     llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible API base URL.")
     llm_model: str = Field("local", description="Model name sent to the OpenAI-compatible API.")

@@ -201,6 +201,10 @@ class QueryResponse(BaseModel):
         "answer to the same or a similar question, or this question's own approved review.",
     )
     curated: CuratedInfo | None = Field(None, description="Who approved the answer and when (curated/reviewed).")
+    standalone_question: str | None = Field(
+        None,
+        description="In a conversation: the follow-up made standalone from the earlier turns, as retrieval saw it.",
+    )
 
 
 class JobsQueued(BaseModel):

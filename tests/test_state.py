@@ -74,16 +74,16 @@ def test_migrations_run_from_empty_to_head_and_back(db_url: str) -> None:
     try:
         assert db.current_revision() is None
         db.migrate()
-        assert db.current_revision() == StateDB.head_revision() == "0002"
+        assert db.current_revision() == StateDB.head_revision() == "0003"
         tables = set(sa.inspect(db.engine).get_table_names())
         assert {"api_keys", "audit_records", "alembic_version", "answers", "reviews", "curated_answers"} <= tables
         db.migrate()  # a second start-up finds nothing to do
-        assert db.current_revision() == "0002"
+        assert db.current_revision() == "0003"
         with db.engine.begin() as conn:
             command.downgrade(alembic_config(conn), "base")
         assert not {"api_keys", "audit_records"} & set(sa.inspect(db.engine).get_table_names())
         db.migrate()
-        assert db.current_revision() == "0002"
+        assert db.current_revision() == "0003"
     finally:
         db.dispose()
 

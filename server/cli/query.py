@@ -254,6 +254,37 @@ def ask(
         _print_answer(data)
 
 
+@app.command("mcp")
+def mcp_stdio(
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="RAGKB_API_KEY", help="A key with scope read (needed once any key exists)."),
+    ] = None,
+) -> None:
+    """Serve ragkb's read-only MCP tools over stdio (for Claude Desktop, Cursor, Claude Code; docs/doors.md):
+    search, ask, list_collections, read_passage, get_document_outline, over the collections the key may read.
+    The server's Streamable HTTP endpoint is `/mcp` of `ragkb serve`."""
+    from server.answering.entry import Answerer
+    from server.mcp.tools import Access, NoAccess, StdioParts, build_server, identify
+    from server.state import KeyStore, StateDB
+
+    settings = get_settings()
+    try:
+        state = StateDB.from_settings(settings)
+        state.migrate()
+        keys = KeyStore(state)
+        identify(keys, api_key)  # refuse a bad key at start, not at the first tool call
+        parts = StdioParts(settings, Answerer.open(settings, state=state), keys)
+    except (RagkbError, NoAccess) as exc:
+        raise exit_with_error(str(exc)) from None
+    server = build_server(lambda _ctx: Access(parts, identify(parts.keys, api_key)))
+    try:
+        server.run("stdio")
+    finally:
+        parts.answerer.close()
+        state.dispose()
+
+
 def _cache() -> Any:
     from ..answering.cache import AnswerCache
 

@@ -18,11 +18,13 @@ from starlette.middleware.cors import CORSMiddleware
 from ingest.config import Settings, get_settings
 
 from ..answering.service import QueryService
+from ..mcp.http import PATH as MCP_PATH
+from ..mcp.http import McpHttp
 from ..web import router as web_router
 from .components import Components
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .observability import BodySizeLimit, RequestContextMiddleware
-from .routes import admin, answers, collections, jobs, ops, query, reindex, reviews
+from .routes import admin, answers, collections, conversations, jobs, openai, ops, query, reindex, reviews
 
 
 def create_app(settings: Settings | None = None, service: QueryService | None = None) -> FastAPI:
@@ -32,7 +34,8 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.components = await run_in_threadpool(Components.build, settings, service)
         try:
-            yield
+            async with mcp.running():  # the MCP door's session manager (server/mcp/http.py)
+                yield
         finally:
             app.state.components.close()
             await app.state.components.service.aclose()
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
         openapi_url=None,
     )
     app.state.components = None
+    mcp = McpHttp(lambda: app.state.components)
     app.add_middleware(
         BodySizeLimit, max_upload_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes
     )
@@ -61,7 +65,8 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
             expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
     install_error_handlers(app)
-    for module in (ops, query, answers, reviews, collections, jobs, admin, reindex):
+    for module in (ops, query, answers, reviews, collections, jobs, admin, reindex, openai, conversations):
         app.include_router(module.router)
+    app.add_route(MCP_PATH, mcp, include_in_schema=False)  # type: ignore[arg-type]  # an ASGI app
     app.include_router(web_router)  # the web page for people (server/web/, docs/web.md)
     return app

@@ -41,6 +41,7 @@ from ..review.errors import (
 )
 from ..schemas import ErrorResponse
 from ..state import DuplicateKeyName, InvalidAudit, InvalidKey, InvalidScope, StateUnavailable, UnknownKey
+from ..state.conversations import ConversationFull, ConversationNotFound
 from .auth import Forbidden, RateLimited, Unauthorized
 from .observability import request_id_var
 
@@ -80,6 +81,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     StaleChunk: (409, "stale_chunk"),
     CuratedNotFound: (404, "curated_not_found"),
     CuratedWithdrawn: (409, "curated_withdrawn"),
+    ConversationNotFound: (404, "conversation_not_found"),
+    ConversationFull: (409, "conversation_full"),
     RagkbError: (400, "bad_request"),
 }
 

@@ -202,3 +202,33 @@ class CuratedAnswer(Base):
     approved_at: Mapped[datetime] = mapped_column()
     status: Mapped[str] = mapped_column(sa.String(16), comment="active or withdrawn")
     withdrawn_at: Mapped[datetime | None] = mapped_column()
+
+
+class ConversationRecord(Base):
+    """A stored conversation (`POST /v1/conversations`): the key that owns it and the collection it asks."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    key_name: Mapped[str | None] = mapped_column(sa.String(NAME_LENGTH), index=True, comment="null: an open server")
+    collection: Mapped[str] = mapped_column(sa.String(REF_LENGTH))
+    mode: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConversationMessage(Base):
+    """One turn of a stored conversation: the question as asked, as made standalone, and the answer."""
+
+    __tablename__ = "conversation_messages"
+    __table_args__ = (sa.UniqueConstraint("conversation_id", "n"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("conversations.id", ondelete="CASCADE"))
+    n: Mapped[int] = mapped_column(sa.Integer())
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    question: Mapped[str] = mapped_column(sa.Text())
+    standalone_question: Mapped[str] = mapped_column(sa.Text())
+    answer: Mapped[str] = mapped_column(sa.Text(), comment="empty while the answer is held for review")
+    citations: Mapped[list[Any]] = mapped_column(sa.JSON())
+    request_id: Mapped[str] = mapped_column(sa.String(REF_LENGTH))
+    review_id: Mapped[str | None] = mapped_column(sa.String(36), comment="set when the answer is held")
