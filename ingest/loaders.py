@@ -24,6 +24,7 @@ from .errors import (
     UnsupportedFileType,
 )
 from .models import ExtractedDocument, Section
+from .pdftables import document_tables, rewrite_page
 from .pdftext import clean_pages
 
 Loader = Callable[[bytes, str], ExtractedDocument]
@@ -238,6 +239,8 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
         raise EmptyDocument(f"{name}: the PDF has no pages")
     raw, warnings = _extract_pages(reader, page_count)
     cleaned = clean_pages([page or "" for page in raw])
+    tables = document_tables(data, page_count)  # table rows with their column headers (ingest/pdftables.py)
+    cleaned = [rewrite_page(text, found) for text, found in zip(cleaned, tables, strict=True)]
     parts: list[str] = []
     sections: list[Section] = []
     offset = 0

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest.pdftables import CELL_SEPARATOR, LABEL_SEPARATOR, ROW_SEPARATOR, is_table_row
 from ingest.vectorstore import StoredChunk
 
 from ..lexical import analyze
@@ -225,7 +226,8 @@ class ExtractiveProvider:
         if not selection.picks or (self.abstain_below is not None and selection.confidence < self.abstain_below):
             return NO_ANSWER
         ordered = sorted(selection.picks, key=lambda p: (p.context, p.start))
-        return " ".join(f"{_closed(p.text)} [{p.context}]" for p in ordered)
+        asked = set(analyze([request.question])[0]) - _asking_terms()
+        return " ".join(f"{_closed(table_cells(p.text, asked))} [{p.context}]" for p in ordered)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         return Generation(self.answer(request))
@@ -279,6 +281,31 @@ class ExtractiveProvider:
         vectors[0] = embedded[0]
         vectors[[1 + i for i in shortlist]] = embedded[1:]
         return vectors
+
+
+def table_cells(text: str, asked: set[str]) -> str:
+    """A table row (`ingest.pdftables` writes "Texas — Permit: 21,550; Handgun: 56,941; ...") cut to what the
+    question asks for: the row's label with the cells whose column label best matches the question's terms
+    (and cells whose value the question names, "OTSL"); the whole row when the question names no column.
+    The quote keeps each cell's column label, so "56,941" never stands alone."""
+    if not asked or not is_table_row(text):
+        return text
+    label, separator, rest = text.partition(ROW_SEPARATOR)
+    if not separator:
+        label, rest = "", text
+    cells = rest.split(CELL_SEPARATOR)
+    shares: list[float] = []
+    named: list[bool] = []
+    for cell in cells:
+        column, _, value = cell.rpartition(LABEL_SEPARATOR)
+        terms = set(analyze([column])[0]) if column else set()
+        shares.append(len(terms & asked) / len(terms) if terms else 0.0)
+        named.append(bool(set(analyze([value])[0]) & asked))
+    best = max(shares)
+    if best == 0:
+        return text
+    kept = [cell for cell, share, name in zip(cells, shares, named, strict=True) if share == best or name]
+    return f"{label}{ROW_SEPARATOR}{CELL_SEPARATOR.join(kept)}" if label else CELL_SEPARATOR.join(kept)
 
 
 def _without_heading(source: str, span: Span) -> Span:
