@@ -290,6 +290,8 @@ def table_cells(text: str, asked: set[str]) -> str:
     The quote keeps each cell's column label, so "56,941" never stands alone."""
     if not asked or not is_table_row(text):
         return text
+    if asked & _WHOLE:  # "overall", "altogether", "in total": the row's total
+        asked = asked | _TOTAL
     label, separator, rest = text.partition(ROW_SEPARATOR)
     if not separator:
         label, rest = "", text
@@ -328,6 +330,8 @@ def _options(units: list[_Unit]) -> list[_Option]:
     for i, (first, second) in enumerate(itertools.pairwise(units)):
         if first.chunk is not second.chunk or "sentence" == first.span.kind == second.span.kind:
             continue
+        if is_table_row(first.span.text) or is_table_row(second.span.text):
+            continue  # a row written with its labels is whole; its neighbour is another row
         if first.span.end <= second.span.start and not first.chunk.text[first.span.end : second.span.start].strip():
             text = f"{first.span.text} {second.span.text}"
             options.append(_Option((i, i + 1), first.span.start, second.span.end, text))
@@ -391,6 +395,10 @@ def _pick(unit: _Unit, option: _Option, *, lexical: float, semantic: float, fact
         unit.context, unit.chunk.chunk_id, option.start, option.end, option.text,
         score, lexical, semantic, fact, prior,
     )  # fmt: skip
+
+
+_WHOLE = frozenset(analyze(["overall altogether total totals combined grand sum"])[0])
+_TOTAL = frozenset(analyze(["total"])[0])
 
 
 @functools.cache
