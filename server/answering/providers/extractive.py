@@ -225,9 +225,8 @@ class ExtractiveProvider:
         selection = evidence if isinstance(evidence, Selection) else self.select(request)
         if not selection.picks or (self.abstain_below is not None and selection.confidence < self.abstain_below):
             return NO_ANSWER
-        ordered = sorted(selection.picks, key=lambda p: (p.context, p.start))
-        asked = set(analyze([request.question])[0]) - _asking_terms()
-        return " ".join(f"{_closed(table_cells(p.text, asked))} [{p.context}]" for p in ordered)
+        asked = set(analyze([request.question])[0]) - _asking_terms()  # the answering sentence first
+        return " ".join(f"{_closed(table_cells(p.text, asked))} [{p.context}]" for p in selection.picks)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         return Generation(self.answer(request))
