@@ -41,6 +41,7 @@ from .harness import metrics_table, percentile
 
 QA_HEADLINE = ("right_page_cited", "answer_found", "abstention_precision", "abstention_recall", "citations_supported")
 MODES = ("single", "agent")
+OUTCOMES = ("answered", "low_confidence", "not_found")
 
 
 class QuestionSetError(RagkbError):
@@ -58,6 +59,7 @@ class QAItem:
     split: str = ""
     answers: tuple[str, ...] = ()  # every string a multi-part answer needs (default: `answer`)
     evidence: tuple[Evidence, ...] = ()  # every place it needs (default: `source` and `page`)
+    labels: tuple[str, ...] = ()  # a table cell's row and column labels, which the answer must name too
 
     @property
     def answerable(self) -> bool:
@@ -121,6 +123,7 @@ def read_question_set(path: Path, *, half: str | None = None) -> list[QAItem]:
                 split=str(record.get("split") or ""),
                 answers=tuple(str(a) for a in record.get("answers") or ()),
                 evidence=_evidence(record),
+                labels=tuple(str(label) for label in record.get("labels") or ()),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             message = f"{path}:{number}: expected an object with question/answer/source/page ({exc})"
@@ -163,11 +166,15 @@ class Outcome:
     steps: int = 0  # agent mode: steps taken
     truncated: bool = False
     origin: str = "generated"  # generated, cached, curated, reviewed; "held" when a reviewer must approve it
+    labelled: bool | None = None  # a table cell: its value and every row and column label are in the answer
+    outcome: str = "answered"  # answered, low_confidence or not_found (held: nothing was shown)
 
 
 def judge_held(item: QAItem, ms: float) -> Outcome:
     """A held answer: nothing was shown, so nothing is cited, found or abstained."""
-    return Outcome(item.id, item.kind, item.answerable, False, False, False, 0, 0, 0.0, ms, [], origin="held")
+    return Outcome(
+        item.id, item.kind, item.answerable, False, False, False, 0, 0, 0.0, ms, [], origin="held", outcome="held"
+    )
 
 
 def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
@@ -197,7 +204,15 @@ def judge(item: QAItem, response: QueryResponse, ms: float) -> Outcome:
         steps=len(response.steps),
         truncated=response.truncated,
         origin=response.origin,
+        outcome=response.outcome,
+        labelled=None
+        if not item.labels
+        else found and not response.abstained and all(_has(response.answer, label) for label in item.labels),
     )
+
+
+def _has(answer: str, label: str) -> bool:
+    return normalized(label) in normalized(answer)
 
 
 def _share(numerator: int, denominator: int) -> float:
@@ -208,6 +223,7 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, float]:
     answerable = [o for o in outcomes if o.answerable]
     unanswerable = [o for o in outcomes if not o.answerable]
     abstained = [o for o in outcomes if o.abstained]
+    labelled = [o for o in outcomes if o.labelled is not None]
     citations = sum(o.citations for o in outcomes)
     return {
         "right_page_cited": _share(sum(o.right_page for o in answerable), len(answerable)),
@@ -220,6 +236,18 @@ def score(outcomes: Sequence[Outcome]) -> dict[str, float]:
         "answer_recall": _share(sum(o.answers_found for o in answerable), sum(o.answers_needed for o in answerable)),
         "held": _share(sum(o.origin == "held" for o in outcomes), len(outcomes)),
         "curated": _share(sum(o.origin in ("curated", "reviewed") for o in outcomes), len(outcomes)),
+        "cell_with_labels": _share(sum(bool(o.labelled) for o in labelled), len(labelled)),
+        # the three outcomes (issue 22): a confident answer holding the answer, and what was not confident
+        "confident_answer_found": _share(
+            sum(o.answer_found and o.outcome == "answered" for o in answerable), len(answerable)
+        ),
+        "answerable_low_confidence": _share(sum(o.outcome == "low_confidence" for o in answerable), len(answerable)),
+        "answerable_not_found": _share(sum(o.outcome == "not_found" for o in answerable), len(answerable)),
+        "unanswerable_not_confident": _share(
+            sum(o.outcome in ("low_confidence", "not_found") for o in unanswerable), len(unanswerable)
+        ),
+        "unanswerable_not_found": _share(sum(o.outcome == "not_found" for o in unanswerable), len(unanswerable)),
+        **{f"outcome_{name}": _share(sum(o.outcome == name for o in outcomes), len(outcomes)) for name in OUTCOMES},
     }
 
 
@@ -386,7 +414,8 @@ def markdown_summary(report: dict[str, Any]) -> str:
     ]
     kinds = report.get("by_kind") or {}
     if len(kinds) > 1:
-        columns = ("questions", "full_evidence", "answer_recall", "right_page_cited", "steps_mean",
+        columns = ("questions", "outcome_answered", "outcome_low_confidence", "outcome_not_found",
+                   "confident_answer_found", "right_page_cited", "full_evidence", "answer_recall", "steps_mean",
                    "latency_p50_ms", "latency_p95_ms")  # fmt: skip
         lines += ["| kind | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
         lines += [f"| {kind} | " + " | ".join(f"{row[c]:g}" for c in columns) + " |" for kind, row in kinds.items()]

@@ -101,10 +101,18 @@ class Settings(BaseSettings):
     )
     max_question_chars: int = Field(2000, ge=1)
     abstain_below: float = Field(
-        0.42,
+        0.40,
         ge=0,
         le=1,
-        description="Answer 'not in the documents' when the answer's confidence is below this (see docs/answers.md).",
+        description="Below this confidence an answer is `low_confidence`: the closest passages, quoted with their "
+        "citations as passages that may not answer it (see docs/answers.md).",
+    )
+    not_found_below: float = Field(
+        0.27,
+        ge=0,
+        le=1,
+        description="When the best sentence's similarity to the question is below this and the confidence is below "
+        "abstain_below, the answer is `not_found`: 'not in the documents', nothing cited (see docs/answers.md).",
     )
     extractive_embedded: int = Field(
         8,

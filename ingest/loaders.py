@@ -31,6 +31,7 @@ from .formats.base import reason as _reason
 from .formats.base import unreadable_as as _unreadable_as
 from .formats.scans import ocr_pdf_pages
 from .models import ExtractedDocument, Section
+from .pdftables import document_tables, rewrite_page
 from .pdftext import clean_pages
 
 Loader = Callable[[bytes, str], ExtractedDocument]
@@ -219,6 +220,8 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
     raw = [scans.texts.get(index, page) for index, page in enumerate(raw)]
     warnings.extend(scans.warnings)
     cleaned = clean_pages([page or "" for page in raw])
+    tables = document_tables(data, page_count)  # table rows with their column headers (ingest/pdftables.py)
+    cleaned = [rewrite_page(text, found) for text, found in zip(cleaned, tables, strict=True)]
     parts: list[str] = []
     sections: list[Section] = []
     offset = 0

@@ -186,6 +186,12 @@ class QueryResponse(BaseModel):
         description="True when the documents do not contain the answer: the answer says so, `citations` is "
         "empty and the closest passages are in `related`.",
     )
+    outcome: Literal["answered", "low_confidence", "not_found"] = Field(
+        "answered",
+        description="answered: a confident answer; low_confidence: the closest passages, cited, which may not "
+        "answer the question (the answer starts 'These passages may not answer the question:'); not_found: "
+        "nothing relevant, the answer says so and `abstained` is true.",
+    )
     related: list[RetrievedChunk] = Field(
         default_factory=list, description="When abstaining: the closest passages, for the user to look at."
     )

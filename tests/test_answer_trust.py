@@ -62,7 +62,7 @@ def test_a_pdf_answer_quotes_the_fact_from_the_right_page(pdf_kb: Ingestor) -> N
 
 
 def test_weak_evidence_abstains_with_the_closest_passages(pdf_kb: Ingestor) -> None:
-    settings = pdf_kb.settings.model_copy(update={"abstain_below": 0.99})
+    settings = pdf_kb.settings.model_copy(update={"abstain_below": 0.99, "not_found_below": 0.99})
     response = _ask(
         QueryService(settings, reader=reader_for(pdf_kb)),
         "What was the name of the captain of Ethiopian Airlines Flight 302?",
@@ -200,7 +200,7 @@ def test_abstention_scores() -> None:
 
 
 def test_an_abstention_is_remembered_until_the_documents_change(pdf_kb: Ingestor, tmp_path: Path) -> None:
-    settings = pdf_kb.settings.model_copy(update={"abstain_below": 0.99})
+    settings = pdf_kb.settings.model_copy(update={"abstain_below": 0.99, "not_found_below": 0.99})
     service = QueryService(settings, reader=reader_for(pdf_kb))
     service.cache.clear()
     question = "What was the name of the captain of Ethiopian Airlines Flight 302?"

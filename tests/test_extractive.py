@@ -243,3 +243,16 @@ def test_a_markdown_heading_is_not_quoted_with_the_sentence_below_it() -> None:
     prompt = load_template("answer").render(question="What is ragkb?", context="-")
     answer = ExtractiveProvider().answer(GenerationRequest("What is ragkb?", prompt, [chunk]))
     assert answer.startswith("ragkb is a self-hosted knowledge-base server.") and "#" not in answer
+
+
+def test_the_answering_sentence_comes_first(embedder: Embedder) -> None:
+    text = (
+        "The FAA reviewed the airplanes of U.S. registry that the proposed AD covers in detail. "
+        "The FAA estimates that this proposed AD affects 73 airplanes of U.S. registry. "
+        "The FAA reviewed the airplanes of U.S. registry that the proposed AD covers again."
+    )
+    provider = ExtractiveProvider(embed=embedder.embed)
+    request = _request("How many airplanes of U.S. registry does the proposed AD affect?", text)
+    selection = provider.select(request)
+    assert "73 airplanes" in selection.picks[0].text
+    assert provider.answer(request).startswith("The FAA estimates that this proposed AD affects 73 airplanes")

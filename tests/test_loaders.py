@@ -9,6 +9,7 @@ import pytest
 from pypdf import PdfReader
 
 from ingest.loaders import load_bytes, load_html, load_markdown, load_pdf
+from ingest.pdftables import document_tables, rewrite_page
 from ingest.pdftext import clean_pages
 
 ENGLISH_DOCLING = [
@@ -49,6 +50,8 @@ def test_pdf_sections_map_to_their_pages(shared_pdfs: Path, name: str) -> None:
     numbers = [s.page or 0 for s in doc.sections]
     assert numbers == sorted(set(numbers))
     cleaned = clean_pages([page.extract_text() or "" for page in pages])
+    tables = document_tables(pdf.read_bytes(), len(cleaned))  # tables as rows with their headers
+    cleaned = [rewrite_page(text, found) for text, found in zip(cleaned, tables, strict=True)]
     for section in doc.sections:
         assert section.page is not None
         assert doc.text[section.start : section.end] == cleaned[section.page - 1]

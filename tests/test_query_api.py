@@ -58,7 +58,8 @@ class TestQuery:
         data = response.json()
         assert data["grounded"] is True and data["cached"] is False
         assert (data["model"], data["provider"]) == ("extractive", "extractive")
-        assert data["prompt"] == {"name": "answer", "version": "2"}  # v2: the fixed refusal phrase
+        assert data["prompt"] == {"name": "answer", "version": "3"}  # v3: the quoted span, the fixed refusal phrase
+        assert data["outcome"] == "answered" and data["abstained"] is False
         assert data["request_id"] == response.headers["x-request-id"]
         assert set(data["timings"]) == {"retrieve_ms", "llm_ms", "total_ms"}
         assert data["citations"], "a grounded answer has citations"

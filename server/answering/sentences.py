@@ -16,6 +16,8 @@ import itertools
 import re
 from dataclasses import dataclass
 
+from ingest.pdftables import is_table_row
+
 MAX_UNIT_CHARS = 400  # longer units are cut at whitespace: a quote is a sentence, not a page
 _FULL_LINE_SHARE = 0.7  # a wrapped prose line is at least this share of the typical (median) line
 _PROSE_SHARE = 0.2  # text is prose when this share of its unfinished lines go on in lower case
@@ -138,7 +140,7 @@ def _typical_length(text: str, lines: list[tuple[int, int]]) -> int:
 
 def _is_row(line: str) -> bool:
     """A table row: dot leaders, or at least three numeric cells making up a large share of the line."""
-    if "...." in line or ". . . ." in line:
+    if "...." in line or ". . . ." in line or is_table_row(line):
         return True
     tokens = line.split()
     numbers = sum(1 for token in tokens if _NUMERIC.fullmatch(token.strip(".,;:")))

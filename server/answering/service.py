@@ -26,6 +26,7 @@ from ..schemas import Citation, PromptInfo, QueryResponse, RetrievedChunk, Timin
 from .breaker import CircuitBreaker
 from .cache import AnswerCache, KeyMode, answer_key, cache_key
 from .citations import SupportCheck, ValidatedAnswer, validate
+from .outcomes import LOW_CONFIDENCE_LEAD, Outcome, decide
 from .prompting import PromptTemplate, fit_to_budget, format_context, load_template
 from .providers import ExtractiveProvider, GenerationRequest, LLMError, LLMProvider, Usage, make_provider
 from .providers.extractive import NO_ANSWER, Selection
@@ -82,6 +83,7 @@ class Plan:
     abstain: bool = False  # too weak to answer: say the documents do not contain it
     related: list[RetrievedChunk] = field(default_factory=list)  # a remembered abstention's passages
     remembered: bool = False  # the outcome came from the cache
+    outcome: Outcome = Outcome.ANSWERED  # not_found when `abstain`; low_confidence: quote the closest passages
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,11 @@ class Done:
 Event = Token | Failure | Done
 
 
+def _lowered(validated: ValidatedAnswer) -> bool:
+    """A generated answer is not a confident one when a citation was removed or a claim is left uncited."""
+    return bool(validated.unsupported_markers or validated.invalid_markers) or not validated.grounded
+
+
 def _validated(hit: dict[str, Any]) -> ValidatedAnswer:
     """A cached answer (only grounded, validated answers are cached)."""
     return ValidatedAnswer(hit["answer"], [Citation(**c) for c in hit["citations"]], [], grounded=True)
@@ -118,7 +125,8 @@ def _remembered(query: Query, memo: str, hit: dict[str, Any], started: float) ->
         confidence = float(hit.get("confidence", 0.0))
         return Plan(query, empty, None, [memo], None, False, started, confidence, True, related, remembered=True)
     confidence = float(hit.get("confidence", 1.0))
-    return Plan(query, empty, None, [memo], _validated(hit), started=started, confidence=confidence)
+    outcome = Outcome(hit.get("outcome", Outcome.ANSWERED))
+    return Plan(query, empty, None, [memo], _validated(hit), started=started, confidence=confidence, outcome=outcome)
 
 
 class QueryService:
@@ -220,6 +228,7 @@ class QueryService:
             "provider": [self.provider.name, self.provider.model, self.provider.parameters()],
             "context_tokens": self.settings.context_tokens,
             "abstain_below": self.settings.abstain_below,
+            "not_found_below": self.settings.not_found_below,
             "support_threshold": self.settings.support_threshold,
         }
 
@@ -233,6 +242,22 @@ class QueryService:
     def _remember(self, keys: list[str], validated: ValidatedAnswer, confidence: float) -> None:
         if validated.grounded:  # only validated, grounded answers are ever cached
             self.cache.remember_answer(keys, text=validated.text, citations=validated.citations, confidence=confidence)
+
+    def _low_confidence(self, plan: Plan, request_id: str) -> Event:
+        """The closest passages quoted with their citations, under a lead that says they may not answer the
+        question; remembered under the fast-path key with their outcome, as an abstention is."""
+        assert plan.request is not None
+        quotes = self.fallback.answer(replace(plan.request, evidence=plan.request.evidence))
+        validated = validate(f"{LOW_CONFIDENCE_LEAD} {quotes}", plan.request.contexts, self.support)
+        if validated.citations and plan.keys:
+            value = {
+                "answer": validated.text,
+                "citations": [c.model_dump() for c in validated.citations],
+                "confidence": plan.confidence,
+                "outcome": Outcome.LOW_CONFIDENCE.value,
+            }
+            self.cache.set(plan.keys[0], value)
+        return Done(self._response(plan, validated, request_id, provider=self.fallback, llm_ms=0.0))
 
     def _remember_abstention(self, keys: list[str], response: QueryResponse) -> None:
         self.cache.remember_abstention(keys, confidence=response.confidence, related=response.related)
@@ -264,10 +289,19 @@ class QueryService:
         request = replace(request, evidence=evidence)
         contexts, prompt = request.contexts, request.prompt
         keys = [memo] if use_cache else []
-        if evidence.answerability < self.settings.abstain_below:
+        decision = decide(
+            query.question,
+            evidence,
+            contexts,
+            not_found_below=self.settings.not_found_below,
+            abstain_below=self.settings.abstain_below,
+        )
+        if decision.outcome is not Outcome.ANSWERED:  # not_found: refuse; low_confidence: quote the closest
+            abstain = decision.outcome is Outcome.NOT_FOUND
             return Plan(
-                query, retrieval, request, keys, started=started, confidence=evidence.answerability, abstain=True
-            )
+                query, retrieval, request, keys, started=started, confidence=decision.answerability, abstain=abstain,
+                outcome=decision.outcome,
+            )  # fmt: skip
         if not use_cache:
             return Plan(query, retrieval, request, [], started=started, confidence=evidence.answerability)
         exact = cache_key(
@@ -328,6 +362,10 @@ class QueryService:
             yield Token(ABSTAIN_ANSWER)
             yield Done(response)
             return
+        low = plan.outcome is Outcome.LOW_CONFIDENCE
+        if low and plan.cached is None and plan.request is not None and self.provider is self.fallback:
+            yield await run_in_threadpool(self._low_confidence, plan, request_id)
+            return
         if plan.cached is not None:  # (a plan without a request has a cached answer: the rest abstained above)
             validated = plan.cached
             if plan.cached_by_exact_key:  # found by the exact key: let the fast path find it next time
@@ -370,7 +408,9 @@ class QueryService:
             yield Done(self._abstained(plan, request_id, provider=provider, llm_ms=llm_ms, error=error))
             return
         validated = await run_in_threadpool(validate, text, plan.request.contexts, self.support)
-        if error is None:
+        if provider is not self.fallback and _lowered(validated):  # a generated citation that does not hold
+            plan = replace(plan, outcome=Outcome.LOW_CONFIDENCE)
+        elif error is None and plan.outcome is Outcome.ANSWERED:  # only confident answers are cached here
             await run_in_threadpool(self._remember, plan.keys, validated, plan.confidence)
         yield Done(self._response(plan, validated, request_id, provider=provider, llm_ms=llm_ms, error=error))
 
@@ -438,6 +478,7 @@ class QueryService:
             unsupported_citations=validated.unsupported_markers,
             confidence=round(min(1.0, max(0.0, plan.confidence)), 4),
             abstained=abstained,
+            outcome=Outcome.NOT_FOUND if abstained else plan.outcome,
             related=related,
         )
 

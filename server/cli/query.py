@@ -124,24 +124,41 @@ def _prometheus_multiprocess_dir() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ragkb-metrics-")
 
 
+_OUTCOME_LINES = {
+    "low_confidence": "Low confidence: the closest passages are quoted below; they may not answer the question.",
+    "not_found": "Not found: the documents do not seem to contain the answer.",
+}
+
+
 def _print_answer(data: dict[str, Any]) -> None:
+    outcome = data.get("outcome") or ("not_found" if data.get("abstained") else "answered")
+    if outcome in _OUTCOME_LINES:
+        console.print(_OUTCOME_LINES[outcome], markup=False, highlight=False, soft_wrap=True)
     console.print(data["answer"], markup=False, highlight=False, soft_wrap=True)
     console.print()
     for c in data["citations"]:
-        where = (
-            c["source"]
-            + (f", page {c['page']}" if c.get("page") else "")
-            + (f", {c['heading']}" if c.get("heading") else "")
-        )
-        console.print(f"[{c['n']}] {c['title']} ({where})", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"[{c['n']}] {_place(c)}", markup=False, highlight=False, soft_wrap=True)
+    if outcome == "not_found" and data.get("related"):
+        console.print("Closest passages:", markup=False, highlight=False)
+        for n, c in enumerate(data["related"], start=1):
+            console.print(f"  {n}. {_place(c)}", markup=False, highlight=False, soft_wrap=True)
     for step in data.get("steps") or []:  # agent mode: the trace, on stderr
         err.print(f"  {step['kind']:<14} {step['ms']:>9.1f} ms  {step['output'][:100]}", markup=False, highlight=False)
-    flags = [f"model={data['model']}", f"grounded={data['grounded']}", f"cached={data['cached']}"]
+    flags = [f"outcome={outcome}", f"model={data['model']}", f"grounded={data['grounded']}", f"cached={data['cached']}"]
     if data.get("truncated"):
         flags.append("truncated")
     if data.get("degraded"):
         flags.append(f"degraded: {data.get('error')}")
     err.print(" ".join(flags))
+
+
+def _place(c: dict[str, Any]) -> str:
+    where = (
+        c["source"]
+        + (f", page {c['page']}" if c.get("page") else "")
+        + (f", {c['heading']}" if c.get("heading") else "")
+    )
+    return f"{c['title']} ({where})"
 
 
 def _print_held(held: dict[str, Any], waited: float) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest.pdftables import CELL_SEPARATOR, LABEL_SEPARATOR, ROW_SEPARATOR, is_table_row
 from ingest.vectorstore import StoredChunk
 
 from ..lexical import analyze
@@ -221,8 +222,8 @@ class ExtractiveProvider:
         selection = evidence if isinstance(evidence, Selection) else self.select(request)
         if not selection.picks:
             return NO_ANSWER
-        ordered = sorted(selection.picks, key=lambda p: (p.context, p.start))
-        return " ".join(f"{_closed(p.text)} [{p.context}]" for p in ordered)
+        asked = set(analyze([request.question])[0]) - _asking_terms()  # the answering sentence first
+        return " ".join(f"{_closed(table_cells(p.text, asked))} [{p.context}]" for p in selection.picks)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         return Generation(self.answer(request))
@@ -278,6 +279,33 @@ class ExtractiveProvider:
         return vectors
 
 
+def table_cells(text: str, asked: set[str]) -> str:
+    """A table row (`ingest.pdftables` writes "Texas — Permit: 21,550; Handgun: 56,941; ...") cut to what the
+    question asks for: the row's label with the cells whose column label best matches the question's terms
+    (and cells whose value the question names, "OTSL"); the whole row when the question names no column.
+    The quote keeps each cell's column label, so "56,941" never stands alone."""
+    if not asked or not is_table_row(text):
+        return text
+    if asked & _WHOLE:  # "overall", "altogether", "in total": the row's total
+        asked = asked | _TOTAL
+    label, separator, rest = text.partition(ROW_SEPARATOR)
+    if not separator:
+        label, rest = "", text
+    cells = rest.split(CELL_SEPARATOR)
+    shares: list[float] = []
+    named: list[bool] = []
+    for cell in cells:
+        column, _, value = cell.rpartition(LABEL_SEPARATOR)
+        terms = set(analyze([column])[0]) if column else set()
+        shares.append(len(terms & asked) / len(terms) if terms else 0.0)
+        named.append(bool(set(analyze([value])[0]) & asked))
+    best = max(shares)
+    if best == 0:
+        return text
+    kept = [cell for cell, share, name in zip(cells, shares, named, strict=True) if share == best or name]
+    return f"{label}{ROW_SEPARATOR}{CELL_SEPARATOR.join(kept)}" if label else CELL_SEPARATOR.join(kept)
+
+
 def _without_heading(source: str, span: Span) -> Span:
     """A unit that begins with a Markdown heading line ("# Installing ragkb" joined to the sentence below it)
     without that line: a heading names the section, it does not answer anything."""
@@ -298,6 +326,8 @@ def _options(units: list[_Unit]) -> list[_Option]:
     for i, (first, second) in enumerate(itertools.pairwise(units)):
         if first.chunk is not second.chunk or "sentence" == first.span.kind == second.span.kind:
             continue
+        if is_table_row(first.span.text) or is_table_row(second.span.text):
+            continue  # a row written with its labels is whole; its neighbour is another row
         if first.span.end <= second.span.start and not first.chunk.text[first.span.end : second.span.start].strip():
             text = f"{first.span.text} {second.span.text}"
             options.append(_Option((i, i + 1), first.span.start, second.span.end, text))
@@ -361,6 +391,10 @@ def _pick(unit: _Unit, option: _Option, *, lexical: float, semantic: float, fact
         unit.context, unit.chunk.chunk_id, option.start, option.end, option.text,
         score, lexical, semantic, fact, prior,
     )  # fmt: skip
+
+
+_WHOLE = frozenset(analyze(["overall altogether total totals combined grand sum"])[0])
+_TOTAL = frozenset(analyze(["total"])[0])
 
 
 @functools.cache

@@ -328,6 +328,7 @@ function showResponse(response) {
   badge.textContent = label;
   badge.hidden = !label;
   $("abstained").hidden = !response.abstained;
+  $("low-confidence").hidden = response.outcome !== "low_confidence";
   const list = $("sources");
   list.textContent = "";
   const chunks = response.abstained ? response.related : response.citations;
@@ -335,7 +336,8 @@ function showResponse(response) {
     const n = response.abstained ? i + 1 : chunk.n;
     list.append(sourceCard(n, chunk, response.collection, chunk.text || chunk.snippet || ""));
   });
-  $("sources-heading").textContent = response.abstained ? "Closest passages" : "Sources";
+  $("sources-heading").textContent =
+    response.abstained || response.outcome === "low_confidence" ? "Closest passages" : "Sources";
   $("sources-section").hidden = chunks.length === 0;
   const feedback = $("feedback");
   feedback.hidden = false;
@@ -398,6 +400,7 @@ async function ask(event) {
   button.disabled = true;
   $("result").hidden = false;
   $("abstained").hidden = true;
+  $("low-confidence").hidden = true;
   $("sources-section").hidden = true;
   $("feedback").hidden = true;
   $("origin").hidden = true;
