@@ -35,6 +35,7 @@ import numpy as np
 from ingest.pdftables import CELL_SEPARATOR, LABEL_SEPARATOR, ROW_SEPARATOR, is_table_row
 from ingest.vectorstore import StoredChunk
 
+from ..injection import addressed_to_the_model
 from ..lexical import analyze
 from ..sentences import Span, collapse, quotable
 from .base import Generation, GenerationRequest, Usage
@@ -242,7 +243,7 @@ class ExtractiveProvider:
             for span in quotable(chunk.text, self.max_sentence_chars):
                 span = _without_heading(chunk.text, span)
                 text = _REFERENCE.sub("", span.text).strip()
-                if text:
+                if text and not addressed_to_the_model(text):  # a planted instruction is never quoted
                     clean = Span(span.start, span.end, text, span.kind)
                     found.append(_Unit(number, chunk, clean, frozenset(_WORD.findall(text.lower()))))
         return found
