@@ -220,7 +220,7 @@ def load_pdf(data: bytes, name: str) -> ExtractedDocument:
     raw = [scans.texts.get(index, page) for index, page in enumerate(raw)]
     warnings.extend(scans.warnings)
     cleaned = clean_pages([page or "" for page in raw])
-    tables = document_tables(data, page_count)  # table rows with their column headers (ingest/pdftables.py)
+    tables = document_tables(data, cleaned)  # table rows with their column headers (ingest/pdftables.py)
     cleaned = [rewrite_page(text, found) for text, found in zip(cleaned, tables, strict=True)]
     parts: list[str] = []
     sections: list[Section] = []

@@ -95,14 +95,20 @@ def is_table_row(line: str) -> bool:
     return ROW_PATTERN.match(line) is not None
 
 
-def document_tables(data: bytes, page_count: int) -> list[list[Table]]:
-    """The data tables of every page of a PDF, by page (empty lists where there are none, and for every
-    page when pdfplumber cannot open the file: the text is then pypdf's alone)."""
-    found: list[list[Table]] = [[] for _ in range(page_count)]
+def document_tables(data: bytes, texts: Sequence[str]) -> list[list[Table]]:
+    """The data tables of a PDF's pages, by page (empty lists where there are none, and for every page when
+    pdfplumber cannot open the file: the text is then pypdf's alone). Only pages with text (`texts`, pypdf's)
+    are parsed again: pdfplumber reads a page's whole content stream, and a page without text (a scan, or a
+    crafted stream of millions of operators that draw nothing) has no table to find."""
+    found: list[list[Table]] = [[] for _ in texts]
+    wanted = {i for i, text in enumerate(texts) if text.strip()}
+    if not wanted:
+        return found
     try:
         with pdfplumber.open(io.BytesIO(data)) as pdf:
-            for index, page in enumerate(pdf.pages[:page_count]):
-                found[index] = page_tables(page)
+            for index, page in enumerate(pdf.pages[: len(texts)]):
+                if index in wanted:
+                    found[index] = page_tables(page)
                 page.close()
     except Exception as exc:  # pdfminer's errors have no common base; pypdf's text stands
         log.warning("pdfplumber could not read the PDF's tables: %s", exc)

@@ -50,7 +50,7 @@ def test_pdf_sections_map_to_their_pages(shared_pdfs: Path, name: str) -> None:
     numbers = [s.page or 0 for s in doc.sections]
     assert numbers == sorted(set(numbers))
     cleaned = clean_pages([page.extract_text() or "" for page in pages])
-    tables = document_tables(pdf.read_bytes(), len(cleaned))  # tables as rows with their headers
+    tables = document_tables(pdf.read_bytes(), cleaned)  # tables as rows with their headers
     cleaned = [rewrite_page(text, found) for text, found in zip(cleaned, tables, strict=True)]
     for section in doc.sections:
         assert section.page is not None

@@ -101,7 +101,7 @@ def test_sections_index_the_text_and_belong_to_their_page(shared_pdfs: Path, nam
     pdf = _pdf(shared_pdfs, name)
     doc = load_pdf(pdf.read_bytes(), name)
     cleaned = clean_pages([page.extract_text() or "" for page in PdfReader(pdf).pages])
-    tables = document_tables(pdf.read_bytes(), len(cleaned))  # tables as rows with their headers
+    tables = document_tables(pdf.read_bytes(), cleaned)  # tables as rows with their headers
     cleaned = [rewrite_page(text, found) for text, found in zip(cleaned, tables, strict=True)]
     numbers = [s.page or 0 for s in doc.sections]
     assert numbers == sorted(set(numbers))

@@ -76,7 +76,7 @@ def test_docling_table_pages(shared_pdfs: Path) -> None:
 
 
 def test_a_pdf_pdfplumber_cannot_read_keeps_pypdf_text() -> None:
-    assert document_tables(b"%PDF-1.4 not really", 2) == [[], []]
+    assert document_tables(b"%PDF-1.4 not really", ["Texas 1 2 3", "x"]) == [[], []]
     text = "Line one\nLine two"
     assert rewrite_page(text, []) == text
 

@@ -108,7 +108,10 @@ def check_error(response: httpx.Response, what: str) -> None:
     assert request_id, f"{what}: no X-Request-ID"
     if response.status_code >= 400 and response.headers.get("content-type", "").startswith("application/json"):
         body = response.json()
-        if "failures" not in body:  # an upload whose every file failed answers its report (with the reasons)
+        if isinstance(body.get("error"), dict):  # the OpenAI-compatible door speaks OpenAI's error shape
+            assert body["error"].get("code") and body["error"].get("message"), f"{what}: {body}"
+            assert body.get("request_id") == request_id, f"{what}: {body}"
+        elif "failures" not in body:  # an upload whose every file failed answers its report (with the reasons)
             assert body.get("code") and body.get("error"), f"{what}: {body}"
             assert body.get("request_id") == request_id, f"{what}: {body}"
 

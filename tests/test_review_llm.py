@@ -64,7 +64,7 @@ def test_reject_and_retry_with_a_real_llm(llama_server: str, tmp_path: Path, emb
         assert held.status_code == 202, held.text
         review_id = held.json()["review_id"]
         first = client.get(f"/v1/reviews/{review_id}").json()["history"][0]
-        assert (first["provider"], first["prompt"]) == ("openai", "answer:2")
+        assert (first["provider"], first["prompt"]) == ("openai", "answer:3")
 
         note = "Say the number of days and cite the leave passage."
         retried = client.post(f"/v1/reviews/{review_id}/reject", json={"retry": True, "note": note})

@@ -73,7 +73,7 @@ class McpHttp:
         credentials = None if token is None else HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
         try:
             caller = await authenticate(request, credentials)
-            require(KeyScope.READ)(caller)
+            await require(KeyScope.READ)(caller)
         except RagkbError as exc:
             status, code = next((ERROR_STATUS[k] for k in type(exc).__mro__ if k in ERROR_STATUS), (400, "bad_request"))
             await error_response(status, str(exc), code, headers=_headers_for(exc))(scope, receive, send)
