@@ -23,6 +23,7 @@ from ingest.vectorstore import document_id_for
 from ...schemas import CollectionInfo, DocumentOut, ErrorResponse, JobsQueued, UploadResult
 from ...state import Scope
 from ..auth import Caller, ReadCaller, WriteCaller, collection_in_path
+from ..deps import AuditDep, IngestorDep, ReaderDep
 from ..errors import error_response
 from ..observability import request_id_var
 
@@ -32,17 +33,17 @@ Writable = Annotated[str, Depends(collection_in_path(Scope.WRITE))]
 
 
 @router.get("/collections", response_model=list[CollectionInfo], summary="The collections this key may see.")
-def collections(caller: ReadCaller) -> list[CollectionInfo]:
+def collections(reader: ReaderDep, caller: ReadCaller) -> list[CollectionInfo]:
     return [
         CollectionInfo(name=c.name, chunks=c.chunks, documents=c.documents, model=c.model)
-        for c in caller.parts.service.reader.collections()
+        for c in reader.collections()
         if caller.can_see(c.name)
     ]
 
 
 @router.get("/collections/{name}/documents", response_model=list[DocumentOut])
-def documents(name: Readable, caller: ReadCaller) -> list[DocumentOut]:
-    docs = caller.parts.service.reader.documents(name)
+def documents(name: Readable, reader: ReaderDep, caller: ReadCaller) -> list[DocumentOut]:
+    docs = reader.documents(name)
     return [
         DocumentOut(
             document_id=d.document_id,
@@ -85,11 +86,12 @@ def media_type_for(name: str) -> str:
 )
 def document_file(
     document_id: str,
+    reader: ReaderDep,
+    ingestor: IngestorDep,
     caller: ReadCaller,
     collection: Annotated[str | None, Query(description="Collection; the default one when omitted.")] = None,
 ) -> Response:
     name = caller.collection(collection)
-    reader = caller.parts.service.reader
     document = next((d for d in reader.documents(name) if d.document_id == document_id), None)
     if document is None:
         raise DocumentNotFound(f"no document with id {document_id!r} in collection {name!r}")
@@ -99,7 +101,7 @@ def document_file(
         )
     filename = PurePosixPath(document.display_source.replace("://", "/")).name or "document"
     media_type = media_type_for(filename)
-    blobs = caller.parts.ingestor.blobs
+    blobs = ingestor.blobs
     path = blobs.local_path(document.blob)
     if path is None:
         if not blobs.exists(document.blob):
@@ -110,9 +112,11 @@ def document_file(
 
 
 @router.delete("/collections/{name}/documents/{document_id}", summary="Delete a document (by id or source).")
-def delete_document(name: Writable, document_id: str, caller: WriteCaller) -> dict[str, Any]:
-    info, removed = caller.parts.ingestor.delete(name, document_id)
-    caller.parts.audit.record(
+def delete_document(
+    name: Writable, document_id: str, ingestor: IngestorDep, audit: AuditDep, caller: WriteCaller
+) -> dict[str, Any]:
+    info, removed = ingestor.delete(name, document_id)
+    audit.record(
         "document.delete",
         caller.key_name,
         collection=name,

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from ingest.queue import JobNotFound
 
 from ..auth import ReadCaller
+from ..deps import Parts
 
 router = APIRouter(prefix="/v1", tags=["collections"])
 
@@ -21,9 +22,9 @@ router = APIRouter(prefix="/v1", tags=["collections"])
     "worker died; the job is being redelivered), done (with `report`) or failed (with `error` and `attempts`). "
     "Progress: `stage`, `files_done` / `files_total`, `current_file`, `chunks_embedded`, `updated_at`.",
 )
-async def job(job_id: str, caller: ReadCaller) -> dict[str, Any]:
+async def job(job_id: str, parts: Parts, caller: ReadCaller) -> dict[str, Any]:
     """A job of a collection the key may not see is answered as an unknown job."""
-    state = await run_in_threadpool(caller.parts.require_queue().status, job_id)
+    state = await run_in_threadpool(parts.require_queue().status, job_id)
     if not caller.can_see(str(state.get("collection", ""))):
         raise JobNotFound(f"no ingestion job {job_id!r} (jobs are kept for 7 days)")
     state.pop("files", None)  # blob references are internal
