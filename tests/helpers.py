@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from pypdf import PdfReader, PdfWriter
 
+from ingest.config import Settings
+from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from server.answering.reader import Reader
+from server.answering.service import QueryService
+from server.schemas import QueryResponse
 
 
 def encrypted_pdf(source: Path, password: str = "s3cret") -> bytes:
@@ -83,3 +90,24 @@ ACCIDENT = (
     "shortly after takeoff from Addis Ababa,\n"
     "Ethiopia, resulting in 157 fatalities.\n"
 )
+
+
+def pdf_collection(root: Path, data_dir: Path, embedder: Embedder, shared_pdfs: Path, names: Sequence[str]) -> Ingestor:
+    """The shared PDFs `names` (copied into `root`) ingested into collection "pdfs" of a fresh store."""
+    for name in names:
+        shutil.copy(shared_pdfs / name, root)
+    ingestor = Ingestor(Settings(data_dir=data_dir, default_collection="pdfs"), embedder=embedder)
+    assert ingestor.ingest_paths([root], collection="pdfs").added == len(names)
+    return ingestor
+
+
+def answer_once(service: QueryService, question: str, collection: str = "pdfs") -> QueryResponse:
+    """One answer from a fresh service, closed afterwards."""
+
+    async def run() -> QueryResponse:
+        try:
+            return await service.answer(question, collection=collection)
+        finally:
+            await service.aclose()
+
+    return asyncio.run(run())

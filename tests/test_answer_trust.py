@@ -3,7 +3,6 @@ the evidence is weak, citations that must support their sentence, and `ragkb eva
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -14,42 +13,25 @@ import pytest
 from typer.testing import CliRunner
 
 from eval.qa import QuestionSetError, read_question_set, score
-from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from ragkb.cli import app as cli_app
 from server.answering.providers import OpenAIProvider
 from server.answering.service import ABSTAIN_ANSWER, QueryService
-from server.schemas import QueryResponse
 
-from .helpers import reader_for
+from .helpers import answer_once, pdf_collection, reader_for
 
 PDFS = ("pdfplumber/federal-register-2020-17221.pdf", "pdfplumber/scotus-transcript-p1.pdf")
 
 
 @pytest.fixture(scope="module")
 def pdf_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, shared_pdfs: Path) -> Ingestor:
-    root = tmp_path_factory.mktemp("trust-pdfs")
-    for name in PDFS:
-        shutil.copy(shared_pdfs / name, root)
-    settings = Settings(data_dir=tmp_path_factory.mktemp("trust-kb"), default_collection="pdfs")
-    ingestor = Ingestor(settings, embedder=embedder)
-    assert ingestor.ingest_paths([root], collection="pdfs").added == len(PDFS)
-    return ingestor
-
-
-def _ask(service: QueryService, question: str) -> QueryResponse:
-    async def run() -> QueryResponse:
-        try:
-            return await service.answer(question, collection="pdfs")
-        finally:
-            await service.aclose()
-
-    return asyncio.run(run())
+    root, data_dir = tmp_path_factory.mktemp("trust-pdfs"), tmp_path_factory.mktemp("trust-kb")
+    return pdf_collection(root, data_dir, embedder, shared_pdfs, PDFS)
 
 
 def test_a_pdf_answer_quotes_the_fact_from_the_right_page(pdf_kb: Ingestor) -> None:
-    response = _ask(
+    response = answer_once(
         QueryService(pdf_kb.settings, reader=reader_for(pdf_kb)),
         "How many people died when Ethiopian Airlines Flight 302 crashed after leaving Addis Ababa?",
     )
@@ -63,7 +45,7 @@ def test_a_pdf_answer_quotes_the_fact_from_the_right_page(pdf_kb: Ingestor) -> N
 
 def test_weak_evidence_abstains_with_the_closest_passages(pdf_kb: Ingestor) -> None:
     settings = pdf_kb.settings.model_copy(update={"abstain_below": 0.99, "not_found_below": 0.99})
-    response = _ask(
+    response = answer_once(
         QueryService(settings, reader=reader_for(pdf_kb)),
         "What was the name of the captain of Ethiopian Airlines Flight 302?",
     )
@@ -86,7 +68,7 @@ def test_a_refusal_from_the_llm_is_an_abstention(pdf_kb: Ingestor) -> None:
     service = QueryService(
         pdf_kb.settings, reader=reader_for(pdf_kb), provider=_llm("The documents do not contain the answer.")
     )
-    response = _ask(service, "What is the airline's annual revenue?")
+    response = answer_once(service, "What is the airline's annual revenue?")
     assert response.abstained and response.citations == [] and not response.grounded
     assert response.provider == "openai" and response.related
 
@@ -104,7 +86,7 @@ def test_a_citation_of_a_passage_that_does_not_support_its_sentence_is_removed(p
         f"Ethiopian Airlines Flight 302 crashed after takeoff from Addis Ababa, with 157 fatalities [{wrong}]. "
         f"The accident happened on March 10, 2019 [{right}]."
     )
-    response = _ask(
+    response = answer_once(
         QueryService(
             pdf_kb.settings.model_copy(update={"support_threshold": 0.4}),
             reader=reader_for(pdf_kb),
@@ -204,10 +186,13 @@ def test_an_abstention_is_remembered_until_the_documents_change(pdf_kb: Ingestor
     service = QueryService(settings, reader=reader_for(pdf_kb))
     service.cache.clear()
     question = "What was the name of the captain of Ethiopian Airlines Flight 302?"
-    first, again = _ask(service, question), _ask(QueryService(settings, reader=reader_for(pdf_kb)), question)
+    first, again = (
+        answer_once(service, question),
+        answer_once(QueryService(settings, reader=reader_for(pdf_kb)), question),
+    )
     assert first.abstained and not first.cached
     assert again.abstained and again.cached and again.related == first.related
     (tmp_path / "crew.md").write_text("# Crew\n\nThe captain of the flight was a senior pilot.\n")
     pdf_kb.ingest_paths([tmp_path / "crew.md"], collection="pdfs")
-    after = _ask(QueryService(settings, reader=reader_for(pdf_kb)), question)
+    after = answer_once(QueryService(settings, reader=reader_for(pdf_kb)), question)
     assert after.abstained and not after.cached, "a change to the collection makes ragkb look again"

@@ -7,23 +7,19 @@ Real parts: the Federal Register notice and the Supreme Court transcript of ../s
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
 
 from eval.qa import Outcome as QAOutcome
 from eval.qa import score, score_by_kind
-from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
 from server.answering.outcomes import LOW_CONFIDENCE_LEAD, missing_specifics, specifics
 from server.answering.service import ABSTAIN_ANSWER, QueryService
 from server.cli.query import _print_answer
-from server.schemas import QueryResponse
 
-from .helpers import reader_for
+from .helpers import answer_once, pdf_collection, reader_for
 
 PDFS = ("pdfplumber/federal-register-2020-17221.pdf", "pdfplumber/scotus-transcript-p1.pdf")
 ANSWERABLE = "How many people died when Ethiopian Airlines Flight 302 crashed after leaving Addis Ababa?"
@@ -33,23 +29,8 @@ OFF_TOPIC = "What is the airspeed velocity of an unladen swallow?"
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, shared_pdfs: Path) -> Ingestor:
-    root = tmp_path_factory.mktemp("outcome-pdfs")
-    for name in PDFS:
-        shutil.copy(shared_pdfs / name, root)
-    settings = Settings(data_dir=tmp_path_factory.mktemp("outcome-kb"), default_collection="pdfs")
-    ingestor = Ingestor(settings, embedder=embedder)
-    assert ingestor.ingest_paths([root], collection="pdfs").added == len(PDFS)
-    return ingestor
-
-
-def _ask(service: QueryService, question: str) -> QueryResponse:
-    async def run() -> QueryResponse:
-        try:
-            return await service.answer(question, collection="pdfs")
-        finally:
-            await service.aclose()
-
-    return asyncio.run(run())
+    root, data_dir = tmp_path_factory.mktemp("outcome-pdfs"), tmp_path_factory.mktemp("outcome-kb")
+    return pdf_collection(root, data_dir, embedder, shared_pdfs, PDFS)
 
 
 def test_the_specifics_of_a_question() -> None:
@@ -66,15 +47,15 @@ def test_the_specifics_of_a_question() -> None:
 def test_an_answer_a_near_miss_and_an_off_topic_question(kb: Ingestor) -> None:
     service = QueryService(kb.settings, reader=reader_for(kb))
     service.cache.clear()
-    answered = _ask(service, ANSWERABLE)
+    answered = answer_once(service, ANSWERABLE)
     assert answered.outcome == "answered" and not answered.abstained and "157" in answered.answer
 
-    near = _ask(QueryService(kb.settings, reader=reader_for(kb)), NEAR_MISS)
+    near = answer_once(QueryService(kb.settings, reader=reader_for(kb)), NEAR_MISS)
     assert near.outcome == "low_confidence" and not near.abstained, "2021 and December are in no passage"
     assert near.answer.startswith(LOW_CONFIDENCE_LEAD) and near.citations, "the closest passages, each cited"
     assert all(f"[{c.n}]" in near.answer for c in near.citations)
 
-    off = _ask(QueryService(kb.settings, reader=reader_for(kb)), OFF_TOPIC)
+    off = answer_once(QueryService(kb.settings, reader=reader_for(kb)), OFF_TOPIC)
     assert off.outcome == "not_found" and off.abstained and off.answer == ABSTAIN_ANSWER
     assert off.citations == [] and off.related, "refused, with the closest passages to look at"
 
@@ -83,15 +64,15 @@ def test_an_answer_a_near_miss_and_an_off_topic_question(kb: Ingestor) -> None:
 def test_the_cache_keeps_the_outcome_and_what_decided_it(kb: Ingestor) -> None:
     service = QueryService(kb.settings, reader=reader_for(kb))
     service.cache.clear()
-    first = _ask(service, NEAR_MISS)
-    again = _ask(QueryService(kb.settings, reader=reader_for(kb)), NEAR_MISS)
+    first = answer_once(service, NEAR_MISS)
+    again = answer_once(QueryService(kb.settings, reader=reader_for(kb)), NEAR_MISS)
     assert first.outcome == again.outcome == "low_confidence" and not first.cached and again.cached
     assert again.answer == first.answer and again.citations == first.citations
     stricter = kb.settings.model_copy(update={"not_found_below": 0.99})
-    decided_again = _ask(QueryService(stricter, reader=reader_for(kb)), NEAR_MISS)
+    decided_again = answer_once(QueryService(stricter, reader=reader_for(kb)), NEAR_MISS)
     assert not decided_again.cached, "another threshold is another cache key"
     strictest = kb.settings.model_copy(update={"not_found_below": 0.99, "abstain_below": 0.99})
-    refused = _ask(QueryService(strictest, reader=reader_for(kb)), NEAR_MISS)
+    refused = answer_once(QueryService(strictest, reader=reader_for(kb)), NEAR_MISS)
     assert refused.outcome == "not_found" and refused.abstained and not refused.cached
 
 
