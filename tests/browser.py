@@ -15,7 +15,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -77,9 +77,13 @@ def chrome(width: int = 1280, height: int = 900) -> WebDriver:
 
 
 def wait_until(driver: WebDriver, condition: Callable[[WebDriver], T], timeout: float = 30, what: str = "") -> T:
-    """`condition`'s first truthy value; on timeout, the failure names what was awaited and the page's text."""
+    """`condition`'s first truthy value; on timeout, the failure names what was awaited and the page's text.
+
+    An element the page re-rendered while the condition read it (stale) counts as "not yet", like a missing one.
+    """
+    ignored = (NoSuchElementException, StaleElementReferenceException)
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(condition)
     except TimeoutException:
         body = driver.execute_script("return document.body ? document.body.innerText : ''")
         raise AssertionError(f"timed out waiting for {what or condition}; the page says:\n{body}") from None

@@ -463,7 +463,11 @@ class TestReview:
         open_it()
         driver.find_element(By.ID, "reject").click()
         wait_until(driver, lambda d: d.find_element(By.ID, "review-status").text == "Rejected.")
-        assert not [b for b in driver.find_elements(By.CSS_SELECTOR, "#queue button.open") if question in b.text]
+        wait_until(
+            driver,
+            lambda d: not [b for b in d.find_elements(By.CSS_SELECTOR, "#queue button.open") if question in b.text],
+            what="the rejected question to leave the queue",
+        )
         outcome = httpx.get(
             f"{live.url}/v1/answers/{review_id}", headers={"Authorization": f"Bearer {tokens['reader']}"}
         ).json()
