@@ -82,10 +82,15 @@ class Answering:
     events: AsyncIterator[AnswerEvent]
 
     async def response(self) -> QueryResponse:
+        # to the end, not just to the Done: a generator left open is closed by the loop's finalizer hook, a
+        # wake-up from another thread per generator (two per cached answer, most of a cache hit's overhead)
+        final: QueryResponse | None = None
         async for event in self.events:
             if isinstance(event, Done):
-                return event.response
-        raise RuntimeError("the answer stream ended without a Done event")
+                final = event.response
+        if final is None:
+            raise RuntimeError("the answer stream ended without a Done event")
+        return final
 
 
 Reply = Answering | Held

@@ -9,13 +9,18 @@ bounded (`RAGKB_RECORD_QUEUE`): when it is full the newest work is dropped and c
 and counted (`reason="error"`); the work after it still runs. `flush()` waits until everything queued so far
 is written (a read of the records in this process calls it first, so a caller always sees its own answers);
 `close()` flushes and stops the thread (the server's shutdown, the CLI's exit).
+
+Queuing takes no lock and wakes no thread: the writer wakes every `linger` seconds (50 ms) and writes what
+has come in, or at once when `BATCH` rows wait, a flush is asked for or the writer closes. (A queue.Queue
+wakes the writer on every put: one transaction per answer at low rates, and a thread hand-off on each
+request's path.)
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +32,8 @@ from ..metrics import RECORDS_DROPPED, RECORDS_QUEUED, RECORDS_WRITTEN
 log = logging.getLogger("ragkb.state")
 
 Job = Callable[[], object]
-BATCH = 500  # rows written in one call of the sink at most
+BATCH = 500  # rows written in one call of the sink at most; this many waiting wake the writer at once
+LINGER = 0.05  # seconds queued work may wait for company before it is written
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +53,13 @@ class BackgroundWriter:
         *,
         sink: Callable[[Sequence[Any]], None] | None = None,
         name: str = "ragkb-writer",
+        linger: float = LINGER,
     ) -> None:
-        self._jobs: queue.Queue[object] = queue.Queue(maxsize=max(1, capacity))
+        self._queue: deque[object] = deque()  # append and popleft are atomic: no lock on the request's path
+        self._capacity = max(1, capacity)
         self._sink = sink
+        self._linger = linger
+        self._wake = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._drain, name=name, daemon=True)
@@ -69,13 +79,15 @@ class BackgroundWriter:
         if self._closed:
             RECORDS_DROPPED.labels(reason="closed").inc()
             return False
-        try:
-            self._jobs.put_nowait(work)
-        except queue.Full:
+        waiting = len(self._queue)
+        if waiting >= self._capacity:
             RECORDS_DROPPED.labels(reason="full").inc()
             log.warning("record dropped: the background writer's queue is full")
             return False
+        self._queue.append(work)
         RECORDS_QUEUED.inc()
+        if waiting + 1 >= BATCH:
+            self._wake.set()
         return True
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -83,10 +95,8 @@ class BackgroundWriter:
         if self._closed or not self._thread.is_alive():
             return True
         done = threading.Event()
-        try:
-            self._jobs.put(done, timeout=timeout)
-        except queue.Full:
-            return False
+        self._queue.append(done)
+        self._wake.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -95,35 +105,40 @@ class BackgroundWriter:
             if self._closed:
                 return
             self._closed = True
-        try:
-            self._jobs.put(_STOP, timeout=timeout)
-        except queue.Full:
-            log.warning("background writer did not drain in %.0f s; %d record(s) lost", timeout, self._jobs.qsize())
-            return
+        self._queue.append(_STOP)
+        self._wake.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("background writer did not drain in %.0f s; %d record(s) lost", timeout, len(self._queue))
 
     def _drain(self) -> None:
         while True:
-            work = [self._jobs.get()]
-            while len(work) < BATCH:  # whatever else is waiting goes in the same round
-                try:
-                    work.append(self._jobs.get_nowait())
-                except queue.Empty:
-                    break
-            rows: list[_Row] = []
-            for item in work:
-                if isinstance(item, _Row):
-                    rows.append(item)
-                    continue
-                self._write(rows)  # in order: rows queued before a job are written before it runs
-                rows = []
-                if item is _STOP:
+            self._wake.wait(self._linger)
+            self._wake.clear()  # a wake-up set after this finds its work below or wakes the next wait at once
+            while self._queue:
+                work: list[object] = []
+                while self._queue and len(work) < BATCH:
+                    work.append(self._queue.popleft())
+                if self._handle(work):
                     return
-                if isinstance(item, threading.Event):  # a flush: everything queued before it is done
-                    item.set()
-                elif callable(item):
-                    self._run(item)
-            self._write(rows)
+
+    def _handle(self, work: list[object]) -> bool:
+        """Write and run one round of work in order; True when it held the stop marker."""
+        rows: list[_Row] = []
+        for item in work:
+            if isinstance(item, _Row):
+                rows.append(item)
+                continue
+            self._write(rows)  # in order: rows queued before a job are written before it runs
+            rows = []
+            if item is _STOP:
+                return True
+            if isinstance(item, threading.Event):  # a flush: everything queued before it is done
+                item.set()
+            elif callable(item):
+                self._run(item)
+        self._write(rows)
+        return False
 
     def _write(self, rows: list[_Row]) -> None:
         if not rows:
