@@ -26,7 +26,7 @@ from .errors import DocumentNotFound, DuplicateSource, EmptyDocument, FileTooLar
 from .extraction import Extractor, extract_in_process
 from .linked import Carried, carried, descendants
 from .loaders import loader_for
-from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
+from .metrics import INGEST_ATTACHMENTS, INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
 from .models import Chunk, DocumentInfo, ExtractedDocument
 from .originals import Originals
 from .store import open_store
@@ -456,12 +456,14 @@ class Ingestor:
             known = committed.get(document_id, set())
             if version in known:
                 originals.written(blob)  # the stored attachment names it already
+                INGEST_ATTACHMENTS.labels(outcome="unchanged").inc()
                 continue
             try:
                 chunks = self._chunks_of(item, budget)
             except IngestError as exc:
                 _drop(originals, blob, [*waiting, parent, *made])
                 report.warnings.append(f"{item.name}: attachment not stored: {exc}")
+                INGEST_ATTACHMENTS.labels(outcome="not_stored").inc()
                 continue
             report.warnings.extend(f"{item.name}: {w}" for w in item.document.warnings)
             previous = self._blobs_of(collection, document_id) if known else set()
@@ -564,7 +566,7 @@ class Ingestor:
             if doc.parent_id:
                 entry["parent_id"] = doc.parent_id
             report.documents.append(entry)
-            INGEST_FILES.labels(outcome=outcome).inc()
+            (INGEST_ATTACHMENTS if doc.parent_id else INGEST_FILES).labels(outcome=outcome).inc()
             INGEST_CHUNKS.inc(count)
             if on_file_done and not doc.parent_id:  # progress counts the files given, not what they carry
                 on_file_done(doc.path)
@@ -580,5 +582,6 @@ class Ingestor:
                 if gone.blob:
                     self.release_quietly(gone.blob)
                 report.deleted += 1
+                INGEST_ATTACHMENTS.labels(outcome="dropped").inc()
                 report.documents.append({"path": gone.source, "document_id": gone.document_id, "status": "deleted",
                                          "chunks": removed, "parent_id": gone.parent_id})  # fmt: skip

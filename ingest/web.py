@@ -38,7 +38,7 @@ from .config import Settings
 from .errors import DocumentNotFound, IngestError
 from .formats.webpage import main_content
 from .loaders import supported_extensions
-from .metrics import WEB_FETCHES
+from .metrics import WEB_FETCHES, WEB_MAIN_TEXT
 from .pipeline import Ingestor, IngestReport
 
 log = logging.getLogger("ragkb.web")
@@ -277,7 +277,11 @@ class WebIngest:
             report.skipped += 1
             report.warnings.append(f"{url}: {page.content_type or 'no content type'} is not a type ragkb reads")
             return page
-        body = (main_content(page.body, page.url) or page.body) if _is_html(page) else page.body
+        body = page.body
+        if _is_html(page):
+            main = main_content(page.body, page.url)
+            WEB_MAIN_TEXT.labels(outcome="main" if main else "whole").inc()
+            body = main or page.body
         part = self.ingestor.ingest_items([(name, page.url, body)], collection=collection)
         _merge(report, part)
         if part.failed == 0:

@@ -109,10 +109,17 @@ def test_cli_ingest_change_delete_prune_and_reindex(cli_env: Path, tmp_path: Pat
     assert (code, again["unchanged"], again["attachments"], again["chunks_added"]) == (0, 2, 0, 0), again
 
     # the message changes: its body, and the sheet is no longer attached
+    from prometheus_client import REGISTRY
+
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("ragkb_ingest_attachments_total", {"outcome": outcome}) or 0.0
+
+    unchanged, dropped = counted("unchanged"), counted("dropped")
     (folder / "report.eml").write_bytes(_report_message(with_sheet=False, body="Figures attached, sheet to follow."))
     code, changed = _cli("ingest", str(folder), "-c", "mail")
     assert (code, changed["updated"], changed["unchanged"], changed["deleted"]) == (0, 1, 1, 1), changed
     assert changed["attachments"] == 0, "unchanged attachments are not embedded again"
+    assert (counted("unchanged") - unchanged, counted("dropped") - dropped) == (4, 1)
     code, listed = _cli("documents", "-c", "mail")
     after = _names(listed, root)
     assert "report.eml#attachment/testEXCEL.xlsx" not in after and len(after) == 8

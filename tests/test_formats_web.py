@@ -235,8 +235,15 @@ def test_crawl_keeps_the_article_and_leaves_the_boilerplate(tmp_path: Path, site
     settings = Settings(data_dir=tmp_path / "kb", web_allow_private=True, web_delay=0)
     ingestor = Ingestor(settings, embedder=embedder)
     web = WebIngest(ingestor)
+    from prometheus_client import REGISTRY
+
+    def read(outcome: str) -> float:
+        return REGISTRY.get_sample_value("ragkb_web_main_text_total", {"outcome": outcome}) or 0.0
+
+    main, whole = read("main"), read("whole")
     report = web.crawl(f"{site.url}/", collection="site", depth=1, max_pages=10)
     assert (report.added, report.failed) == (5, 0), report.as_dict()
+    assert (read("main") - main, read("whole") - whole) == (4, 1)  # the four articles; the short index page whole
     target = ingestor.open_collection("site")
     texts: dict[str, list[str]] = {}
     for batch in ingestor.store.iter_chunks(target):
