@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest probe browser ocr wrk bench bench-formats bench-ingest bench-query bench-auth bench-workers bench-http clean
+.PHONY: install run test lint typecheck pytest probe browser ocr wrk bench bench-formats bench-web bench-ingest bench-query bench-auth bench-workers bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,10 @@ bench-http: install wrk
 # Per format: the share of expected words found and files/s; OCR word recovery vs pypdf's, seconds per page.
 bench-formats: install ocr
 	$(BIN)/python -m eval.bench_formats
+
+# Web-page main text: boilerplate indexed and article words kept, before and after trafilatura (docs/ingestion.md).
+bench-web: install
+	$(BIN)/python -m eval.bench_web
 
 bench: install
 	$(BIN)/python -m eval.bench

@@ -21,6 +21,7 @@ from pathlib import Path
 from pypdf import PdfReader
 
 from ingest.errors import IngestError
+from ingest.linked import with_attachments_text
 from ingest.loaders import load_bytes, load_pdf
 from ingest.ocr import tesseract_status
 
@@ -37,7 +38,7 @@ def _timed_loads(data: bytes, name: str, min_seconds: float) -> tuple[str, float
     """The loaded text and files/s over repeated loads lasting at least `min_seconds`."""
     count, started, text = 0, time.perf_counter(), ""
     while True:
-        text = load_bytes(data, name).text
+        text = with_attachments_text(load_bytes(data, name))  # an e-mail's attachments are stored beside it
         count += 1
         elapsed = time.perf_counter() - started
         if elapsed >= min_seconds:

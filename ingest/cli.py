@@ -147,7 +147,8 @@ def _print_report(name: str, report: IngestReport, as_json: bool, *, compact: bo
         f"[bold]{name}[/bold]: {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.failed} failed, {report.skipped} skipped, "
         f"{report.deleted} deleted; "
-        f"{report.chunks_added} chunks embedded in {report.seconds:.1f}s"
+        + (f"{report.attachments} attachments stored; " if report.attachments else "")
+        + f"{report.chunks_added} chunks embedded in {report.seconds:.1f}s"
     )
     console.print(summary)
     for warning in report.warnings:
@@ -327,7 +328,7 @@ def documents(collection: CollectionOption = None, as_json: JsonOption = False) 
         print(json.dumps([dataclasses.asdict(d) for d in docs], indent=2))
         return
     table = Table("document id", "chunks", "kind", "title", "source")
-    for doc in docs:
+    for doc in docs:  # an attachment's source names its message (`MESSAGE#attachment/NAME`)
         table.add_row(doc.document_id, str(doc.chunk_count), doc.kind, doc.title[:40], doc.source)
     console.print(table)
 

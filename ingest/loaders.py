@@ -11,6 +11,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pypdf import PageObject, PdfReader
 from pypdf.generic import DictionaryObject, PdfObject, StreamObject
@@ -28,6 +29,7 @@ from .formats import FORMAT_LOADERS
 from .formats.base import SNIFF_BYTES as _SNIFF_BYTES
 from .formats.base import check_bytes as _check_bytes
 from .formats.base import reason as _reason
+from .formats.base import table_lines
 from .formats.base import unreadable_as as _unreadable_as
 from .formats.scans import ocr_pdf_pages
 from .models import ExtractedDocument, Section
@@ -179,11 +181,24 @@ def html_text(data: bytes) -> tuple[str, list[Section], str]:
     offset = 0
     section_start = 0
     first_heading: str | None = None
-    for element in body.find_all(_HTML_HEADINGS + _HTML_BLOCKS):
+    data_tables: dict[int, bool] = {}
+    for element in body.find_all([*_HTML_HEADINGS, *_HTML_BLOCKS, "table"]):
+        if element.name == "table":
+            if not _is_data_table(element, data_tables):
+                continue  # a layout table: its cells are read as blocks
+            for line in table_lines(_table_rows(element)):  # one block per row, each with its header labels
+                parts.append(line + "\n\n")
+                offset += len(line) + 2
+            continue
         if element.name not in _HTML_HEADINGS and element.find_parent(_HTML_BLOCKS):
             continue  # its text is already part of an enclosing block
+        table = element.find_parent("table")
+        if table is not None and _is_data_table(table, data_tables):
+            continue  # read with its table's rows
         text = element.get_text(" ", strip=True) if element.name != "pre" else element.get_text()
         text = text.strip()
+        if element.name in _HTML_HEADINGS:
+            text = text.rstrip("¶ ")  # the permalink mark documentation generators put in headings
         if not text:
             continue
         if element.name in _HTML_HEADINGS:
@@ -203,6 +218,23 @@ def html_text(data: bytes) -> tuple[str, list[Section], str]:
     if offset > section_start:
         sections.append(Section(section_start, offset, heading=heading))
     return "".join(parts), sections, page_title or first_heading or ""
+
+
+def _is_data_table(table: Any, seen: dict[int, bool]) -> bool:
+    """Whether a table holds data (read as rows labelled by its header row, like every other format's tables)
+    rather than lay a page out: not inside another block, and no heading or table inside it."""
+    key = id(table)
+    if key not in seen:
+        seen[key] = table.find_parent(_HTML_BLOCKS) is None and table.find([*_HTML_HEADINGS, "table"]) is None
+    return seen[key]
+
+
+def _table_rows(table: Any) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for row in table.find_all("tr"):
+        cells = row.find_all(["td", "th"], recursive=False)
+        rows.append([cell.get_text(" ", strip=True) for cell in cells])
+    return rows
 
 
 def load_pdf(data: bytes, name: str) -> ExtractedDocument:

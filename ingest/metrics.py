@@ -23,3 +23,13 @@ WEB_FETCHES = Counter(
     "Web requests of `ingest URL` and `crawl`, by outcome (ok, not_modified, http_error, blocked, failed).",
     ["outcome"],
 )
+INGEST_ATTACHMENTS = Counter(
+    "ragkb_ingest_attachments_total",
+    "E-mail attachments as documents of their own, by outcome (added, updated, unchanged, dropped, not_stored).",
+    ["outcome"],
+)
+WEB_MAIN_TEXT = Counter(
+    "ragkb_web_main_text_total",
+    "Fetched HTML pages by how they were read (main: trafilatura's main content; whole: the whole page).",
+    ["outcome"],
+)

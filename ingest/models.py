@@ -29,6 +29,17 @@ class ExtractedDocument:
     sections: list[Section]
     kind: str
     warnings: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Attachment:
+    """A file carried inside a document (an e-mail's attachment), read by its own loader. The pipeline stores
+    it as a document of its own, linked to the one that carries it (`ingest/linked.py`)."""
+
+    name: str  # unique among its parent's attachments; the last part of its source
+    data: bytes  # its original bytes (kept like any original, for reindex and serving)
+    document: ExtractedDocument
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +76,5 @@ class DocumentInfo:
     kind: str
     display_source: str = ""  # what clients see (never an absolute server path); `source` is the identity
     blob: str = ""  # digest of the original in the blob store (`ingest/blobs.py`); "" if ingested before it
+    parent_id: str = ""  # an attachment's: the document id of the message that carries it; "" for a file
+    parent: str = ""  # an attachment's: how that message is shown (its display source)

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,11 @@ from .chunking import Chunker, ChunkingConfig
 from .config import Settings, get_settings
 from .discovery import Failure, discover
 from .embedder import Embedder, get_embedder
-from .errors import DuplicateSource, EmptyDocument, FileTooLarge, IngestError, RagkbError
+from .errors import DocumentNotFound, DuplicateSource, EmptyDocument, FileTooLarge, IngestError, RagkbError
 from .extraction import Extractor, extract_in_process
+from .linked import Carried, carried, descendants
 from .loaders import loader_for
-from .metrics import INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
+from .metrics import INGEST_ATTACHMENTS, INGEST_CHUNKS, INGEST_FILES, INGEST_SECONDS
 from .models import Chunk, DocumentInfo, ExtractedDocument
 from .originals import Originals
 from .store import open_store
@@ -66,6 +67,7 @@ class IngestReport:
     failed: int = 0
     skipped: int = 0
     deleted: int = 0
+    attachments: int = 0  # attachment documents added or updated (`ingest/linked.py`); not in added/updated
     chunks_added: int = 0
     tokens_embedded: int = 0
     seconds: float = 0.0
@@ -91,6 +93,7 @@ class IngestReport:
             "failed": self.failed,
             "skipped": self.skipped,
             "deleted": self.deleted,
+            "attachments": self.attachments,
             "chunks_added": self.chunks_added,
             "tokens_embedded": self.tokens_embedded,
             "seconds": round(self.seconds, 3),
@@ -113,6 +116,9 @@ class _Pending:
     display_source: str
     blob: str
     previous_blobs: set[str] = field(default_factory=set)  # the replaced version's originals: released once written
+    parent_id: str = ""  # an attachment's: the document id of the message carrying it (`ingest/linked.py`)
+    parent: str = ""  # an attachment's: the message's display source
+    drops: list[DocumentInfo] = field(default_factory=list)  # attachments gone from this version: deleted once written
 
 
 def _drop(originals: Originals, digest: str | None, pending: list[_Pending]) -> None:
@@ -230,14 +236,14 @@ class Ingestor:
         prefixes = tuple(str(root.resolve()) + os.sep for root in roots)
         if not prefixes:
             return
-        for document in self.store.documents(collection):
-            if document.source.startswith(prefixes) and document.source not in present:
-                self.store.delete_document(collection, document.document_id)
-                if document.blob:
-                    self.release_quietly(document.blob)
-                report.deleted += 1
-                report.documents.append({"path": document.source, "document_id": document.document_id,
-                                         "status": "deleted", "chunks": document.chunk_count})  # fmt: skip
+        listing = self.store.documents(collection)
+        for document in listing:
+            # an attachment goes with its message (`remove`), never on its own: its source is no file
+            if document.source.startswith(prefixes) and document.source not in present and not document.parent_id:
+                for gone in self.remove(collection, document, listing):
+                    report.deleted += 1
+                    report.documents.append({"path": gone.source, "document_id": gone.document_id,
+                                             "status": "deleted", "chunks": gone.chunk_count})  # fmt: skip
 
     def ingest_items(
         self,
@@ -261,12 +267,39 @@ class Ingestor:
         return report
 
     def delete(self, collection: str, id_or_source: str) -> tuple[DocumentInfo, int]:
+        """Delete a document and its attachments (`ingest/linked.py`); the chunks removed, in all."""
         target = self.open_collection(collection, create=False)
         document = self.store.find_document(target, id_or_source)
-        removed = self.store.delete_document(target, document.document_id)
-        if document.blob:
-            self.release_blob(document.blob)
-        return document, removed
+        gone = self.remove(target, document, self.store.documents(target), release=self.release_blob)
+        return document, sum(d.chunk_count for d in gone)
+
+    def remove(
+        self,
+        collection: Collection,
+        document: DocumentInfo,
+        listing: list[DocumentInfo],
+        *,
+        release: Callable[[str], object] | None = None,
+    ) -> list[DocumentInfo]:
+        """Delete a document and the attachments it carries (found in `listing`), attachments first; each
+        original nothing else uses goes too (`release`, by default `release_quietly`). What was deleted, with
+        `chunk_count` the chunks removed."""
+        release = release or self.release_quietly
+        gone: list[DocumentInfo] = []
+        for each in [*descendants(listing, document.document_id), document]:
+            try:
+                removed = self.store.delete_document(collection, each.document_id)
+            except DocumentNotFound:
+                if each is document:
+                    raise
+                continue  # deleted meanwhile (by another writer, or on its own)
+            if each.blob:
+                release(each.blob)
+            gone.append(replace(each, chunk_count=removed))
+        if len(gone) > 1:
+            log.info("deleted a document with its attachments",
+                     extra={"document_id": document.document_id, "attachments": len(gone) - 1})  # fmt: skip
+        return gone
 
     def _blobs_of(self, collection: Collection, document_id: str) -> set[str]:
         """The originals the stored versions of a document name (two after an interrupted replace)."""
@@ -332,6 +365,13 @@ class Ingestor:
         originals: Originals,
     ) -> None:
         committed = self.store.committed_versions(collection)
+        listed: list[list[DocumentInfo]] = []
+
+        def listing() -> list[DocumentInfo]:  # read once, and only when a file with attachments is replaced
+            if not listed:
+                listed.append(self.store.documents(collection))
+            return listed[0]
+
         pending: list[_Pending] = []
         pending_chunks = 0
         budget = Budget(self.settings, max_chunks)
@@ -372,10 +412,12 @@ class Ingestor:
                 report.warnings.extend(f"{name}: {w}" for w in extracted.warnings)
                 shown = (displays or {}).get(source) or fallback_display_source(source)
                 previous = self._blobs_of(collection, document_id) if known else set()
-                pending.append(
-                    _Pending(name, source, document_id, version, bool(known), extracted, chunks, shown, blob, previous)
+                parent = _Pending(
+                    name, source, document_id, version, bool(known), extracted, chunks, shown, blob, previous
                 )
-                pending_chunks += len(chunks)
+                attachments = self._carried(collection, committed, parent, budget, report, originals, listing, pending)
+                pending.extend([parent, *attachments])
+                pending_chunks += sum(len(doc.chunks) for doc in (parent, *attachments))
             except IngestError as exc:
                 _drop(originals, blob, pending)
                 self._failed(report, name, str(exc), on_file_done)
@@ -389,6 +431,58 @@ class Ingestor:
                 pending, pending_chunks = [], 0
         # chunks already made are still written
         self._flush(collection, pending, report, on_file_done, on_stage, originals)
+
+    def _carried(
+        self,
+        collection: Collection,
+        committed: Mapping[str, set[str]],
+        parent: _Pending,
+        budget: Budget,
+        report: IngestReport,
+        originals: Originals,
+        listing: Callable[[], list[DocumentInfo]],
+        waiting: list[_Pending],
+    ) -> list[_Pending]:
+        """The attachments of a file about to be written, as documents of their own (`ingest/linked.py`): a new
+        or changed one is made ready to write beside it, an unchanged one stays as stored, one that cannot be
+        stored is a warning; those stored for the version it replaces and gone from it become its `drops`."""
+        made: list[_Pending] = []
+        present: set[str] = set()
+        for item in carried(parent.path, parent.source, parent.display_source, parent.extracted):
+            document_id = document_id_for(item.source)
+            present.add(document_id)
+            blob = originals.put(item.data)
+            version = self.version_of(item.data)
+            known = committed.get(document_id, set())
+            if version in known:
+                originals.written(blob)  # the stored attachment names it already
+                INGEST_ATTACHMENTS.labels(outcome="unchanged").inc()
+                continue
+            try:
+                chunks = self._chunks_of(item, budget)
+            except IngestError as exc:
+                _drop(originals, blob, [*waiting, parent, *made])
+                report.warnings.append(f"{item.name}: attachment not stored: {exc}")
+                INGEST_ATTACHMENTS.labels(outcome="not_stored").inc()
+                continue
+            report.warnings.extend(f"{item.name}: {w}" for w in item.document.warnings)
+            previous = self._blobs_of(collection, document_id) if known else set()
+            made.append(
+                _Pending(item.name, item.source, document_id, version, bool(known), item.document, chunks,
+                         item.display_source, blob, previous, parent_id=document_id_for(item.parent_source),
+                         parent=item.parent_display)
+            )  # fmt: skip
+        if parent.is_update:
+            parent.drops = [d for d in descendants(listing(), parent.document_id) if d.document_id not in present]
+        return made
+
+    def _chunks_of(self, item: Carried, budget: Budget) -> list[Chunk]:
+        budget.check_text(item.name, len(item.document.text))
+        chunks = self.chunker.chunk(item.document)
+        if not chunks:
+            raise EmptyDocument(f"{item.name}: no text to index after extraction")
+        budget.spend(item.name, len(chunks))
+        return chunks
 
     def _failed(self, report: IngestReport, name: str, error: str, on_file_done: ProgressCallback | None) -> None:
         log.warning("ingest failed", extra={"path": name, "error": error})
@@ -428,6 +522,8 @@ class Ingestor:
                 "embed_model": self.embedder.identity,
                 "blob": doc.blob,
             }
+            if doc.parent_id:
+                base.update(parent_id=doc.parent_id, parent=doc.parent)
             versions.append(
                 DocumentVersion(
                     document_id=doc.document_id,
@@ -447,21 +543,45 @@ class Ingestor:
         for doc in pending:
             for old in doc.previous_blobs - {doc.blob}:  # the replaced version's original, if nothing else uses it
                 self.release_quietly(old)
+        self._drop_attachments(collection, pending, report)
         if on_stage:
             on_stage("written", "", len(texts))
         for doc in pending:
             count = len(doc.chunks)
             outcome = "updated" if doc.is_update else "added"
-            if doc.is_update:
+            if doc.parent_id:
+                report.attachments += 1
+            elif doc.is_update:
                 report.updated += 1
             else:
                 report.added += 1
             report.chunks_added += count
             report.tokens_embedded += sum(c.token_count for c in doc.chunks)
-            report.documents.append(
-                {"path": doc.path, "document_id": doc.document_id, "status": outcome, "chunks": count}
-            )
-            INGEST_FILES.labels(outcome=outcome).inc()
+            entry: dict[str, Any] = {
+                "path": doc.path,
+                "document_id": doc.document_id,
+                "status": outcome,
+                "chunks": count,
+            }
+            if doc.parent_id:
+                entry["parent_id"] = doc.parent_id
+            report.documents.append(entry)
+            (INGEST_ATTACHMENTS if doc.parent_id else INGEST_FILES).labels(outcome=outcome).inc()
             INGEST_CHUNKS.inc(count)
-            if on_file_done:
+            if on_file_done and not doc.parent_id:  # progress counts the files given, not what they carry
                 on_file_done(doc.path)
+
+    def _drop_attachments(self, collection: Collection, pending: list[_Pending], report: IngestReport) -> None:
+        """Delete the attachments that the versions just written no longer carry (deepest first)."""
+        for doc in pending:
+            for gone in doc.drops:
+                try:
+                    removed = self.store.delete_document(collection, gone.document_id)
+                except DocumentNotFound:
+                    continue
+                if gone.blob:
+                    self.release_quietly(gone.blob)
+                report.deleted += 1
+                INGEST_ATTACHMENTS.labels(outcome="dropped").inc()
+                report.documents.append({"path": gone.source, "document_id": gone.document_id, "status": "deleted",
+                                         "chunks": removed, "parent_id": gone.parent_id})  # fmt: skip

@@ -8,6 +8,7 @@ the new version current (`switch_version`). Readers follow within the store's
 resolve interval, so the old version is dropped only after a grace period (and a
 last catch-up for writes that reached it in that window). A rebuild that dies
 leaves the current version serving and its half-built one is dropped by the next.
+Attachments (`ingest/linked.py`) are not rebuilt on their own: their messages bring them along.
 """
 
 from __future__ import annotations
@@ -157,11 +158,12 @@ class Reindexer:
                 f"collection {self.name!r} has {len(missing)} document(s) without a kept original ({shown}): they "
                 "were ingested before originals were kept. Ingest or upload them again once, then reindex."
             )
-        self._update(documents_total=len(documents), chunks_before=store.count(current), stage="building")
+        files = [d for d in documents if not d.parent_id]  # attachments are rebuilt with their messages
+        self._update(documents_total=len(files), chunks_before=store.count(current), stage="building")
         embedder = self.ingestor.embedder
         version = store.begin_version(self.name, model=embedder.identity, dimension=embedder.dimension)
         try:
-            self._write(version, documents)
+            self._write(version, files)
             self._update(stage="catching up")
             for _ in range(3):  # writes made to the current version while this one was built
                 if not self._catch_up(current, version):
@@ -206,7 +208,9 @@ class Reindexer:
         have = {d.document_id: d for d in self.store.documents(version)}
         want = {d.document_id: d for d in self.store.documents(source)}
         changed = [
-            d for d in want.values() if d.blob and (d.document_id not in have or have[d.document_id].blob != d.blob)
+            d
+            for d in want.values()
+            if d.blob and not d.parent_id and (d.document_id not in have or have[d.document_id].blob != d.blob)
         ]
         gone = [doc_id for doc_id in have if doc_id not in want]
         for doc_id in gone:

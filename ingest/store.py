@@ -431,6 +431,8 @@ class ChromaStore(VectorStore):
                 kind=str(m.get("kind", "")),
                 display_source=str(m.get("display_source") or fallback_display_source(str(m.get("source", "")))),
                 blob=str(m.get("blob", "")),
+                parent_id=str(m.get("parent_id", "")),
+                parent=str(m.get("parent", "")),
             )
             for m in found["metadatas"] or []
         ]

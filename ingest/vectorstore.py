@@ -48,6 +48,7 @@ FILTERABLE_FIELDS: dict[str, tuple[type, ...]] = {
     "chunk_index": (int,),
     "doc_version": (str,),
     "embed_model": (str,),
+    "parent_id": (str,),
 }
 MAX_FILTER_IDS = 1000
 MAX_WHERE_FIELDS = 16
@@ -130,6 +131,7 @@ class Provenance:
     start: int
     end: int
     ocr_confidence: float | None = None  # set when the chunk's text was recognised by OCR
+    parent: str | None = None  # an attachment's: the display source of the message that carries it
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,7 @@ class StoredChunk:
             start=int(meta.get("start", 0)),
             end=int(meta.get("end", 0)),
             ocr_confidence=float(meta["ocr_confidence"]) if meta.get("ocr_confidence") is not None else None,
+            parent=str(meta["parent"]) if meta.get("parent") else None,
         )
 
     def with_score(self, score: float) -> StoredChunk:

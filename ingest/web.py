@@ -11,7 +11,9 @@ A crawl stays on the start URL's origin (scheme, host, port), honours robots.txt
 seeds itself from the sitemap too, waits `RAGKB_WEB_DELAY` seconds between requests, and stops at a depth
 and a page count. Re-crawls send the ETag / Last-Modified they were given (a 304 costs nothing) and the
 pipeline skips pages whose content is unchanged; `--prune` deletes the site's pages that are gone.
-Main text: the HTML loader (scripts, styles, navigation, iframes dropped; headings kept as sections).
+Main text: trafilatura keeps an HTML page's article (headings, paragraphs, lists, tables) and leaves out its
+navigation, header, footer, cookie banner and sidebars (`ingest/formats/webpage.py`); what is stored, and so
+hashed for the unchanged-page check and kept as the page's original, is that main content.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ import httpx
 
 from .config import Settings
 from .errors import DocumentNotFound, IngestError
+from .formats.webpage import main_content
 from .loaders import supported_extensions
-from .metrics import WEB_FETCHES
+from .metrics import WEB_FETCHES, WEB_MAIN_TEXT
 from .pipeline import Ingestor, IngestReport
 
 log = logging.getLogger("ragkb.web")
@@ -274,7 +277,12 @@ class WebIngest:
             report.skipped += 1
             report.warnings.append(f"{url}: {page.content_type or 'no content type'} is not a type ragkb reads")
             return page
-        part = self.ingestor.ingest_items([(name, page.url, page.body)], collection=collection)
+        body = page.body
+        if _is_html(page):
+            main = main_content(page.body, page.url)
+            WEB_MAIN_TEXT.labels(outcome="main" if main else "whole").inc()
+            body = main or page.body
+        part = self.ingestor.ingest_items([(name, page.url, body)], collection=collection)
         _merge(report, part)
         if part.failed == 0:
             validators.remember(page, links(page) if _is_html(page) else [])

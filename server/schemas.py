@@ -44,12 +44,17 @@ class ChunkRef(BaseModel):
     heading: str | None = Field(
         None,
         description="Heading path such as 'Guide > Install' (Markdown, HTML, Word, ODT, EPUB), a spreadsheet's "
-        "sheet name, or 'Attachment: NAME' for an e-mail's attachment.",
+        "sheet name, or 'Message: SUBJECT' for an e-mail.",
     )
     start: int = Field(description="Character offset of the chunk in the document's extracted text.")
     end: int
     ocr_confidence: float | None = Field(
         None, description="Mean Tesseract word confidence (0-100) when the chunk's text was read by OCR; else null."
+    )
+    parent: str | None = Field(
+        None,
+        description="For an e-mail attachment (a document of its own, source 'MESSAGE#attachment/NAME'): the "
+        "source of the message it came from; else null.",
     )
     score: float = Field(description="Retrieval score of the chunk (higher is more relevant).")
 
@@ -66,6 +71,7 @@ class ChunkRef(BaseModel):
             "start": where.start,
             "end": where.end,
             "ocr_confidence": where.ocr_confidence,
+            "parent": where.parent,
             "score": round(float(chunk.score), 6),
         }
 
@@ -232,6 +238,10 @@ class DocumentOut(BaseModel):
     kind: str
     chunk_count: int
     version: str
+    parent_id: str | None = Field(
+        None, description="For an e-mail attachment: the document id of the message it came from; else null."
+    )
+    parent: str | None = Field(None, description="For an e-mail attachment: the source of that message; else null.")
 
 
 class UploadResult(BaseModel):
@@ -241,6 +251,9 @@ class UploadResult(BaseModel):
     unchanged: int
     failed: int
     chunks_added: int
+    attachments: int = Field(
+        0, description="E-mail attachments stored as documents of their own (added or updated), beside `added`."
+    )
     documents: list[dict[str, Any]]
     failures: list[dict[str, str]]
 

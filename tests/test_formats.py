@@ -12,6 +12,7 @@ import pytest
 from eval.format_expectations import ABSENT, EXPECTED
 from ingest.errors import CorruptDocument, EmptyDocument, EncryptedDocument, FileTooLarge, IngestError
 from ingest.formats import base
+from ingest.linked import with_attachments_text
 from ingest.loaders import load_bytes, supported_extensions
 from ingest.models import ExtractedDocument
 
@@ -36,7 +37,7 @@ def _section_of(doc: ExtractedDocument, phrase: str) -> tuple[int | None, str | 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_expected_text_and_exact_sections(name: str) -> None:
     doc = _load(name)
-    text = _flat(doc.text)
+    text = _flat(with_attachments_text(doc))  # an e-mail's attachments are documents of their own
     missing = [phrase for phrase in EXPECTED[name] if _flat(phrase) not in text]
     assert not missing, f"{name}: missing {missing}"
     present = [phrase for phrase in ABSENT.get(name, []) if phrase in text]
@@ -120,15 +121,29 @@ def test_csv_rows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert any("first 5 rows" in warning for warning in doc.warnings)
 
 
-def test_email_fields_and_attachments_as_sections() -> None:
+def test_email_fields_and_attachments_as_documents_of_their_own() -> None:
     eml = _load("testRFC822_multipart_attachments.eml")
     assert eml.title == "EML 1"
     assert _section_of(eml, "This is test email for EML1") == (None, "Message: EML 1")
-    assert _section_of(eml, "This is Test TXTB File for parser") == (None, "Attachment: Test TxtB.txt")
+    assert "Attachments: Test TxtA.txt, Test TxtB.txt" in eml.text
+    assert "Test TXTB File" not in eml.text  # the attachment is a document of its own, not part of the message
+    assert [a.name for a in eml.attachments] == ["Test TxtA.txt", "Test TxtB.txt"]
+    txtb = eml.attachments[1]
+    assert _flat(txtb.document.text) == "This is Test TXTB File for parser"
+    assert txtb.data == b"This is Test TXTB File for parser"  # the attachment's own bytes, kept as its original
     msg = _load("testMSG.msg")
     assert msg.title == "MIME registry use cases"
     assert "From: Jukka Zitting <jukka.zitting@gmail.com>" in msg.text
     assert "Date: 2009-01-29T19:16:40+00:00" in msg.text
+    assert msg.attachments == []  # Tika's testMSG.msg carries no attachment
+
+
+def test_attachment_names_are_unique_and_without_folders() -> None:
+    from ingest.formats.mail import attachment_name
+
+    taken: set[str] = set()
+    names = [attachment_name(n, taken) for n in ["a.txt", "A.txt", "dir/b.txt", "..\\c.txt", "", "notes"]]
+    assert names == ["a.txt", "A (2).txt", "b.txt", "c.txt", "attachment", "notes"]
 
 
 def test_nested_messages_are_bounded() -> None:
@@ -147,8 +162,13 @@ def test_nested_messages_are_bounded() -> None:
             + b"--\n"
         )
     doc = load_bytes(inner, "nested.eml")
-    assert "Subject: level 3" in doc.text and "the bottom" not in doc.text
-    assert any("nest deeper" in warning for warning in doc.warnings)
+    assert "Subject: level 5" in doc.text and "Subject: level 4" not in doc.text
+    everything = with_attachments_text(doc)
+    assert "Subject: level 2" in everything and "the bottom" not in everything
+    assert "Subject: level 1" not in everything  # three levels of attached messages below the top one
+    warnings = [w for a in doc.attachments for b in a.document.attachments for c in b.document.attachments
+                for w in c.document.warnings]  # fmt: skip
+    assert any("nest deeper" in warning for warning in warnings)
 
 
 def test_epub_chapters_are_sections() -> None:

@@ -182,9 +182,11 @@ def test_answer_cites_the_right_place(
 
 
 @pytest.mark.slow
-def test_attachment_is_cited_by_its_section(client: TestClient, uploaded: dict[str, Any]) -> None:
-    citation = _top_citation(client, "What is the TXTB file for?", "mail.eml")
-    assert citation["heading"] == "Attachment: Test TxtB.txt"
+def test_attachment_is_cited_as_a_document_of_its_message(client: TestClient, uploaded: dict[str, Any]) -> None:
+    assert uploaded["attachments"] == 2
+    citation = _top_citation(client, "What is the TXTB file for?", "mail.eml#attachment/*")
+    assert citation["source"] == "upload://mail.eml#attachment/Test TxtB.txt"
+    assert citation["parent"] == "upload://mail.eml"
 
 
 def test_upload_list_and_openapi_name_the_new_formats(client: TestClient) -> None:

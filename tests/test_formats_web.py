@@ -218,6 +218,86 @@ def test_cli_ingests_a_page_by_url(cli_env: Path, site: Site, monkeypatch: pytes
     assert refused.exit_code != 0 and "RAGKB_WEB_ALLOW_PRIVATE" in refused.output
 
 
+PAGES = Path(__file__).resolve().parent / "data" / "web"  # realistic pages: cookie banners, menus, sidebars, footers
+
+
+@pytest.mark.slow
+def test_crawl_keeps_the_article_and_leaves_the_boilerplate(tmp_path: Path, site: Site, embedder: Embedder) -> None:
+    """The stored chunks of each page hold its article (headings as the heading path, tables as labelled rows)
+    and not its navigation, banners, sidebars or footer; measured as eval/bench_web.py does, from the chunks."""
+    from eval.bench_web import truth_of, words
+
+    pages = {f"/{p.name}": p.read_bytes() for p in sorted(PAGES.glob("*.html"))}
+    index = _html("Site", "All the pages of this site.", list(pages))
+    site.pages["/"] = (200, "text/html", index, "")
+    for path, body in pages.items():
+        site.pages[path] = (200, "text/html; charset=utf-8", body, "")
+    settings = Settings(data_dir=tmp_path / "kb", web_allow_private=True, web_delay=0)
+    ingestor = Ingestor(settings, embedder=embedder)
+    web = WebIngest(ingestor)
+    from prometheus_client import REGISTRY
+
+    def read(outcome: str) -> float:
+        return REGISTRY.get_sample_value("ragkb_web_main_text_total", {"outcome": outcome}) or 0.0
+
+    main, whole = read("main"), read("whole")
+    report = web.crawl(f"{site.url}/", collection="site", depth=1, max_pages=10)
+    assert (report.added, report.failed) == (5, 0), report.as_dict()
+    assert (read("main") - main, read("whole") - whole) == (4, 1)  # the four articles; the short index page whole
+    target = ingestor.open_collection("site")
+    texts: dict[str, list[str]] = {}
+    for batch in ingestor.store.iter_chunks(target):
+        for chunk in batch:
+            texts.setdefault(str(chunk.metadata["source"]).removeprefix(site.url), []).append(chunk.text)
+    boilerplate = indexed = article = kept = 0
+    for path, body in pages.items():
+        truth, stored = truth_of(body), words(" ".join(texts[path]))
+        boilerplate, indexed = boilerplate + len(truth.boilerplate), indexed + len(truth.boilerplate & stored)
+        article, kept = article + len(truth.article), kept + len(truth.article & stored)
+    assert indexed / boilerplate <= 0.10, f"{indexed} of {boilerplate} boilerplate words indexed"
+    assert kept / article >= 0.95, f"{kept} of {article} article words kept"
+    runbook = {c.metadata.get("heading"): c.text for b in ingestor.store.iter_chunks(target) for c in b
+               if str(c.metadata["source"]).endswith("/runbook.html")}  # fmt: skip
+    owners = runbook["Rotating TLS certificates > Certificate owners"]
+    assert "Service: shop.example.com; Owner: Payments team; Renewal window: Thursday evening" in owners
+    titles = {d.source.removeprefix(site.url): d.title for d in ingestor.store.documents(target)}
+    assert titles["/wiki.html"] == "Office move to Harbour Street"
+
+    # what is stored is the main text: a page whose boilerplate alone changed is unchanged on a re-crawl
+    blog = pages["/blog.html"].replace(b"&copy; 2026 The Tooling Blog", b"&copy; 2027 The Tooling Blog")
+    site.pages["/blog.html"] = (200, "text/html; charset=utf-8", blog, "")
+    again = web.crawl(f"{site.url}/", collection="site", depth=1, max_pages=10)
+    assert (again.unchanged, again.updated, again.added) == (5, 0, 0), again.as_dict()
+
+
+def test_a_short_page_is_read_whole_by_the_html_loader() -> None:
+    """Below what trafilatura judges by, its output would keep the menu: the page is read whole instead."""
+    from ingest.formats.webpage import main_content
+
+    small = _html("Home", "Welcome to the team wiki.", ["/a.html", "/b.html"])
+    assert main_content(small, "http://site.test/") is None
+    assert main_content(b"\x00\x01 not html at all", "http://site.test/") is None
+    article = (PAGES / "news.html").read_bytes()
+    extracted = main_content(article, "http://site.test/news.html")
+    assert extracted is not None and b"tram line" in extracted and b"Most read" not in extracted
+
+
+def test_local_html_tables_are_labelled_rows_and_layout_tables_are_read_cell_by_cell() -> None:
+    from ingest.loaders import load_bytes
+
+    data = (
+        b"<html><body><h1>Rota \xc2\xb6</h1><table><tr><th>Week</th><th>Engineer</th></tr>"
+        b"<tr><td>10</td><td>Ana</td></tr><tr><td>11</td><td>Erik</td></tr></table>"
+        b"<table><tr><td><h2>Layout</h2><p>A page laid out in a table.</p></td><td><p>Second column.</p></td></tr>"
+        b"</table></body></html>"
+    )
+    doc = load_bytes(data, "rota.html")
+    blocks = doc.text.split("\n\n")
+    assert "Week: 10; Engineer: Ana" in blocks and "Week: 11; Engineer: Erik" in blocks
+    assert [s.heading for s in doc.sections] == ["Rota", "Rota > Layout"]  # the permalink mark is not a heading's
+    assert "Second column." in blocks
+
+
 def _certificate(tmp_path: Path, host: str) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for `host` signed by it (cryptography, as a real CA would make them)."""
     import datetime as dt

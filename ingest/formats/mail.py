@@ -1,10 +1,11 @@
 """E-mail: EML (MIME) through the standard library's `email` package, Outlook MSG through olefile (the
 MSG-specific extract-msg is GPL-licensed; the few properties needed are read here by their MAPI tags).
 
-A message is a section "Message" (subject as its heading) holding Subject, From, To, Cc and Date lines and
-the body (the plain-text part, else the HTML part through the HTML loader). Attachments of a supported
-type are read with their own loader and kept inside the message, one section per attachment headed
-"Attachment: NAME" (see docs/ingestion.md); nested messages are bounded by `MAX_NESTING`, attachments by
+A message is a section "Message" (subject as its heading) holding Subject, From, To, Cc, Date and
+Attachments lines and the body (the plain-text part, else the HTML part through the HTML loader). Each
+attachment of a supported type is read with its own loader and returned beside the message
+(`ExtractedDocument.attachments`): the pipeline stores it as a document of its own, linked to the message
+(`ingest/linked.py`, docs/ingestion.md). Nested messages are bounded by `MAX_NESTING`, attachments by
 `MAX_ATTACHMENTS`, and one attachment that cannot be read is a warning, not the message's failure.
 """
 
@@ -21,7 +22,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from ..errors import CorruptDocument, IngestError
-from ..models import ExtractedDocument
+from ..models import Attachment, ExtractedDocument
 from .base import OLE_MAGIC, TextBuilder, check_bytes, unreadable_as
 
 MAX_NESTING = 3
@@ -40,13 +41,29 @@ class _Message:
     skipped: list[str] = field(default_factory=list)
 
 
+def attachment_name(filename: str, taken: set[str]) -> str:
+    """An attachment's name as the last part of its document's source: its base name (no folders), made unique
+    among the message's attachments ("a.txt", "a (2).txt")."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1].strip() or "attachment"
+    stem, dot, suffix = base.rpartition(".")
+    stem, suffix = (stem, f".{suffix}") if dot and stem else (base, "")
+    name, number = base, 1
+    while name.lower() in taken:
+        number += 1
+        name = f"{stem} ({number}){suffix}"
+    taken.add(name.lower())
+    return name
+
+
 def _render(message: _Message, name: str, kind: str) -> ExtractedDocument:
     from ..loaders import html_document, load_bytes
 
     subject = next((value for key, value in message.headers if key == "Subject"), "")
     out = TextBuilder()
     out.section(heading=f"Message: {subject}" if subject else "Message")
-    out.add("\n".join(f"{key}: {value}" for key, value in message.headers if value))
+    names = [filename for filename, _ in message.attachments[:MAX_ATTACHMENTS]]
+    headers = [*message.headers, ("Attachments", ", ".join(names))]
+    out.add("\n".join(f"{key}: {value}" for key, value in headers if value))
     body = message.body
     if not body.strip() and message.html:
         document = html_document(message.html, name, kind="html")
@@ -54,6 +71,8 @@ def _render(message: _Message, name: str, kind: str) -> ExtractedDocument:
     out.add(body.replace("\r\n", "\n").replace("\r", "\n"))
     out.warnings.extend(message.skipped)
     depth = _depth.get()
+    attachments: list[Attachment] = []
+    taken: set[str] = set()
     for index, (filename, payload) in enumerate(message.attachments):
         if index >= MAX_ATTACHMENTS:
             out.warnings.append(f"only the first {MAX_ATTACHMENTS} attachments are read")
@@ -69,8 +88,10 @@ def _render(message: _Message, name: str, kind: str) -> ExtractedDocument:
             continue
         finally:
             _depth.reset(token)
-        out.add_document(document, heading_prefix=f"Attachment: {filename}")
-    return out.build(name, title=subject or Path(name).stem, kind=kind)
+        attachments.append(Attachment(attachment_name(filename, taken), payload, document))
+    built = out.build(name, title=subject or Path(name).stem, kind=kind)
+    built.attachments = attachments
+    return built
 
 
 def load_eml(data: bytes, name: str) -> ExtractedDocument:

@@ -52,6 +52,8 @@ def documents(name: Readable, reader: ReaderDep, caller: ReadCaller) -> list[Doc
             kind=d.kind,
             chunk_count=d.chunk_count,
             version=d.version,
+            parent_id=d.parent_id or None,
+            parent=d.parent or None,
         )
         for d in docs
     ]
@@ -213,6 +215,7 @@ async def _store_and_ingest(
         unchanged=report.unchanged,
         failed=report.failed,
         chunks_added=report.chunks_added,
+        attachments=report.attachments,
         documents=report.documents,
         failures=[f.as_dict() for f in report.failures],
     )
