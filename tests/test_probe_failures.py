@@ -219,6 +219,7 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory, llm: FaultyLLM) -> Iter
         "RAGKB_LLM_TIMEOUT": str(LLM_TIMEOUT),
         "RAGKB_LLM_RETRIES": str(LLM_RETRIES),
         "RAGKB_LLM_BREAKER_FAILURES": "0",  # every request tries the LLM (the breaker is tests/test_hardening's)
+        "RAGKB_AGENT_SECONDS": str(AGENT_SECONDS),
     }
     with serving(tmp_path_factory.mktemp("probe-llm"), **settings) as (base, headers, _, log):
         yield base, headers, log
@@ -286,6 +287,44 @@ def test_a_failing_llm_gets_the_extractive_answer_in_bounded_time(
         f"LLM {failure} ({'stream' if stream else 'json'})",
         f"200 degraded, extractive answer with {len(answer['citations'])} citations, error {answer['error']!r} "
         f"in {took:.1f}s (bound {WORST_LLM_SECONDS:.1f}s); /healthz at worst {stalls.worst:.2f}s",
+    )
+
+
+AGENT_SECONDS = 15.0  # RAGKB_AGENT_SECONDS of the probe's server
+
+
+@pytest.mark.parametrize("failure", ["down (connection refused)", "never answering", "malformed JSON",
+                                     "SSE cut off before [DONE]"])  # fmt: skip
+def test_a_failing_llm_in_agent_mode_answers_within_its_budget(
+    llm: FaultyLLM, llm_server: tuple[str, dict[str, str], Path], failure: str
+) -> None:
+    """Agent mode calls the LLM to plan (JSON) and to draft (streamed): it falls back to the rule planner and
+    the extractive drafts, within the agent's time budget, and caches nothing degraded."""
+    base, headers, _ = llm_server
+    mode = FAILURES[failure]
+    if mode == "down":
+        llm.stop()
+    llm.mode = mode
+    body = {"question": f"{QUESTION} And when is the boiler room inspected?", "collection": COLLECTION,
+            "mode": "agent"}  # fmt: skip
+    try:
+        with Stalls(base) as stalls, httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+            response, took = _timed(lambda: client.post("/v1/query", json=body))
+    finally:
+        llm.mode = "ok"
+        if mode == "down":
+            llm.start()
+    check_error(response, f"agent mode, LLM {failure}")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["citations"] and not answer["cached"], answer
+    assert answer["degraded"], answer
+    assert took < AGENT_SECONDS + WORST_LLM_SECONDS, f"agent mode took {took:.1f}s"
+    assert not stalls.errors and stalls.worst < 2, (stalls.errors, stalls.worst)
+    probe_line(
+        f"LLM {failure} (agent mode)",
+        f"200 degraded, {len(answer['citations'])} citations, error {answer['error']!r} in {took:.1f}s; /healthz at "
+        f"worst {stalls.worst:.2f}s",
     )
 
 
