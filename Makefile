@@ -52,10 +52,11 @@ PYTEST_WORKERS ?= auto
 pytest: install browser ocr
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-# The probe (tests/test_probe.py): every door of a live `ragkb serve` tried as a hostile client would; one
-# `PROBE name: result` line per probe. Slow (a few minutes); also part of the full `make pytest` run.
+# The probe (tests/test_probe.py, tests/test_probe_failures.py): every door of a live `ragkb serve` tried as a
+# hostile client would, and with its LLM endpoint and Redis failing; one `PROBE name: result` line per probe.
+# Slow (about 15 minutes on 2 busy cores); also part of the full `make pytest` run.
 probe: install
-	$(BIN)/pytest -q -p no:randomly -s tests/test_probe.py
+	$(BIN)/pytest -q -p no:randomly -s tests/test_probe.py tests/test_probe_failures.py
 
 bench-ingest: install
 	$(BIN)/python -m eval.bench_ingest

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     max_chunks_per_request: int = Field(
         20_000, ge=1, description="Chunks one upload request may add in all; files past it fail with a reason."
     )
+    max_tokens_per_request: int = Field(
+        100_000,
+        ge=1,
+        description="Embedder tokens one upload request may cost when the server ingests it itself (no queue): "
+        "files past it fail with the reason before anything of them is embedded (docs/limits.md: what it costs).",
+    )
     extract_timeout: float = Field(
         120.0, gt=0, description="Seconds the server gives one large file's text extraction (in a worker process)."
     )

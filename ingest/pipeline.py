@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +130,21 @@ def _drop(originals: Originals, digest: str | None, pending: list[_Pending]) -> 
     originals.release(digest)
 
 
-class Budget:
-    """The work one file, and one call, may cost: extracted characters and chunks (clear errors past them)."""
+# An estimate from samples can be off; a file is refused on one only when it is this far past the budget (closer
+# ones are chunked and refused on the exact count).
+ESTIMATE_MARGIN = 1.25
 
-    def __init__(self, settings: Settings, max_chunks: int | None) -> None:
+
+class Budget:
+    """The work one file, and one call, may cost: extracted characters, chunks and the tokens to embed (clear
+    errors past them). `max_tokens` is an upload request's: what it may embed inside the request."""
+
+    def __init__(self, settings: Settings, max_chunks: int | None, max_tokens: int | None = None) -> None:
         self.max_chars = settings.max_extracted_chars
         self.max_file_chunks = settings.max_chunks_per_file
         self.left = max_chunks
+        self.max_tokens = max_tokens
+        self.tokens_left = max_tokens
 
     def check_text(self, name: str, characters: int) -> None:
         if characters > self.max_chars:
@@ -144,19 +153,42 @@ class Budget:
                 "per file (RAGKB_MAX_EXTRACTED_CHARS)"
             )
 
-    def spend(self, name: str, chunks: int) -> None:
+    def check_tokens(self, name: str, estimated: Callable[[], int]) -> None:
+        """Refuse a file whose estimated tokens are well past what is left of the request's token budget before
+        it is chunked (chunking a megabyte of punctuation takes seconds); `spend` checks the exact count."""
+        if self.tokens_left is None:
+            return
+        tokens = estimated()
+        if tokens > self.tokens_left * ESTIMATE_MARGIN:
+            self._over_tokens(name, f"about {tokens:,} tokens (estimated from samples)")
+
+    def _over_tokens(self, name: str, tokens: str) -> None:
+        assert self.max_tokens is not None and self.tokens_left is not None
+        spent = f"what is left of it ({self.tokens_left:,}) of " if self.tokens_left != self.max_tokens else ""
+        raise FileTooLarge(
+            f"{name}: {tokens} to embed is over {spent}the {self.max_tokens:,}-token budget of one upload request "
+            "(RAGKB_MAX_TOKENS_PER_REQUEST); upload it on its own, raise the budget, ingest it with `ragkb ingest`, "
+            "or queue uploads for workers (RAGKB_QUEUE_URL)"
+        )
+
+    def spend(self, name: str, chunks: int, tokens: int = 0) -> None:
+        """Spend one file's chunks and tokens, or refuse the file (nothing spent) with the budget it is over."""
         if chunks > self.max_file_chunks:
             raise FileTooLarge(
                 f"{name}: {chunks:,} chunks is over the {self.max_file_chunks:,}-chunk budget per file "
                 "(RAGKB_MAX_CHUNKS_PER_FILE)"
             )
+        if self.left is not None and chunks > self.left:
+            raise FileTooLarge(
+                f"{name}: {chunks:,} chunks is over what is left of this request's chunk budget "
+                f"({self.left:,} of RAGKB_MAX_CHUNKS_PER_REQUEST); upload it on its own"
+            )
+        if self.tokens_left is not None and tokens > self.tokens_left:
+            self._over_tokens(name, f"{tokens:,} tokens")
         if self.left is not None:
-            if chunks > self.left:
-                raise FileTooLarge(
-                    f"{name}: {chunks:,} chunks is over what is left of this request's chunk budget "
-                    f"({self.left:,} of RAGKB_MAX_CHUNKS_PER_REQUEST); upload it on its own"
-                )
             self.left -= chunks
+        if self.tokens_left is not None:
+            self.tokens_left -= tokens
 
 
 class Ingestor:
@@ -255,14 +287,16 @@ class Ingestor:
         on_stage: StageCallback | None = None,
         displays: Mapping[str, str] | None = None,
         target: Collection | None = None,
+        max_tokens: int | None = None,
     ) -> IngestReport:
         """Ingest in-memory documents given as (name, source, bytes); the name's extension picks the loader.
         `source` names a document in citations and listings (an upload's is `upload://<file name>`).
-        `max_chunks` is a budget for the whole call (an upload request): files past it fail with a reason."""
+        `max_chunks` and `max_tokens` (tokens to embed) are budgets for the whole call (an upload request):
+        files past them fail with a reason, before they are embedded."""
         started = time.perf_counter()
         report = IngestReport(collection=collection)
         target = target or self.open_collection(collection)
-        self._ingest(target, items, report, on_file_done, max_chunks, displays, on_stage)
+        self._ingest(target, items, report, on_file_done, max_chunks, displays, on_stage, max_tokens)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -345,11 +379,13 @@ class Ingestor:
         max_chunks: int | None = None,
         displays: Mapping[str, str] | None = None,
         on_stage: StageCallback | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         """`displays` maps a source to how it is shown (`display_source`); others show the fallback."""
         originals = Originals(self.blobs, self.release_quietly, holder="ingest")
+        budget = Budget(self.settings, max_chunks, max_tokens)
         try:
-            self._ingest_files(collection, items, report, on_file_done, max_chunks, displays, on_stage, originals)
+            self._ingest_files(collection, items, report, on_file_done, budget, displays, on_stage, originals)
         finally:
             originals.close()
 
@@ -359,7 +395,7 @@ class Ingestor:
         items: Iterable[tuple[str, str, Path | bytes]],
         report: IngestReport,
         on_file_done: ProgressCallback | None,
-        max_chunks: int | None,
+        budget: Budget,
         displays: Mapping[str, str] | None,
         on_stage: StageCallback | None,
         originals: Originals,
@@ -374,7 +410,6 @@ class Ingestor:
 
         pending: list[_Pending] = []
         pending_chunks = 0
-        budget = Budget(self.settings, max_chunks)
         seen: set[str] = set()
         for name, source, item in items:
             blob: str | None = None
@@ -405,10 +440,11 @@ class Ingestor:
                     on_stage("parsing", name, 0)
                 extracted = self.extract(data, name)
                 budget.check_text(name, len(extracted.text))
+                budget.check_tokens(name, partial(self.chunker.estimate_tokens, extracted.text))
                 chunks = self.chunker.chunk(extracted)
                 if not chunks:
                     raise EmptyDocument(f"{name}: no text to index after extraction")
-                budget.spend(name, len(chunks))
+                budget.spend(name, len(chunks), sum(chunk.token_count for chunk in chunks))
                 report.warnings.extend(f"{name}: {w}" for w in extracted.warnings)
                 shown = (displays or {}).get(source) or fallback_display_source(source)
                 previous = self._blobs_of(collection, document_id) if known else set()

@@ -8,6 +8,7 @@ import multiprocessing
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from ingest.chunking import Chunker, ChunkingConfig
 from ingest.config import Settings, get_settings
 from ingest.datadir import DataDirBusy, hold_for_server, refuse_if_served
 from ingest.embedder import Embedder
@@ -218,6 +220,39 @@ def test_chunk_budgets_per_file_and_per_request(client: TestClient, tmp_path: Pa
     data = response.json()
     assert response.status_code == 200 and data["added"] >= 1 and data["failed"] >= 1
     assert all("RAGKB_MAX_CHUNKS_PER_REQUEST" in f["error"] for f in data["failures"])
+
+
+def test_token_budget_per_request_refuses_before_anything_is_embedded(tmp_path: Path, embedder: Embedder) -> None:
+    """RAGKB_MAX_TOKENS_PER_REQUEST: a file far past it is refused on an estimate from samples (before it is
+    chunked), one just past what is left of it on its exact count; the files within it are stored."""
+    ingestor = Ingestor(Settings(data_dir=tmp_path / "kb"), embedder=embedder)
+    prose = "# Pumps\n\n" + "The pump is checked every week by the day shift. " * 40
+    [tokens] = ingestor.chunker.count_tokens([prose])
+    items = [
+        ("brackets.md", "upload://brackets.md", b"[" * 300_000),
+        ("pumps.md", "upload://pumps.md", prose.encode()),
+        ("valves.md", "upload://valves.md", prose.replace("pump", "valve").encode()),
+    ]
+    report = ingestor.ingest_items(items, collection="tokens", max_tokens=tokens + tokens // 2)
+    assert report.added == 1 and [d["path"] for d in report.documents] == ["pumps.md"]
+    errors = {f.path: f.error for f in report.failures}
+    assert "about 300,000 tokens (estimated from samples)" in errors["brackets.md"], errors
+    assert "budget of one upload request (RAGKB_MAX_TOKENS_PER_REQUEST)" in errors["brackets.md"]
+    assert "is over what is left of it" in errors["valves.md"], errors
+    assert ingestor.ingest_items(items[1:2], collection="tokens").unchanged == 1  # no budget: the CLI's case
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000, "1.2," * 25_000, "\u4e00\u4e8c\u4e09" * 30_000, "The pump is checked weekly. " * 4_000]
+)
+def test_the_token_estimate_is_close_and_cheap(embedder: Embedder, text: str) -> None:
+    chunker = Chunker(embedder.tokenizer, ChunkingConfig(), window=embedder.window)
+    start = time.perf_counter()
+    estimate = chunker.estimate_tokens(text)
+    took = time.perf_counter() - start
+    [exact] = chunker.count_tokens([text])
+    assert abs(estimate - exact) <= exact * 0.05, (estimate, exact)
+    assert took < 0.5, f"the estimate took {took:.2f}s"
 
 
 def test_a_stopped_ingestion_ends_between_files_and_says_so(tmp_path: Path, embedder: Embedder) -> None:

@@ -188,6 +188,41 @@ def test_malformed_stream_event_is_an_llm_error() -> None:
         asyncio.run(run())
 
 
+@pytest.mark.parametrize(
+    ("content", "public"),
+    [
+        (_sse(json.dumps({"choices": [{"index": 0, "delta": {"content": "Backups go "}}]})), "ended before the answer"),
+        (b'{"choices": [{"message": {"content": "Backups', "sent no stream events"),
+    ],
+    ids=["cut-off-before-done", "json-instead-of-events"],
+)
+def test_a_stream_that_ends_before_its_end_is_an_llm_error(content: bytes, public: str) -> None:
+    """No `[DONE]` and no finish_reason: the pieces are not the whole answer (it must not be validated and
+    cached as one)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=content, headers={"content-type": "text/event-stream"})
+
+    async def run() -> list[str]:
+        return [piece async for piece in _provider(handler).stream(_request())]
+
+    with pytest.raises(LLMError, match="without \\[DONE\\] or a finish_reason") as raised:
+        asyncio.run(run())
+    assert public in raised.value.public
+
+
+def test_a_stream_ended_by_a_finish_reason_without_done_is_whole() -> None:
+    events = _sse(json.dumps({"choices": [{"index": 0, "delta": {"content": "Done [1]."}, "finish_reason": "stop"}]}))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=events, headers={"content-type": "text/event-stream"})
+
+    async def run() -> list[str]:
+        return [piece async for piece in _provider(handler).stream(_request())]
+
+    assert asyncio.run(run()) == ["Done [1]."]
+
+
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
     with LlamaCppServer(smollm2_gguf()) as base_url:

@@ -141,19 +141,22 @@ class OpenAIProvider:
         body = self._body(request, stream=True)
         body["stream_options"] = {"include_usage": True}
         response = await self._send(body, stream=True)
-        pieces = 0
-        reported = False
+        pieces = events = 0
+        reported = ended = False
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    ended = True
                     break
+                events += 1
                 try:
                     event = json.loads(data)
                     choices = event.get("choices") or []
                     delta = choices[0].get("delta", {}).get("content") if choices else None
+                    ended = ended or bool(choices and choices[0].get("finish_reason"))
                     counts = event.get("usage")
                     if isinstance(counts, dict) and usage is not None:
                         usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
@@ -173,6 +176,13 @@ class OpenAIProvider:
             raise LLMError(f"the LLM stream broke off after {pieces} pieces ({type(exc).__name__})") from exc
         finally:
             await response.aclose()
+        if not ended:  # cut off: what came is not the whole answer (and must not be validated and cached as one)
+            kind = response.headers.get("content-type", "no content type")
+            raise LLMError(
+                f"the LLM stream ended after {events} events ({pieces} pieces, {kind}) without [DONE] or a "
+                "finish_reason",
+                public="the LLM stream ended before the answer did" if events else "the LLM sent no stream events",
+            )
         if usage is not None and not reported:  # servers that do not report usage: one delta is one token
             usage.completion_tokens = pieces
 

@@ -203,7 +203,11 @@ async def _store_and_ingest(
         return JSONResponse(JobsQueued(collection=name, jobs=jobs).model_dump(), status_code=202)
     items = ((f.name, f.source, blobs.get(f.blob)) for f in stored)
     report = await run_in_threadpool(
-        parts.ingestor.ingest_items, items, collection=name, max_chunks=settings.max_chunks_per_request
+        parts.ingestor.ingest_items,
+        items,
+        collection=name,
+        max_chunks=settings.max_chunks_per_request,
+        max_tokens=settings.max_tokens_per_request,
     )
     failed = {f.path for f in report.failures}
     await run_in_threadpool(_forget, originals, [f for f in stored if f.name in failed])
