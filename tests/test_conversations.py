@@ -228,6 +228,22 @@ def test_eval_conversations_scores_follow_ups(cli_env: Path, tmp_path: Path, doc
     quick = evaluate_conversations(QueryService(get_settings()), path, [docs], half="check", answers=False)
     assert set(quick["metrics"]) == {"right_page_retrieved"} and quick["num_answerable"] == 0
 
+    # a model rewrites (the real wire protocol, on a mock transport), the extractive provider answers
+    answering = QueryService(get_settings())
+    model = OpenAIProvider(
+        base_url="http://llm.test/v1",
+        model="m",
+        retries=0,
+        transport=httpx.MockTransport(lambda _: _completion("Who patented the typewriter?")),
+    )
+    rewriter = QueryService(get_settings(), reader=answering.reader, provider=model)
+    mixed = evaluate_conversations(answering, path, [docs], half="tune", as_asked=False, rewriter=rewriter)
+    assert mixed["rewrites"] == {"llm": 1} and mixed["follow_ups"][0]["asked"] == "Who patented the typewriter?"
+    assert mixed["provider"] == "extractive" and mixed["rewritten_with"]["provider"] == "openai"
+    assert mixed["metrics"]["right_page"] == 1.0
+    refused = runner.invoke(app, ["eval", "conversations", str(path), "-d", str(docs), "--answers-with", "nowhere"])
+    assert refused.exit_code == 2 and "choose one of: extractive, openai" in refused.stderr
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "turns": [{"question": "one turn"}]}\n')
     with pytest.raises(ConversationSetError, match="at least two turns"):
