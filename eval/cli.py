@@ -246,6 +246,13 @@ def conversations(
     retrieval_only: Annotated[
         bool, typer.Option(help="Rewrite and retrieve only (no answers): the right page among the retrieved chunks.")
     ] = False,
+    answers_with: Annotated[
+        str | None,
+        typer.Option(
+            help="Answer with this provider (e.g. extractive) while the follow-ups are rewritten with the configured "
+            "one (RAGKB_LLM_PROVIDER): a model's rewrites measured with the same answers as the rule's."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the JSON report (Markdown goes beside it).")] = Path(
         "reports/conversations.json"
     ),
@@ -258,10 +265,15 @@ def conversations(
     from .conversations import markdown_summary as conversation_summary
 
     try:
+        rewriter = QueryService()
+        service = rewriter
+        if answers_with is not None:
+            settings = rewriter.settings.model_copy(update={"llm_provider": answers_with})
+            service = QueryService(settings, reader=rewriter.reader)
         report = evaluate_conversations(
-            QueryService(), conversation_set, documents, half=half, collection=collection, include=include,
+            service, conversation_set, documents, half=half, collection=collection, include=include,
             on_pass=lambda name: err.print(f"asking every turn ({name})"), as_asked=as_asked,
-            answers=not retrieval_only,
+            answers=not retrieval_only, rewriter=rewriter,
         )  # fmt: skip
     except RagkbError as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -151,7 +151,12 @@ def score(follow_ups: Sequence[FollowUp], *, answers: bool = True) -> dict[str, 
 
 
 async def _converse(
-    answerer: Answerer, conversations: Sequence[Conversation], collection: str, rewrite: bool, answers: bool
+    answerer: Answerer,
+    conversations: Sequence[Conversation],
+    collection: str,
+    rewrite: bool,
+    answers: bool,
+    rewriter: QueryService,
 ) -> list[FollowUp]:
     follow_ups = []
     for conversation in conversations:
@@ -160,7 +165,7 @@ async def _converse(
             request_id = f"conv-{conversation.id}-{number}-{time.perf_counter():.6f}"
             how: str
             if rewrite:
-                made = await FollowUps.of(answerer.service).standalone(history, turn.question, request_id)
+                made = await FollowUps.of(rewriter).standalone(history, turn.question, request_id)
                 asked, how = made.question, made.how
             else:
                 asked, how = turn.question, "as_asked"
@@ -185,9 +190,12 @@ def evaluate_conversations(
     on_pass: Callable[[str], None] | None = None,
     as_asked: bool = True,
     answers: bool = True,
+    rewriter: QueryService | None = None,
 ) -> dict[str, Any]:
     """Ingest the documents, hold every conversation twice (follow-ups made standalone, and asked as they
-    are), cache bypassed, and score the follow-ups."""
+    are), cache bypassed, and score the follow-ups. `rewriter`: the query service whose provider makes the
+    follow-ups standalone (an LLM's prompt, or the rule for the extractive one) when it is not `service`, so
+    that a model's rewrites are measured with the same answers."""
     conversations = read_conversations(conversation_set, half=half)
     reader = service.reader
     ingest_documents(
@@ -205,7 +213,7 @@ def evaluate_conversations(
                 if on_pass:
                     on_pass(name)
                 service.cache.clear()
-                runs[name] = await _converse(answerer, conversations, collection, rewrite, answers)
+                runs[name] = await _converse(answerer, conversations, collection, rewrite, answers, rewriter or service)
         finally:
             await answerer.aclose()
 
@@ -216,6 +224,7 @@ def evaluate_conversations(
         "dataset": conversation_set.name,
         "split": half or "all",
         **service.describe(),
+        "rewritten_with": (rewriter or service).describe(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "num_conversations": len(conversations),
         "num_follow_ups": len(follow_ups),
@@ -230,12 +239,14 @@ def evaluate_conversations(
 
 def markdown_summary(report: dict[str, Any]) -> str:
     baseline = report.get("as_asked")
+    rewritten = report.get("rewritten_with") or report
     rows = ["| follow-ups | standalone (rewritten) | as asked |", "| --- | --- | --- |"]
     for name, value in report["metrics"].items():
         rows.append(f"| {name} | {value:.3f} | {baseline[name]:.3f} |" if baseline else f"| {name} | {value:.3f} | - |")
     head = (
         f"{report['dataset']} ({report['split']}): {report['num_conversations']} conversations, "
         f"{report['num_follow_ups']} follow-ups ({report['num_answerable']} answerable), provider "
-        f"{report.get('provider', '?')} {report.get('model', '')}; rewrites: {report.get('rewrites', {})}"
+        f"{report.get('provider', '?')} {report.get('model', '')}; follow-ups rewritten with "
+        f"{rewritten.get('provider', '?')} {rewritten.get('model', '')}; rewrites: {report.get('rewrites', {})}"
     )
     return head + "\n\n" + "\n".join(rows)

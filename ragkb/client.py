@@ -9,7 +9,8 @@ methods on both. Results are typed (`ragkb/client_models.py`, plain pydantic: no
 
 `ask` returns an `Answer`, or a `HeldAnswer` when the collection's review policy holds answers for a reviewer
 (`wait_for_review` polls for the decision); `ask_stream` yields `TokenEvent`s (`StepEvent`s in agent mode) and
-ends with a `DoneEvent`. An error answer raises `ApiError` with the server's `status`, `code` and `request_id`.
+ends with a `DoneEvent`. An error answer raises `ApiError` with the server's `status`, `code` and `request_id`;
+no answer at all (connection refused, timeout) raises `Unreachable`.
 """
 
 from __future__ import annotations
@@ -52,11 +53,27 @@ Mode = Literal["single", "agent"]
 
 
 class ApiError(Exception):
-    """The server answered with an error: `status`, its `code` (e.g. collection_not_found), `request_id`."""
+    """The server answered with an error: `status`, its `code` (e.g. collection_not_found), `request_id`. A reply
+    that is not the JSON the route promises is an `ApiError` too (code `not_json`)."""
 
     def __init__(self, status: int, message: str, code: str, request_id: str | None = None) -> None:
         super().__init__(f"{status} {code}: {message}" + (f" (request id {request_id})" if request_id else ""))
         self.status, self.message, self.code, self.request_id = status, message, code, request_id
+
+
+class Unreachable(Exception):
+    """No answer from the server at all (refused, timed out, name unknown): `url` and the transport's `reason`."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError(response.status_code, "the server answered without JSON", "not_json") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,8 @@ def _raise_for(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:
         body = {}
+    if not isinstance(body, dict):
+        body = {}
     if isinstance(body.get("error"), dict):  # the OpenAI door's shape
         body = body["error"]
         message = str(body.get("message", response.text))
@@ -92,8 +111,8 @@ def _query(question: str, **options: Any) -> dict[str, Any]:
 def _answer_or_held(response: httpx.Response) -> Answer | HeldAnswer:
     _raise_for(response)
     if response.status_code == 202:
-        return HeldAnswer.model_validate(response.json())
-    return Answer.model_validate(response.json())
+        return HeldAnswer.model_validate(_json(response))
+    return Answer.model_validate(_json(response))
 
 
 def _event(name: str, data: dict[str, Any]) -> StreamEvent:
@@ -138,8 +157,8 @@ def _files(paths: Iterable[str | Path]) -> list[tuple[str, tuple[str, bytes, str
 def _uploaded(response: httpx.Response) -> UploadResult | JobsQueued:
     _raise_for(response)
     if response.status_code == 202:
-        return JobsQueued.model_validate(response.json())
-    return UploadResult.model_validate(response.json())
+        return JobsQueued.model_validate(_json(response))
+    return UploadResult.model_validate(_json(response))
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -183,12 +202,15 @@ class Client:
         self.http.close()
 
     def _send(self, call: _Call) -> httpx.Response:
-        return self.http.request(call.method, call.path, json=call.json, params=call.params, files=call.files)
+        try:
+            return self.http.request(call.method, call.path, json=call.json, params=call.params, files=call.files)
+        except httpx.TransportError as exc:
+            raise Unreachable(str(self.http.base_url), str(exc) or type(exc).__name__) from exc
 
     def _get(self, model: type[M], call: _Call) -> M:
         response = self._send(call)
         _raise_for(response)
-        return model.model_validate(response.json())
+        return model.model_validate(_json(response))
 
     def ask(self, question: str, *, mode: Mode = "single", **options: Any) -> Answer | HeldAnswer:
         """A cited answer, or `HeldAnswer`. `options`: collection, top_k, retriever, filters."""
@@ -197,19 +219,22 @@ class Client:
     def ask_stream(self, question: str, *, mode: Mode = "single", **options: Any) -> Iterator[StreamEvent]:
         """The answer as it is made: tokens (steps in agent mode), then `DoneEvent`; or one `HeldEvent`."""
         call = _Calls.ask(question, mode, True, options)
-        with self.http.stream(call.method, call.path, json=call.json) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for(response)
-            if response.status_code == 202:
-                response.read()
-                yield HeldEvent(held=HeldAnswer.model_validate(response.json()))
-                return
-            parser = _SSE()
-            for line in response.iter_lines():
-                event = parser.feed(line)
-                if event is not None:
-                    yield event
+        try:
+            with self.http.stream(call.method, call.path, json=call.json) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                if response.status_code == 202:
+                    response.read()
+                    yield HeldEvent(held=HeldAnswer.model_validate(_json(response)))
+                    return
+                parser = _SSE()
+                for line in response.iter_lines():
+                    event = parser.feed(line)
+                    if event is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise Unreachable(str(self.http.base_url), str(exc) or type(exc).__name__) from exc
 
     def wait_for_review(self, held: HeldAnswer, *, timeout: float = 300.0, every: float = 1.0) -> AnswerOutcome:
         """Poll a held answer until a reviewer decides (or `timeout` passes: the outcome is then `pending`)."""
@@ -227,12 +252,12 @@ class Client:
     def collections(self) -> list[CollectionInfo]:
         response = self._send(_Call("GET", "/v1/collections"))
         _raise_for(response)
-        return TypeAdapter(list[CollectionInfo]).validate_python(response.json())
+        return TypeAdapter(list[CollectionInfo]).validate_python(_json(response))
 
     def documents(self, collection: str) -> list[Document]:
         response = self._send(_Call("GET", f"/v1/collections/{collection}/documents"))
         _raise_for(response)
-        return TypeAdapter(list[Document]).validate_python(response.json())
+        return TypeAdapter(list[Document]).validate_python(_json(response))
 
     def upload(self, collection: str, paths: Iterable[str | Path]) -> UploadResult | JobsQueued:
         """Ingest files (scope `write`): at once, or queued when the server has a job queue."""
@@ -244,7 +269,7 @@ class Client:
     def reviews(self, status: str | None = "pending", limit: int = 100) -> list[ReviewSummary]:
         response = self._send(_Calls.reviews(status, limit))
         _raise_for(response)
-        return TypeAdapter(list[ReviewSummary]).validate_python(response.json()["reviews"])
+        return TypeAdapter(list[ReviewSummary]).validate_python(_json(response)["reviews"])
 
     def review(self, review_id: str) -> ReviewDetail:
         return self._get(ReviewDetail, _Call("GET", f"/v1/reviews/{review_id}"))
@@ -280,31 +305,37 @@ class AsyncClient:
         await self.http.aclose()
 
     async def _send(self, call: _Call) -> httpx.Response:
-        return await self.http.request(call.method, call.path, json=call.json, params=call.params, files=call.files)
+        try:
+            return await self.http.request(call.method, call.path, json=call.json, params=call.params, files=call.files)
+        except httpx.TransportError as exc:
+            raise Unreachable(str(self.http.base_url), str(exc) or type(exc).__name__) from exc
 
     async def _get(self, model: type[M], call: _Call) -> M:
         response = await self._send(call)
         _raise_for(response)
-        return model.model_validate(response.json())
+        return model.model_validate(_json(response))
 
     async def ask(self, question: str, *, mode: Mode = "single", **options: Any) -> Answer | HeldAnswer:
         return _answer_or_held(await self._send(_Calls.ask(question, mode, False, options)))
 
     async def ask_stream(self, question: str, *, mode: Mode = "single", **options: Any) -> AsyncIterator[StreamEvent]:
         call = _Calls.ask(question, mode, True, options)
-        async with self.http.stream(call.method, call.path, json=call.json) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                _raise_for(response)
-            if response.status_code == 202:
-                await response.aread()
-                yield HeldEvent(held=HeldAnswer.model_validate(response.json()))
-                return
-            parser = _SSE()
-            async for line in response.aiter_lines():
-                event = parser.feed(line)
-                if event is not None:
-                    yield event
+        try:
+            async with self.http.stream(call.method, call.path, json=call.json) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for(response)
+                if response.status_code == 202:
+                    await response.aread()
+                    yield HeldEvent(held=HeldAnswer.model_validate(_json(response)))
+                    return
+                parser = _SSE()
+                async for line in response.aiter_lines():
+                    event = parser.feed(line)
+                    if event is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise Unreachable(str(self.http.base_url), str(exc) or type(exc).__name__) from exc
 
     async def retrieve(self, question: str, **options: Any) -> Retrieval:
         return await self._get(Retrieval, _Calls.retrieve(question, options))
@@ -312,12 +343,12 @@ class AsyncClient:
     async def collections(self) -> list[CollectionInfo]:
         response = await self._send(_Call("GET", "/v1/collections"))
         _raise_for(response)
-        return TypeAdapter(list[CollectionInfo]).validate_python(response.json())
+        return TypeAdapter(list[CollectionInfo]).validate_python(_json(response))
 
     async def documents(self, collection: str) -> list[Document]:
         response = await self._send(_Call("GET", f"/v1/collections/{collection}/documents"))
         _raise_for(response)
-        return TypeAdapter(list[Document]).validate_python(response.json())
+        return TypeAdapter(list[Document]).validate_python(_json(response))
 
     async def upload(self, collection: str, paths: Iterable[str | Path]) -> UploadResult | JobsQueued:
         return _uploaded(
@@ -330,7 +361,7 @@ class AsyncClient:
     async def reviews(self, status: str | None = "pending", limit: int = 100) -> list[ReviewSummary]:
         response = await self._send(_Calls.reviews(status, limit))
         _raise_for(response)
-        return TypeAdapter(list[ReviewSummary]).validate_python(response.json()["reviews"])
+        return TypeAdapter(list[ReviewSummary]).validate_python(_json(response)["reviews"])
 
     async def review(self, review_id: str) -> ReviewDetail:
         return await self._get(ReviewDetail, _Call("GET", f"/v1/reviews/{review_id}"))

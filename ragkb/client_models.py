@@ -35,6 +35,15 @@ class Chunk(ChunkRef):
     text: str
 
 
+class AgentStep(_Model):
+    """One step of an agent-mode answer."""
+
+    kind: str
+    output: str = ""
+    ms: float = 0.0
+    error: str | None = None
+
+
 class Answer(_Model):
     """`POST /v1/query`'s answer: `answer` cites `citations` with [n] markers."""
 
@@ -42,10 +51,15 @@ class Answer(_Model):
     citations: list[Citation]
     grounded: bool
     abstained: bool = False
+    outcome: Literal["answered", "low_confidence", "not_found"] = "answered"
+    related: list[Chunk] = Field(default_factory=list, description="When abstaining: the closest passages.")
     confidence: float = 0.0
     cached: bool = False
     origin: str = "generated"
     degraded: bool = False
+    error: str | None = Field(None, description="Why the answer is degraded (the LLM failed).")
+    truncated: bool = False
+    steps: list[AgentStep] = Field(default_factory=list, description="Agent mode: the steps taken.")
     collection: str
     retriever: str
     request_id: str

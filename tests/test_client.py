@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from typer.testing import CliRunner
 
 from ingest.config import get_settings
 from ragkb.cli import app
-from ragkb.client import ApiError, AsyncClient, Client
+from ragkb.client import ApiError, AsyncClient, Client, Unreachable
 from ragkb.client_models import Answer, DoneEvent, HeldAnswer, HeldEvent, JobsQueued, TokenEvent, UploadResult
 from server.answering.entry import Answerer
 from server.http.api import create_app
 
 from .browser import LiveServer
+from .servers import free_port
 
 runner = CliRunner()
 BACKUP = "# Backups\n\nThe nightly backup runs at 02:00. Backups are kept for 30 days and then deleted.\n"
@@ -135,3 +138,39 @@ def test_the_client_imports_neither_torch_nor_the_server() -> None:
     code = "import sys, ragkb.client; print(sorted(m for m in ('torch', 'server', 'ingest') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_abstained_answer_is_typed(live: Live, tmp_path: Path) -> None:
+    """What `ragkb ask --server` prints comes from typed fields: the outcome and the closest passages."""
+    (tmp_path / "backup.md").write_text(BACKUP)
+    with live.client("writer") as writer:
+        writer.upload("handbook", [tmp_path / "backup.md"])
+    with live.client("asker") as kb:
+        reply = kb.ask("What is the airspeed velocity of an unladen swallow?", collection="handbook")
+    assert isinstance(reply, Answer) and reply.abstained and reply.outcome == "not_found"
+    assert reply.related and reply.related[0].source.endswith("backup.md") and reply.related[0].text
+    assert reply.steps == [] and not reply.truncated and reply.error is None
+
+
+def test_no_server_and_a_server_that_is_not_ragkb() -> None:
+    """Nothing listening raises `Unreachable` (not httpx's own errors); an HTML reply (a proxy's error page, a
+    web server on the wrong port) raises `ApiError` with code `not_json`; an HTML error page keeps its status."""
+    with Client(f"http://127.0.0.1:{free_port()}", api_key=None) as nobody:
+        with pytest.raises(Unreachable, match=r"cannot reach http://127\.0\.0\.1"):
+            nobody.collections()
+        with pytest.raises(Unreachable):
+            list(nobody.ask_stream("anything"))
+    with pytest.raises(Unreachable):
+        asyncio.run(AsyncClient(f"http://127.0.0.1:{free_port()}").collections())
+
+    proxy = FastAPI()
+    proxy.get("/healthz")(lambda: {"status": "ok"})
+    proxy.post("/v1/query")(lambda: HTMLResponse("<html><body>Welcome to nginx!</body></html>"))
+    proxy.get("/v1/collections")(lambda: HTMLResponse("<html>Bad Gateway</html>", status_code=502))
+    with LiveServer(proxy) as server, Client(server.url) as kb:
+        with pytest.raises(ApiError) as html:
+            kb.ask("anything")
+        assert html.value.status == 200 and html.value.code == "not_json"
+        with pytest.raises(ApiError) as gateway:
+            kb.collections()
+        assert gateway.value.status == 502 and "Bad Gateway" in gateway.value.message

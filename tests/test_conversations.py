@@ -168,6 +168,42 @@ def test_a_held_turn_is_stored_with_its_review(live: Live) -> None:
     assert stored[0]["review_id"] == review_id and stored[0]["answer"] == ""
 
 
+def _events(response: httpx.Response) -> list[tuple[str, dict[str, object]]]:
+    found = []
+    for block in response.text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in lines:
+            found.append((lines["event"], json.loads(lines["data"])))
+    return found
+
+
+def test_a_turn_streams_and_is_stored_when_done(live: Live) -> None:
+    """`stream: true` (the web page's thread): `POST /v1/query`'s events, the `done` answer carrying the
+    standalone question; the turn is stored; a held answer is still a 202 JSON reply."""
+    url, headers = live.url, live.headers()
+    cid = httpx.post(f"{url}/v1/conversations", json={"collection": "docs"}, headers=headers).json()["id"]
+    path = f"{url}/v1/conversations/{cid}/messages"
+    first = httpx.post(path, json={"question": "When was the typewriter patented?", "stream": True}, headers=headers)
+    assert first.status_code == 200 and first.headers["content-type"].startswith("text/event-stream")
+    events = _events(first)
+    assert [name for name, _ in events].count("done") == 1 and events[-1][0] == "done"
+    assert sum(name == "token" for name, _ in events) > 1, "tokens arrive one by one"
+    second = _events(httpx.post(path, json={"question": "And who patented it?", "stream": True}, headers=headers))
+    done = second[-1][1]
+    assert "typewriter" in str(done["standalone_question"]) and "Sholes" in str(done["answer"])
+    stored = httpx.get(f"{url}/v1/conversations/{cid}", headers=headers).json()["messages"]
+    assert [m["question"] for m in stored] == ["When was the typewriter patented?", "And who patented it?"]
+    assert stored[1]["standalone_question"] == done["standalone_question"] and stored[1]["answer"] == done["answer"]
+
+    held_in = httpx.post(f"{url}/v1/conversations", json={"collection": "handbook"}, headers=headers).json()["id"]
+    held = httpx.post(
+        f"{url}/v1/conversations/{held_in}/messages",
+        json={"question": "How long are backups kept?", "stream": True},
+        headers=headers,
+    )
+    assert held.status_code == 202 and held.json()["held"]["review_id"]
+
+
 def test_eval_conversations_scores_follow_ups(cli_env: Path, tmp_path: Path, docs: Path) -> None:
     rows = [
         {"id": "t1", "split": "tune", "turns": [
@@ -191,6 +227,22 @@ def test_eval_conversations_scores_follow_ups(cli_env: Path, tmp_path: Path, doc
     assert report["rewrites"] == {"rule": 1}
     quick = evaluate_conversations(QueryService(get_settings()), path, [docs], half="check", answers=False)
     assert set(quick["metrics"]) == {"right_page_retrieved"} and quick["num_answerable"] == 0
+
+    # a model rewrites (the real wire protocol, on a mock transport), the extractive provider answers
+    answering = QueryService(get_settings())
+    model = OpenAIProvider(
+        base_url="http://llm.test/v1",
+        model="m",
+        retries=0,
+        transport=httpx.MockTransport(lambda _: _completion("Who patented the typewriter?")),
+    )
+    rewriter = QueryService(get_settings(), reader=answering.reader, provider=model)
+    mixed = evaluate_conversations(answering, path, [docs], half="tune", as_asked=False, rewriter=rewriter)
+    assert mixed["rewrites"] == {"llm": 1} and mixed["follow_ups"][0]["asked"] == "Who patented the typewriter?"
+    assert mixed["provider"] == "extractive" and mixed["rewritten_with"]["provider"] == "openai"
+    assert mixed["metrics"]["right_page"] == 1.0
+    refused = runner.invoke(app, ["eval", "conversations", str(path), "-d", str(docs), "--answers-with", "nowhere"])
+    assert refused.exit_code == 2 and "choose one of: extractive, openai" in refused.stderr
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "turns": [{"question": "one turn"}]}\n')

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from typer.testing import CliRunner
 
 from eval.qa import evaluate_qa
@@ -168,3 +170,45 @@ def test_ask_through_a_server_waits_for_the_reviewer(live: tuple[str, dict[str, 
     assert code == 0, out
     data = json.loads(out)
     assert data["origin"] == "reviewed" and "30 days" in data["answer"]
+
+
+@pytest.mark.slow
+def test_ask_through_a_server_prints_the_answer_and_a_rejection(live: tuple[str, dict[str, str]]) -> None:
+    """`--server` goes through `ragkb.client.Client`: the answer and its sources printed as in process; a held
+    answer the reviewer rejects while `--wait` runs says so (exit 0)."""
+    url, tokens = live
+    code, out, err = _cli("ask", CURATED_Q, "-c", KB, "--server", url, "--api-key", tokens["asker"])
+    assert code == 0, out + err
+    assert "25 days" in out and "[1] " in out and "leave.md" in out
+    assert "outcome=answered" in err
+
+    reviewer = {"Authorization": f"Bearer {tokens['reviewer']}"}
+    rejected: list[str] = []
+
+    def reject() -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not rejected:
+            pending = httpx.get(f"{url}/v1/reviews", params={"status": "pending"}, headers=reviewer).json()
+            for item in pending["reviews"]:
+                if item["question"] == OTHER_Q:
+                    answer = f"{url}/v1/reviews/{item['id']}/reject"
+                    httpx.post(answer, json={"note": "not for now"}, headers=reviewer).raise_for_status()
+                    rejected.append(item["id"])
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=reject)
+    thread.start()
+    code, out, err = _cli("ask", OTHER_Q, "-c", KB, "--server", url, "--api-key", tokens["asker"], "--wait", "90")
+    thread.join()
+    assert rejected and code == 0, out + err
+    assert "Held for review" not in out and out.strip(), "the rejection is said, not the hold"
+
+
+def test_ask_through_a_server_that_is_not_ragkb(cli_env: Path) -> None:
+    """A web server that answers HTML (a proxy's page, the wrong port) is refused plainly, exit 1."""
+    other = FastAPI()
+    other.get("/healthz")(lambda: {"status": "ok"})
+    other.post("/v1/query")(lambda: HTMLResponse("<html><body>Welcome to nginx!</body></html>"))
+    with LiveServer(other) as server:
+        code, out, err = _cli("ask", "anything", "--server", server.url)
+    assert code == 1 and "without JSON" in out + err

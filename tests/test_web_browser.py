@@ -536,3 +536,87 @@ class TestAccess:
         wait_until(driver, lambda d: "Cannot reach" in d.find_element(By.ID, "ask-status").text)
         assert driver.find_element(By.ID, "banner").is_displayed()
         screenshot(driver, "server-down")
+
+
+@pytest.fixture(scope="class")
+def threads(service: QueryService, files: dict[str, Path]) -> str:
+    """A collection of its own (the Documents journey deletes multi_page.pdf from `demo`)."""
+    reader = service.reader
+    ingestor = Ingestor(reader.settings, store=reader.store, embedder=reader.embedder)
+    report = ingestor.ingest_paths([files["multi_page"]], collection="threads")
+    assert report.failed == 0, report.failures
+    return "threads"
+
+
+class TestConversation:
+    def test_a_follow_up_in_the_thread_then_a_new_conversation(
+        self, driver: WebDriver, open_server: LiveServer, threads: str
+    ) -> None:
+        """Ask, ask an elliptical follow-up: both turns stay in the page, the follow-up is searched as a standalone
+        question and answered from the right page; the earlier turn's sources still work; the turns are the
+        server's stored conversation; New conversation (by keyboard) starts afresh."""
+        console_errors(driver)  # drain what earlier journeys left in the log
+        _open(driver, open_server.url + "/")
+        Select(driver.find_element(By.ID, "collection")).select_by_value(threads)
+        assert not driver.find_element(By.ID, "new-conversation").is_enabled(), "nothing to leave yet"
+        _ask(driver, "Which tools do screenwriters use?")
+        assert "Final Draft" in driver.find_element(By.ID, "answer").text
+        assert driver.find_element(By.ID, "question-label").text == "Follow-up question"
+        _ask(driver, "And academics?")
+        turns = wait_until(
+            driver, lambda d: t if len(t := d.find_elements(By.CSS_SELECTOR, "#thread > li.turn")) == 2 else None
+        )
+        earlier, current = turns
+        assert earlier.find_element(By.CSS_SELECTOR, ".question").text == "Which tools do screenwriters use?"
+        assert "Final Draft" in earlier.find_element(By.CSS_SELECTOR, ".answer").text
+        assert not earlier.find_element(By.CSS_SELECTOR, ".standalone").is_displayed(), "a first question stands alone"
+        assert current.find_element(By.CSS_SELECTOR, ".question").text == "And academics?"
+        standalone = current.find_element(By.CSS_SELECTOR, ".standalone")
+        assert standalone.is_displayed()
+        searched = current.find_element(By.CSS_SELECTOR, ".standalone-text").text
+        assert "academics" in searched.lower() and searched != "And academics?"
+        assert "LaTeX" in driver.find_element(By.ID, "answer").text
+        cards = current.find_elements(By.CSS_SELECTOR, ".card")
+        assert any(
+            c.find_element(By.CSS_SELECTOR, ".file").text == "multi_page.pdf"
+            and "page 3" in c.find_element(By.CSS_SELECTOR, ".loc").text
+            for c in cards
+        ), "the follow-up is answered from page 3 of multi_page.pdf"
+        assert earlier.find_elements(By.CSS_SELECTOR, ".card"), "the earlier turn keeps its sources"
+        screenshot(driver, "ask-conversation")
+
+        # the earlier turn's [n] still leads to its own card, and its original still opens
+        link = earlier.find_element(By.CSS_SELECTOR, "a.cite")
+        target = link.get_attribute("href").split("#")[1]
+        link.click()
+        assert driver.execute_script("return location.hash") == "#" + target
+        card = driver.find_element(By.ID, target)
+        assert card.find_element(By.XPATH, "ancestor::li[contains(@class, 'turn')]") == earlier
+        original = card.find_element(By.CSS_SELECTOR, "a.original").get_attribute("href").split("#")[0]
+        assert httpx.get(original, timeout=10).status_code == 200
+
+        # what the page shows is the server's stored conversation
+        conversation = driver.find_element(By.ID, "thread").get_attribute("data-conversation")
+        stored = httpx.get(f"{open_server.url}/v1/conversations/{conversation}", timeout=10).json()
+        assert [m["question"] for m in stored["messages"]] == ["Which tools do screenwriters use?", "And academics?"]
+        assert stored["messages"][1]["standalone_question"] == searched
+
+        # keyboard: Tab from the question box reaches New conversation (after the collection and Ask)
+        box = driver.find_element(By.ID, "question")
+        box.click()
+        for _ in range(3):
+            driver.switch_to.active_element.send_keys(Keys.TAB)
+        assert driver.switch_to.active_element.get_attribute("id") == "new-conversation"
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        wait_until(driver, lambda d: not d.find_element(By.ID, "result").is_displayed(), what="the thread to clear")
+        assert driver.switch_to.active_element.get_attribute("id") == "question", "back to the question box"
+        assert driver.find_element(By.ID, "question-label").text == "Question"
+        assert driver.find_elements(By.CSS_SELECTOR, "#thread > li.turn.earlier") == []
+        _ask(driver, "And academics?")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#thread > li.turn")) == 1
+        assert not driver.find_element(By.CSS_SELECTOR, "#current-turn .standalone").is_displayed()
+        assert "LaTeX" not in driver.find_element(By.ID, "answer").text, "alone, the follow-up lacks its subject"
+        fresh = driver.find_element(By.ID, "thread").get_attribute("data-conversation")
+        assert fresh and fresh != conversation, "a new stored conversation"
+        assert console_errors(driver) == []
+        screenshot(driver, "ask-new-conversation")

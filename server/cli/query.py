@@ -175,39 +175,32 @@ def _print_held(held: dict[str, Any], waited: float) -> None:
     )
 
 
-def _ask_server(server: str, body: dict[str, Any], api_key: str | None, wait: float) -> tuple[int, dict[str, Any]]:
-    """POST /v1/query; a held answer (202) is polled for up to `wait` seconds. Returns (status, body)."""
-    import httpx
+def _ask_server(
+    server: str, question: str, options: dict[str, Any], mode: str, api_key: str | None, wait: float
+) -> tuple[int, dict[str, Any]]:
+    """Ask through `ragkb.client.Client` (POST /v1/query); a held answer (202) is polled for up to `wait`
+    seconds. Returns (status, the answer's JSON)."""
+    from ragkb.client import ApiError, Client, Unreachable
+    from ragkb.client_models import HeldAnswer
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=120) as client:
-            response = client.post("/v1/query", json=body)
-            data = _json(response)
-            if response.status_code != 202:
-                return response.status_code, data
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-                outcome = _json(client.get(data["answer_url"]))
-                if outcome.get("status") == "approved" and outcome.get("answer"):
-                    return 200, outcome["answer"]
-                if outcome.get("status") == "rejected":
-                    return 200, {**outcome, "rejected": True}
-            return 202, data
-    except httpx.HTTPError as exc:
-        raise exit_with_error(f"cannot reach {server}: {exc}") from None
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        raise exit_with_error(f"the server answered {response.status_code} without JSON", 1) from None
-    if response.status_code >= 400:
-        hint = " (pass --api-key or set RAGKB_API_KEY)" if response.status_code == 401 else ""
-        raise exit_with_error(f"{data.get('error', data)}{hint}", 1)
-    return data if isinstance(data, dict) else {"value": data}
+        with Client(server, api_key=api_key or None) as client:
+            reply = client.ask(question, mode="agent" if mode == "agent" else "single", **options)
+            if not isinstance(reply, HeldAnswer):
+                return 200, reply.model_dump(mode="json")
+            if wait <= 0:
+                return 202, reply.model_dump(mode="json")
+            outcome = client.wait_for_review(reply, timeout=wait)
+    except Unreachable as exc:
+        raise exit_with_error(str(exc)) from None
+    except ApiError as exc:
+        hint = " (pass --api-key or set RAGKB_API_KEY)" if exc.status == 401 else ""
+        raise exit_with_error(f"{exc.message}{hint}", 1) from None
+    if outcome.status == "approved" and outcome.answer is not None:
+        return 200, outcome.answer.model_dump(mode="json")
+    if outcome.status == "rejected":
+        return 200, {**outcome.model_dump(mode="json"), "rejected": True}
+    return 202, reply.model_dump(mode="json")
 
 
 def _ask_here(question: str, options: dict[str, Any], mode: str) -> tuple[int, dict[str, Any]]:
@@ -256,7 +249,7 @@ def ask(
     mode = "agent" if agent else "single"
     if server:
         started = time.monotonic()
-        status, data = _ask_server(server, {"question": question, **options, "mode": mode}, api_key, wait)
+        status, data = _ask_server(server, question, options, mode, api_key, wait)
         waited = time.monotonic() - started if wait else 0.0
     else:
         status, data = _ask_here(question, options, mode)

@@ -29,6 +29,7 @@ PAGE_HEADERS = {
 # The static files the pages use, and their types (nothing else under static/ is served).
 STATIC_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
+    "ask.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
 }

@@ -5,6 +5,7 @@ back, `DELETE` removes it."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -15,14 +16,16 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import CollectionNotFound
 
-from ...answering.entry import Asker, Held, Mode
+from ...answering.entry import AnswerEvent, Asker, Held, Mode
 from ...answering.followup import FollowUps, Turn
+from ...answering.service import Done
 from ...review.schemas import HeldAnswer
 from ...schemas import Citation, QueryResponse
 from ...state.conversations import ConversationStore, StoredConversation
 from ..auth import ReadCaller
 from ..deps import AnswererDep, Parts
 from ..observability import request_id_var
+from .events import event_stream
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
 
@@ -41,6 +44,11 @@ class ConversationCreate(BaseModel):
 
 class MessageIn(BaseModel):
     question: str = Field(min_length=1, description="The next question; a follow-up may lean on the earlier turns.")
+    stream: bool = Field(
+        False,
+        description="Answer as Server-Sent Events, like `POST /v1/query` with `stream: true` (`token`, `error`, "
+        "then `done` with the answer and its `standalone_question`); the turn is stored when `done` is sent.",
+    )
 
 
 class MessageOut(BaseModel):
@@ -105,12 +113,16 @@ async def delete(conversation_id: str, caller: ReadCaller, store: StoreDep) -> R
 @router.post(
     "/conversations/{conversation_id}/messages",
     response_model=Answered,
-    responses={202: {"model": HeldTurn, "description": "The collection's review policy is `required`."}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true."},
+        202: {"model": HeldTurn, "description": "The collection's review policy is `required`."},
+    },
     summary="Ask the next question of a conversation.",
 )
 async def ask(conversation_id: str, body: MessageIn, answerer: AnswererDep, caller: ReadCaller, store: StoreDep) -> Any:
     """The question is made standalone from the earlier turns (shown as `standalone_question`), then answered
-    like `POST /v1/query` (curated answers, review policy, recording); the turn is stored either way."""
+    like `POST /v1/query` (curated answers, review policy, recording); the turn is stored either way. With
+    `stream: true` the answer comes as `POST /v1/query`'s events, and a held answer is still a 202 JSON reply."""
     stored = await run_in_threadpool(store.get, conversation_id, caller.key_name)
     collection = caller.collection(stored.record.collection)  # the key may have lost the collection since
     history = [Turn(m.standalone_question, m.answer) for m in stored.messages]
@@ -133,16 +145,30 @@ async def ask(conversation_id: str, body: MessageIn, answerer: AnswererDep, call
         )
         turn = HeldTurn(message=MessageOut.model_validate(message, from_attributes=True), held=reply.model())
         return JSONResponse(turn.model_dump(mode="json"), status_code=202)
-    response = (await reply.response()).model_copy(update={"standalone_question": asked.question})
-    message = await run_in_threadpool(
-        lambda: store.add(
-            conversation_id,
-            caller.key_name,
-            question=body.question,
-            standalone_question=asked.question,
-            answer=response.answer,
-            citations=[c.model_dump(mode="json") for c in response.citations],
-            request_id=request_id,
+
+    async def record_turn(response: QueryResponse) -> MessageOut:
+        message = await run_in_threadpool(
+            lambda: store.add(
+                conversation_id,
+                caller.key_name,
+                question=body.question,
+                standalone_question=asked.question,
+                answer=response.answer,
+                citations=[c.model_dump(mode="json") for c in response.citations],
+                request_id=request_id,
+            )
         )
-    )
-    return Answered(message=MessageOut.model_validate(message, from_attributes=True), response=response)
+        return MessageOut.model_validate(message, from_attributes=True)
+
+    if body.stream:
+
+        async def events() -> AsyncIterator[AnswerEvent]:
+            async for event in reply.events:
+                if isinstance(event, Done):
+                    event = Done(event.response.model_copy(update={"standalone_question": asked.question}))
+                    await record_turn(event.response)
+                yield event
+
+        return event_stream(events())
+    response = (await reply.response()).model_copy(update={"standalone_question": asked.question})
+    return Answered(message=await record_turn(response), response=response)
