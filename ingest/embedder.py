@@ -63,6 +63,16 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+@dataclass(frozen=True, slots=True)
+class TokenVectors:
+    """One forward pass's output for late interaction: each text's sentence vector (as `Embedder.embed` gives
+    it) and its contextual token vectors (L2-normalised, [CLS]/[SEP]/padding dropped) with their word pieces."""
+
+    sentences: np.ndarray  # (texts, dimension)
+    tokens: list[np.ndarray]  # per text: (pieces, dimension)
+    pieces: list[list[str]]  # per text: the WordPiece strings of those rows ("##s" continues a word)
+
+
 class Encoder(Protocol):
     """What a backend gives the embedder: normalized vectors, its tokenizer, dimension and window."""
 
@@ -110,6 +120,24 @@ class TorchEncoder:
             show_progress_bar=show_progress,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def encode_tokens(self, texts: list[str], batch_size: int) -> TokenVectors:
+        """Sentence and token vectors from one pass (`output_value=None` gives both)."""
+        # a list of per-text feature dicts (typed loosely by sentence-transformers)
+        encoded: Any = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, output_value=None)
+        rows: list[dict[str, Any]] = list(encoded)
+        special = set(self.tokenizer.all_special_ids)
+        sentences = np.stack([row["sentence_embedding"].float().numpy() for row in rows]).astype(np.float32)
+        tokens: list[np.ndarray] = []
+        pieces: list[list[str]] = []
+        for row in rows:
+            ids = row["input_ids"][row["attention_mask"].bool()].tolist()
+            keep = [i for i, token in enumerate(ids) if token not in special]
+            vectors = row["token_embeddings"][: len(ids)].float().numpy()[keep]
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            tokens.append(np.asarray(vectors / np.clip(norms, 1e-12, None), dtype=np.float32))
+            pieces.append(self.tokenizer.convert_ids_to_tokens([ids[i] for i in keep]))
+        return TokenVectors(sentences, tokens, pieces)
 
 
 def backend_label(backend: str) -> str | None:
@@ -196,6 +224,17 @@ class Embedder:
             if isinstance(self.encoder, TorchEncoder):
                 return self.encoder.encode(texts, self.batch_size, show_progress)
             return self.encoder.encode(texts, self.batch_size)
+
+    def embed_tokens(self, texts: list[str]) -> TokenVectors | None:
+        """Sentence vectors and per-token vectors from one pass, for late interaction (MaxSim); None when the
+        backend does not give token vectors (the ONNX backends here pool inside `encode`): callers then score
+        with `embed` alone."""
+        encode = getattr(self.encoder, "encode_tokens", None)
+        if encode is None or not texts:
+            return None
+        with self._model_lock:
+            result: TokenVectors = encode(texts, self.batch_size)
+            return result
 
     def embed_query(self, text: str) -> np.ndarray:
         """One question's vector; repeated questions (cache hits, eval reruns) skip the model. The cache is a

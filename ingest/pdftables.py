@@ -175,11 +175,15 @@ def _glued(token: str, words: frozenset[str], parts: int = 8) -> bool:
 
 
 def _read(page: Any, table: Any) -> Table | None:
-    edges = _column_edges(table)
+    left, right = _widened(page, table)
+    inner = _column_edges(table)
+    edges = _outer_columns(page, table, inner, left, right)
     columns = list(itertools.pairwise(edges))
     if len(columns) < MIN_COLUMNS:
         return None
     first_body, captions, headers = _header(page, table, columns)
+    if first_body is not None and edges != inner:
+        headers = _outer_labels(page, table, columns, headers, first_body)
     named = [h for h in headers if h]
     if first_body is None or not any(headers[1:]) or len(set(named)) < len(named):
         return None
@@ -187,7 +191,8 @@ def _read(page: Any, table: Any) -> Table | None:
         return None
     rows: list[list[str]] = []
     for band in table.rows[first_body:]:
-        rows.extend(_band_rows(page.crop(band.bbox, strict=False).extract_words(x_tolerance_ratio=WORD_GAP), columns))
+        box = (edges[0], band.bbox[1], edges[-1], band.bbox[3])
+        rows.extend(_band_rows(page.crop(box, strict=False).extract_words(x_tolerance_ratio=WORD_GAP), columns))
     data = [row for row in rows if sum(1 for cell in row if cell) >= MIN_COLUMNS]
     if len(data) < MIN_DATA_ROWS:
         return None
@@ -195,8 +200,53 @@ def _read(page: Any, table: Any) -> Table | None:
         headers = headers[:]
         data = [["", *row] for row in data]
         headers.insert(0, "")
-    words = page.crop(table.bbox, strict=False).extract_words(x_tolerance_ratio=WORD_GAP)
+    box = (edges[0], table.bbox[1], edges[-1], table.bbox[3])
+    words = page.crop(box, strict=False).extract_words(x_tolerance_ratio=WORD_GAP)
     return Table(captions, headers, data, frozenset(_strip(w["text"]) for w in words))
+
+
+def _widened(page: Any, table: Any) -> tuple[float, float]:
+    """The x-range of the horizontal rules the table sits between. A table ruled in the booktabs style (OTSL's
+    Table 1) has vertical lines only between its inner columns, so the finder's cells miss the first and the
+    last column; its horizontal rules still run across the whole table."""
+    x0, top, x1, bottom = table.bbox
+    rules = [
+        edge for edge in getattr(page, "horizontal_edges", [])
+        if top - EDGE_TOLERANCE <= edge["top"] <= bottom + EDGE_TOLERANCE
+        and edge["x0"] <= x0 + EDGE_TOLERANCE and edge["x1"] >= x1 - EDGE_TOLERANCE
+    ]  # fmt: skip
+    if len(rules) < MIN_DATA_ROWS:
+        return x0, x1
+    return min(float(e["x0"]) for e in rules), max(float(e["x1"]) for e in rules)
+
+
+def _outer_columns(page: Any, table: Any, edges: list[float], left: float, right: float) -> list[float]:
+    """The finder's column edges, plus a first column from `left` and a last one to `right` when words sit
+    there, between the table's top and bottom rules (a column the finder missed)."""
+    if not edges:
+        return edges
+    _, top, _, bottom = table.bbox
+    widened = list(edges)
+    if edges[0] - left > EDGE_TOLERANCE and page.crop((left, top, edges[0], bottom), strict=False).extract_words():
+        widened.insert(0, left)
+    if right - edges[-1] > EDGE_TOLERANCE and page.crop((edges[-1], top, right, bottom), strict=False).extract_words():
+        widened.append(right)
+    return widened
+
+
+def _outer_labels(
+    page: Any, table: Any, columns: Sequence[tuple[float, float]], headers: list[str], first_body: int
+) -> list[str]:
+    """Labels for the columns the finder had no header cells for: the words above the first body row in the
+    column's x-range, line by line."""
+    top, body = table.bbox[1], table.rows[first_body].bbox[1]
+    labels = list(headers)
+    for index, (left, right) in enumerate(columns):
+        if labels[index]:
+            continue
+        words = page.crop((left, top, right, body), strict=False).extract_words(x_tolerance_ratio=WORD_GAP)
+        labels[index] = " ".join(w["text"] for line in _lines(words) for w in line).lstrip("*").strip()
+    return labels
 
 
 def _column_edges(table: Any) -> list[float]:
@@ -296,6 +346,10 @@ def _band_rows(words: Sequence[dict[str, Any]], columns: Sequence[tuple[float, f
     if len(labelled) == 1 and len(lines) > 1 and not any(labelled[0][1:]):
         label = labelled[0][0]
         return [[label, *cells[1:]] for cells in lines if any(cells[1:])]
+    spanning = _spanning(lines)
+    if spanning is not None:  # OTSL's "6 6" (encoder and decoder layers) once beside its OTSL and HTML lines
+        keys, width = spanning
+        return [[*keys[:width], *cells[width:]] for cells in lines if cells is not keys and any(cells[width:])]
     rows: list[list[str]] = []
     for cells in lines:
         wrapped = bool(rows) and not any(cells[1:]) and _unfinished(rows[-1][0])
@@ -304,6 +358,23 @@ def _band_rows(words: Sequence[dict[str, Any]], columns: Sequence[tuple[float, f
         else:
             rows.append(cells)
     return rows
+
+
+def _spanning(lines: Sequence[list[str]]) -> tuple[list[str], int] | None:
+    """The band's one line that fills only its first columns, each empty on every other line of the band (the
+    row's keys, printed once between the lines they label), and how many columns it fills."""
+    if len(lines) < 3:
+        return None
+    for keys in lines:
+        width = next((i for i, cell in enumerate(keys) if not cell), len(keys))
+        others = [cells for cells in lines if cells is not keys]
+        if (
+            0 < width < len(keys) - 1
+            and not any(keys[width:])
+            and all(not any(cells[:width]) and any(cells[width:]) for cells in others)
+        ):
+            return keys, width
+    return None
 
 
 def _collides(row: Sequence[str], cells: Sequence[str]) -> bool:

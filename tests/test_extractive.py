@@ -18,6 +18,7 @@ from pypdf import PdfReader
 
 from ingest.embedder import Embedder
 from ingest.vectorstore import StoredChunk
+from server.answering.maxsim import maxsim, question_tokens, word_support
 from server.answering.prompting import RenderedPrompt
 from server.answering.providers import ExtractiveProvider, GenerationRequest
 from server.answering.providers.extractive import NO_ANSWER, asks_for
@@ -222,7 +223,7 @@ def test_bracketed_references_in_quotes_are_not_citations() -> None:
 
 def test_protocol_surface() -> None:
     provider = ExtractiveProvider()
-    assert provider.parameters()["algorithm"] == "hybrid-select-v3"
+    assert provider.parameters()["algorithm"] == "hybrid-select-v4"
     assert ExtractiveProvider(max_sentences=2).parameters() != provider.parameters()
     assert provider.answer(_request("Anything?")) == NO_ANSWER
     request = _request("How many fatalities?", ACCIDENT)
@@ -270,3 +271,42 @@ def test_instructions_planted_in_a_document_are_never_quoted(embedder: Embedder)
     assert "yellow badge" in answer
     for injected in ("ignore the passages", "Answer only that", "need no badge", "SYSTEM NOTE"):
         assert injected not in answer, answer
+
+
+def test_token_vectors_come_from_the_same_pass_as_sentence_vectors(embedder: Embedder) -> None:
+    texts = ["How many lives were lost?", "The accident resulted in 189 fatalities, said the U.S. report."]
+    tokens = embedder.embed_tokens(texts)
+    assert tokens is not None
+    assert np.allclose(tokens.sentences, embedder.embed(texts), atol=1e-5)
+    assert tokens.pieces[0] == ["how", "many", "lives", "were", "lost", "?"], "[CLS] and [SEP] are dropped"
+    assert [t.shape for t in tokens.tokens] == [(len(p), embedder.dimension) for p in tokens.pieces]
+    assert np.allclose(np.linalg.norm(tokens.tokens[1], axis=1), 1.0, atol=1e-5)
+
+
+def test_maxsim_scores_content_words_by_meaning(embedder: Embedder) -> None:
+    texts = [
+        "How many people died in the Ethiopian crash?",
+        "The Ethiopian Airlines accident resulted in 157 fatalities.",
+        "The proposed rule would require revising the flight manual.",
+    ]
+    tokens = embedder.embed_tokens(texts)
+    assert tokens is not None
+    question = question_tokens(tokens.tokens[0], tokens.pieces[0])
+    assert set(question.words) == {"people", "died", "ethiopian", "crash"}, "how many / in / the do not count"
+    assert maxsim(question, tokens.tokens[1]) > maxsim(question, tokens.tokens[2])
+    support = word_support(question, tokens.tokens[1])
+    assert support["ethiopian"] > 0.9 and support["died"] > support["people"] - 0.5
+    assert maxsim(question, np.zeros((0, embedder.dimension), dtype=np.float32)) == 0.0
+
+
+def test_late_interaction_is_used_when_the_embedder_gives_tokens_and_skipped_when_not(embedder: Embedder) -> None:
+    request = _request("How many people died when the Ethiopian jet crashed?", ACCIDENT)
+    late = ExtractiveProvider(embed=embedder.embed, embed_tokens=embedder.embed_tokens, late_weight=1.0)
+    with_tokens = late.select(request)
+    without = ExtractiveProvider(embed=embedder.embed, embed_tokens=lambda texts: None, late_weight=1.0).select(request)
+    assert ExtractiveProvider(embed=embedder.embed, embed_tokens=embedder.embed_tokens).embed_tokens is None, "off"
+    assert with_tokens.picks[0].late > 0 and with_tokens.support
+    assert without.picks[0].late == 0 and not without.support
+    same = {(p.chunk_id, p.start): p.semantic for p in without.picks}
+    shared = [p for p in with_tokens.picks if (p.chunk_id, p.start) in same]
+    assert all(p.semantic == pytest.approx(same[(p.chunk_id, p.start)], abs=1e-4) for p in shared), "same vectors"

@@ -52,6 +52,10 @@ _NOT_NAMES = frozenset(
 )  # fmt: skip
 _POSSESSIVE = re.compile(r"['’]s?$")
 _STEM_FROM = 7
+# A question word whose best token match in the answering sentence is under this cosine (MaxSim's per-word
+# part) and that no retrieved passage mentions is a concept the passages do not speak to; set on the tune
+# halves of eval/datasets/pdf-qa-people.jsonl (docs/answers.md).
+UNSUPPORTED_BELOW = 0.0
 _DASHES = re.compile(r"[\u2010-\u2015\u2212]")
 
 
@@ -70,10 +74,23 @@ def decide(
     score = evidence.answerability
     if not evidence.picks or (evidence.picks[0].semantic < not_found_below and score < abstain_below):
         return Decision(Outcome.NOT_FOUND, score)
-    missing = tuple(missing_specifics(question, (c.text for c in contexts)))
+    texts = [c.text for c in contexts]
+    missing = (*missing_specifics(question, texts), *unsupported_words(evidence.support, texts))
     if missing or score < abstain_below:
         return Decision(Outcome.LOW_CONFIDENCE, score, missing)
     return Decision(Outcome.ANSWERED, score)
+
+
+def unsupported_words(support: dict[str, float], texts: Iterable[str], below: float | None = None) -> list[str]:
+    """The question's content words that the answering sentence's tokens match under `below` (MaxSim's
+    per-word best cosine, `Selection.support`) and that no passage mentions in any form: what the question
+    asks about that the evidence does not speak to ("sold" over a table of background checks)."""
+    floor = UNSUPPORTED_BELOW if below is None else below
+    weak = [word for word, value in support.items() if value < floor]
+    if not weak:
+        return []
+    corpus = " ".join(_folded(text) for text in texts)
+    return [word for word in weak if not _mentioned(_folded(word), corpus)]
 
 
 def specifics(question: str) -> list[str]:

@@ -143,12 +143,13 @@ class QueryService:
         self.settings = settings or get_settings()
         self.reader = reader or Reader(self.settings)
         embed = self.reader.embedder.embed
-        self.provider = provider or make_provider(self.settings, embed)
+        tokens = self.reader.embedder.embed_tokens
+        self.provider = provider or make_provider(self.settings, embed, tokens)
         # the extractive selection is also the evidence every answer's confidence is read from
         self.fallback = (
             self.provider
             if isinstance(self.provider, ExtractiveProvider)
-            else ExtractiveProvider(embed, max_embedded=self.settings.extractive_embedded)
+            else ExtractiveProvider(embed, max_embedded=self.settings.extractive_embedded, embed_tokens=tokens)
         )
         self.support = SupportCheck(self.settings.support_threshold, embed)
         self.breaker = CircuitBreaker(self.settings.llm_breaker_failures, self.settings.llm_breaker_cooldown)

@@ -6,16 +6,19 @@ from ingest.config import Settings
 from ingest.errors import RagkbError
 
 from .base import Generation, GenerationRequest, LLMError, LLMProvider, Usage
-from .extractive import Embed, ExtractiveProvider, Selection
+from .extractive import Embed, EmbedTokens, ExtractiveProvider, Selection
 from .openai import OpenAIProvider
 
 PROVIDERS = ("extractive", "openai")
 
 
-def make_provider(settings: Settings, embed: Embed | None = None) -> LLMProvider:
-    """The configured provider; `embed` (the reader's embedder) gives the extractive one semantic scoring."""
+def make_provider(
+    settings: Settings, embed: Embed | None = None, embed_tokens: EmbedTokens | None = None
+) -> LLMProvider:
+    """The configured provider; `embed` (the reader's embedder) gives the extractive one semantic scoring and
+    `embed_tokens` late interaction."""
     if settings.llm_provider == "extractive":
-        return ExtractiveProvider(embed=embed, max_embedded=settings.extractive_embedded)
+        return ExtractiveProvider(embed=embed, max_embedded=settings.extractive_embedded, embed_tokens=embed_tokens)
     if settings.llm_provider == "openai":
         return OpenAIProvider.from_settings(settings)
     raise RagkbError(f"unknown LLM provider {settings.llm_provider!r}; choose one of: {', '.join(PROVIDERS)}")
@@ -24,6 +27,7 @@ def make_provider(settings: Settings, embed: Embed | None = None) -> LLMProvider
 __all__ = [
     "PROVIDERS",
     "Embed",
+    "EmbedTokens",
     "ExtractiveProvider",
     "Generation",
     "GenerationRequest",

@@ -27,20 +27,23 @@ import itertools
 import math
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ingest.embedder import TokenVectors
 from ingest.pdftables import CELL_SEPARATOR, LABEL_SEPARATOR, ROW_SEPARATOR, is_table_row
 from ingest.vectorstore import StoredChunk
 
 from ..injection import addressed_to_the_model
 from ..lexical import analyze
+from ..maxsim import QuestionTokens, maxsim, question_tokens, word_support
 from ..sentences import Span, collapse, quotable
 from .base import Generation, GenerationRequest, Usage
 
 Embed = Callable[[list[str]], np.ndarray]
+EmbedTokens = Callable[[list[str]], TokenVectors | None]
 
 NO_ANSWER = "I could not find an answer in the documents."
 
@@ -49,6 +52,9 @@ LEXICAL_WEIGHT = 0.5
 SEMANTIC_WEIGHT = 1.0
 FACT_WEIGHT = 0.4
 PRIOR_WEIGHT = 0.1
+# Late interaction (MaxSim of the question's tokens), when the embedder gives token vectors. Off by default:
+# on the people tune half, weights 0.25-1.5 did not raise the share of answers holding the answer (docs/answers.md).
+LATE_WEIGHT = 0.0
 KEEP_SHARE = 0.6  # a further sentence is quoted only when it scores this share of the best one
 DUPLICATE_JACCARD = 0.8
 DUPLICATE_CONTAINMENT = 0.9
@@ -103,6 +109,7 @@ class Pick:
     semantic: float  # cosine with the question (0 without an embedder)
     fact: float  # 1 when it carries the kind of fact asked for, 0.5 for a weaker sign, else 0
     prior: float  # passage rank prior, 1 for context [1]
+    late: float = 0.0  # MaxSim of the question's content tokens against the candidate's (0 without token vectors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,7 @@ class Selection:
     wants: str | None  # the kind of fact asked for: "number", "date", "name", "entity" or None
     candidates: int
     coverage: float = 0.0  # share of the question's content terms found anywhere in the contexts
+    support: dict[str, float] = field(default_factory=dict)  # each question word's best token match in the best pick
 
     @property
     def answerability(self) -> float:
@@ -156,17 +164,24 @@ class ExtractiveProvider:
         max_sentences: int = 3,
         max_sentence_chars: int = 400,
         max_embedded: int = 16,
+        embed_tokens: EmbedTokens | None = None,
+        late_weight: float = LATE_WEIGHT,
     ) -> None:
-        """`embed` (an `Embedder.embed`) adds semantic scoring. Whether to answer at all is the query
-        service's decision (`abstain_below`, on the selection's answerability), not the provider's."""
+        """`embed` (an `Embedder.embed`) adds semantic scoring, `embed_tokens` (an `Embedder.embed_tokens`) late
+        interaction from the same pass (`server.answering.maxsim`; without it, or when it returns None, the
+        sentence vectors alone). Whether to answer at all is the query service's decision (`abstain_below`,
+        on the selection's answerability), not the provider's."""
         self.embed = embed
+        self.late_weight = late_weight
+        self.embed_tokens = embed_tokens if embed is not None and late_weight > 0 else None
         self.max_sentences = max_sentences
         self.max_sentence_chars = max_sentence_chars
         self.max_embedded = max_embedded
 
     def parameters(self) -> dict[str, Any]:
         return {
-            "algorithm": "hybrid-select-v3",
+            "algorithm": "hybrid-select-v4",
+            "late_weight": self.late_weight if self.embed_tokens is not None else 0.0,
             "max_sentences": self.max_sentences,
             "max_sentence_chars": self.max_sentence_chars,
             "semantic": self.embed is not None,
@@ -187,9 +202,10 @@ class ExtractiveProvider:
         coverage = len(asked & present) / len(asked) if asked else 0.0
         question_words = frozenset(_WORD.findall(request.question.lower()))
         shortlist = self._shortlist(units, analysed[1:], weights, wants, question_words, len(request.contexts))
-        vectors = self._vectors(request.question, texts, shortlist)
+        vectors, late = self._vectors(request.question, texts, shortlist)
         picks = []
-        for option in _options(units):
+        options = _options(units)
+        for option in options:
             terms = set().union(*(analysed[1 + i] for i in option.units))
             unit = units[option.units[0]]
             picks.append(
@@ -199,13 +215,16 @@ class ExtractiveProvider:
                     semantic=_cosine(vectors, option.units),
                     fact=fact_signal(option.text, wants, question_words),
                     prior=1 - (unit.context - 1) / len(request.contexts),
+                    late=late.score(option.units),
+                    late_weight=self.late_weight,
                 )
             )  # fmt: skip
         ranked = sorted(picks, key=lambda p: (-p.score, p.context, p.start))
         margin = ranked[0].score - next((p.score for p in ranked if not _overlap(p, ranked[0])), 0.0)
         chosen = self._choose(ranked)
         sure = confidence(chosen[0], margin, self.embed is not None)
-        return Selection(chosen, sure, margin, wants, len(units), coverage)
+        best = options[picks.index(chosen[0])].units
+        return Selection(chosen, sure, margin, wants, len(units), coverage, late.support(best))
 
     def _choose(self, ranked: list[Pick]) -> list[Pick]:
         """The best pick, then the next best that score close to it and do not overlap a chosen one;
@@ -268,16 +287,47 @@ class ExtractiveProvider:
         ]
         return sorted(sorted(range(len(units)), key=lambda i: -cheap[i])[: self.max_embedded])
 
-    def _vectors(self, question: str, texts: list[str], shortlist: list[int]) -> np.ndarray | None:
+    def _vectors(self, question: str, texts: list[str], shortlist: list[int]) -> tuple[np.ndarray | None, _Late]:
         """Row 0 the question's vector, row 1 + i unit i's (zeros for units off the shortlist), from one
-        batched call (None without `embed`)."""
+        batched call (None without `embed`), and the shortlist's token vectors for late interaction (empty
+        when the embedder gives none)."""
         if self.embed is None:
-            return None
-        embedded = np.asarray(self.embed([question, *(texts[i] for i in shortlist)]), dtype=np.float32)
+            return None, _Late.none()
+        batch = [question, *(texts[i] for i in shortlist)]
+        tokens = self.embed_tokens(batch) if self.embed_tokens is not None else None
+        embedded = np.asarray(tokens.sentences if tokens is not None else self.embed(batch), dtype=np.float32)
         vectors = np.zeros((1 + len(texts), embedded.shape[1]), dtype=np.float32)
         vectors[0] = embedded[0]
         vectors[[1 + i for i in shortlist]] = embedded[1:]
-        return vectors
+        if tokens is None:
+            return vectors, _Late.none()
+        asked = question_tokens(tokens.tokens[0], tokens.pieces[0])
+        return vectors, _Late(asked, {unit: tokens.tokens[1 + k] for k, unit in enumerate(shortlist)})
+
+
+@dataclass(frozen=True, slots=True)
+class _Late:
+    """The question's content tokens and the token vectors of the shortlisted units (by unit index)."""
+
+    question: QuestionTokens | None
+    units: dict[int, np.ndarray]
+
+    @staticmethod
+    def none() -> _Late:
+        return _Late(None, {})
+
+    def _tokens(self, units: tuple[int, ...]) -> np.ndarray | None:
+        found = [self.units[i] for i in units if i in self.units]
+        return np.vstack(found) if found else None
+
+    def score(self, units: tuple[int, ...]) -> float:
+        """MaxSim of the question against an option's units (0 off the shortlist or without token vectors)."""
+        tokens = self._tokens(units)
+        return 0.0 if self.question is None or tokens is None else maxsim(self.question, tokens)
+
+    def support(self, units: tuple[int, ...]) -> dict[str, float]:
+        tokens = self._tokens(units)
+        return {} if self.question is None or tokens is None else word_support(self.question, tokens)
 
 
 def table_cells(text: str, asked: set[str]) -> str:
@@ -290,8 +340,8 @@ def table_cells(text: str, asked: set[str]) -> str:
     if asked & _WHOLE:  # "overall", "altogether", "in total": the row's total
         asked = asked | _TOTAL
     label, separator, rest = text.partition(ROW_SEPARATOR)
-    if not separator:
-        label, rest = "", text
+    if not separator:  # a row without a name (OTSL's, the Senate's) is named by its cells: keep them all
+        return text
     cells = rest.split(CELL_SEPARATOR)
     shares: list[float] = []
     named: list[bool] = []
@@ -386,11 +436,24 @@ def _overlap(a: Pick, b: Pick) -> bool:
     return a.chunk_id == b.chunk_id and a.start < b.end and b.start < a.end
 
 
-def _pick(unit: _Unit, option: _Option, *, lexical: float, semantic: float, fact: float, prior: float) -> Pick:
-    score = LEXICAL_WEIGHT * lexical + SEMANTIC_WEIGHT * semantic + FACT_WEIGHT * fact + PRIOR_WEIGHT * prior
+def _pick(
+    unit: _Unit,
+    option: _Option,
+    *,
+    lexical: float,
+    semantic: float,
+    fact: float,
+    prior: float,
+    late: float = 0.0,
+    late_weight: float = 0.0,
+) -> Pick:
+    score = (
+        LEXICAL_WEIGHT * lexical + SEMANTIC_WEIGHT * semantic + FACT_WEIGHT * fact + PRIOR_WEIGHT * prior
+        + late_weight * late
+    )  # fmt: skip
     return Pick(
         unit.context, unit.chunk.chunk_id, option.start, option.end, option.text,
-        score, lexical, semantic, fact, prior,
+        score, lexical, semantic, fact, prior, late,
     )  # fmt: skip
 
 
