@@ -1,4 +1,4 @@
-"""Which embedding backend a process runs when RAGKB_EMBED_BACKEND is `auto` (the default).
+"""Which embedding backend a process runs when RAGKB_EMBED_BACKEND is `auto` (not yet the default; docs/speed.md).
 
 A process has one embedder, and a collection can only be searched with the backend its vectors were made
 with (its recorded identity says which; another one is refused as a model mismatch). So `auto` reads the
