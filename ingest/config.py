@@ -29,10 +29,13 @@ class Settings(BaseSettings):
         description="Embedding model: the packaged default, a local folder, or a hub model name.",
     )
     embed_batch_size: int = Field(64, ge=1, le=4096)
-    embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+    # `torch` until onnx-int8 is within 0.003 nDCG@10 of it on the SciFact check half (recipe 2: -0.0037,
+    # docs/speed.md); `auto` is the default-to-be: onnx-int8 for a new store, else what the store was built with
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         "torch",
         description="How the embedding model runs: torch (fp32), onnx (ONNX Runtime fp32) or onnx-int8 (ONNX Runtime, "
-        "int8 weights); part of the model identity a collection records (see docs/speed.md).",
+        "int8 weights); part of the model identity a collection records. auto: onnx-int8 for a new store, else the "
+        "backend its collections were built with (see docs/speed.md).",
     )
     embed_threads: int = Field(
         0, ge=0, le=256, description="Intra-op threads of the ONNX backends (0: one per physical core)."

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .backend_choice import AUTO, backend_label, resolve
 from .config import DEFAULT_EMBED_MODEL, EMBED_BACKENDS, Settings, get_settings
 from .errors import EmbeddingModelError
 
@@ -140,12 +141,6 @@ class TorchEncoder:
         return TokenVectors(sentences, tokens, pieces)
 
 
-def backend_label(backend: str) -> str | None:
-    """What a backend adds to the model identity: None for torch (fp32, the identity collections were
-    always built with), the runtime and precision for the others."""
-    return {"torch": None, "onnx": "onnx-fp32", "onnx-int8": "onnx-int8"}[backend]
-
-
 def check_backend(backend: str) -> str:
     if backend not in EMBED_BACKENDS:
         raise EmbeddingModelError(
@@ -265,17 +260,33 @@ def get_embedder(
     settings: Settings | None = None,
 ) -> Embedder:
     """The process-wide embedder for a model and backend: loading costs seconds, so it happens once.
-    Whatever is not given comes from `settings` (the process's settings by default)."""
+    Whatever is not given comes from `settings` (the process's settings by default); backend `auto` (the
+    default) is chosen from the store's collections once per store and model (`ingest/backend_choice.py`)."""
     config = settings or get_settings()
     name = model_name or config.embed_model
     size = batch_size or config.embed_batch_size
-    chosen = check_backend(backend or config.embed_backend)
+    chosen = check_backend(backend or _auto_backend(config, name))
     workers = config.embed_threads if threads is None else threads
     key = (name, size, chosen, workers)
     with _lock:
         if key not in _cache:
             _cache[key] = Embedder(name, size, backend=chosen, threads=workers, cache_root=export_root(config))
         return _cache[key]
+
+
+_auto: dict[tuple[str, str, str], str] = {}
+
+
+def _auto_backend(config: Settings, model_name: str) -> str:
+    """RAGKB_EMBED_BACKEND, or for `auto` the choice for this store and model, made once per process: a
+    collection this process creates afterwards must not change the backend it already runs."""
+    if config.embed_backend != AUTO:
+        return config.embed_backend
+    key = (str(config.data_dir.resolve()), config.chroma_url or "", model_name)
+    with _lock:
+        if key not in _auto:
+            _auto[key] = resolve(config, resolve_model(model_name).identity)
+        return _auto[key]
 
 
 class _Locked:

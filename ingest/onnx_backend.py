@@ -25,6 +25,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ log = logging.getLogger("ragkb.embedder")
 
 Precision = Literal["fp32", "int8"]
 # Bump when the export or the quantisation recipe changes: folders of an older recipe are then ignored.
-RECIPE = 1
+RECIPE = 2
 OPSET = 17
 MODEL_FILES: dict[Precision, str] = {"fp32": "model.onnx", "int8": "model-int8.onnx"}
 EXPORT_LOCK_TIMEOUT = 900.0  # seconds a process waits for another one's export
@@ -110,7 +111,6 @@ def _export(load_from: str, needs_hub: bool, identity: str, out: Path) -> None:
     """Export, quantise and describe one model into `out` (meta.json last: it marks the folder complete)."""
     import onnxruntime
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
@@ -148,15 +148,7 @@ def _export(load_from: str, needs_hub: bool, identity: str, out: Path) -> None:
             opset_version=OPSET,
             dynamo=False,  # the TorchScript exporter: dynamic batch and length without onnxscript
         )
-    # Per-channel int8 weights, activations quantised per batch; attention's activation-by-activation MatMuls
-    # stay fp32 (MatMulConstBOnly): per-tensor weights or quantised attention cost ~0.06 cosine on MiniLM.
-    quantize_dynamic(
-        out / MODEL_FILES["fp32"],
-        out / MODEL_FILES["int8"],
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        extra_options={"MatMulConstBOnly": True},
-    )
+    quantize(out / MODEL_FILES["fp32"], out / MODEL_FILES["int8"], INT8_RECIPE)
     tokenizer.save_pretrained(str(out / "tokenizer"))
     meta = {
         "identity": identity,
@@ -171,6 +163,76 @@ def _export(load_from: str, needs_hub: bool, identity: str, out: Path) -> None:
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class QuantRecipe:
+    """How the int8 copy is made from the fp32 export (`quantize_dynamic`, per-channel int8 weights).
+
+    `exclude` names nodes that stay fp32 and `exclude_matching` regular expressions over node names;
+    `only`, when given, quantises just those nodes (per-group sensitivity, eval/quant_tune.py); `skip` copies
+    the fp32 model unchanged (the reference)."""
+
+    exclude: tuple[str, ...] = ()
+    exclude_matching: tuple[str, ...] = ()
+    only: tuple[str, ...] | None = None
+    skip: bool = False
+    ops: tuple[str, ...] = ("MatMul", "Gather")
+    reduce_range: bool = False  # 7-bit weights: no int16 saturation in AVX2's u8*s8 kernels (no VNNI)
+    unsigned_weights: bool = False  # u8 weights (MLAS's u8u8 kernels widen to 16 bits before multiplying)
+
+
+# Chosen on the SciFact tune half (eval/quant_tune.py, figures in docs/speed.md): u8 weights, and fp32 where
+# int8 loses most: the embedding tables, the first layer, and every layer's FFN output projection (its input is
+# GELU's output, whose outliers set the per-tensor activation scale).
+INT8_RECIPE = QuantRecipe(
+    ops=("MatMul",),
+    exclude_matching=(r"/layer\.0/", r"/layer\.\d+/output/dense/MatMul$"),
+    unsigned_weights=True,
+)
+
+
+def matmul_nodes(model: Path) -> list[str]:
+    """The nodes int8 can apply to: MatMuls by a constant weight and Gathers from a constant table, in
+    graph order."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer}
+    constants |= {node.output[0] for node in graph.node if node.op_type == "Constant"}
+
+    def weighted(node: Any) -> bool:
+        if node.op_type == "MatMul":
+            return len(node.input) > 1 and node.input[1] in constants
+        return bool(node.op_type == "Gather" and node.input[0] in constants)
+
+    return [node.name for node in graph.node if weighted(node)]
+
+
+def quantize(source: Path, target: Path, recipe: QuantRecipe) -> None:
+    """Write the int8 copy of `source` to `target` by `recipe`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if recipe.skip:
+        shutil.copyfile(source, target)
+        return
+    excluded = list(recipe.exclude)
+    if recipe.exclude_matching:
+        patterns = [re.compile(pattern) for pattern in recipe.exclude_matching]
+        excluded += [node for node in matmul_nodes(source) if any(p.search(node) for p in patterns)]
+    # Per-channel int8 weights, activations quantised per batch; attention's activation-by-activation MatMuls
+    # stay fp32 (MatMulConstBOnly): per-tensor weights or quantised attention cost ~0.06 cosine on MiniLM.
+    quantize_dynamic(
+        source,
+        target,
+        op_types_to_quantize=list(recipe.ops),
+        weight_type=QuantType.QUInt8 if recipe.unsigned_weights else QuantType.QInt8,
+        per_channel=True,
+        reduce_range=recipe.reduce_range,
+        nodes_to_quantize=list(recipe.only) if recipe.only is not None else None,
+        nodes_to_exclude=excluded,
+        extra_options={"MatMulConstBOnly": True},
+    )
 
 
 def _check_architecture(model: Any, identity: str) -> tuple[Any, bool]:

@@ -15,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Test clients make many requests from one host: the open server's shared anonymous bucket would refuse them.
 # Tests of the rate limit set their own burst and rate.
 os.environ.setdefault("RAGKB_RATE_LIMIT_BURST", "1000000")
+# The suite's expectations (scores, thresholds, baselines) are torch's, and most tests start servers on fresh
+# data dirs, where `auto` (the default once onnx-int8 meets its quality bar) would pick onnx-int8 and export it
+# per data dir: the suite runs torch unless told otherwise; tests of the ONNX backends and of `auto` ask for
+# them explicitly (tests/test_onnx_backend.py).
+os.environ.setdefault("RAGKB_EMBED_BACKEND", "torch")
 
 from ingest.config import Settings, get_settings
 from ingest.embedder import Embedder, get_embedder

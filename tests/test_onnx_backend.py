@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+import ingest.embedder as embedder_module
 import ingest.onnx_backend as onnx_backend
+from ingest import backend_choice
 from ingest.config import Settings
 from ingest.embedder import Embedder, get_embedder
 from ingest.errors import EmbeddingModelError
@@ -95,7 +97,7 @@ def test_a_collection_is_never_queried_with_another_backend(
     Ingestor(settings, embedder=torch_embedder).ingest_paths([docs], collection="plant")
     int8 = Embedder(backend="onnx-int8", cache_root=onnx_cache)
     assert torch_embedder.identity == "sentence-transformers/all-MiniLM-L6-v2"  # what collections always recorded
-    assert int8.identity == "sentence-transformers/all-MiniLM-L6-v2@onnx-int8"
+    assert int8.identity == "sentence-transformers/all-MiniLM-L6-v2@onnx-int8-v2"  # the label names the recipe
     reader = Reader(settings, embedder=int8)
     with pytest.raises(EmbeddingModelError) as refused:
         reader.collection("plant")
@@ -217,7 +219,7 @@ def test_a_half_written_export_is_replaced_and_a_failed_one_leaves_nothing(
 def test_unknown_backends_are_refused_naming_the_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(EmbeddingModelError, match="choose one of: torch, onnx, onnx-int8"):
         Embedder(backend="tensorrt", cache_root=tmp_path)
-    with pytest.raises(ValidationError, match="'torch', 'onnx' or 'onnx-int8'"):
+    with pytest.raises(ValidationError, match="'auto', 'torch', 'onnx' or 'onnx-int8'"):
         Settings(embed_backend="onnx-fp16")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         Settings(embed_threads=-1)
@@ -241,3 +243,53 @@ def test_question_vectors_are_cached_and_bounded(torch_embedder: Embedder, monke
     torch_embedder.embed_query("what is a seal")
     assert list(torch_embedder._query_vectors) == ["what is a pump", "what is a seal"]
     assert len(calls) == 3
+
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_auto_picks_onnx_int8_for_a_new_store_and_keeps_what_a_store_was_built_with() -> None:
+    int8 = f"{MINILM}@onnx-int8-v2"
+    assert backend_choice.choose([], MINILM)[0] == "onnx-int8"
+    # other models' collections, and collections that recorded no model, say nothing about this one
+    assert backend_choice.choose(["org/other-model", "org/other-model@onnx-int8-v2", None], MINILM)[0] == "onnx-int8"
+    assert backend_choice.choose([MINILM, MINILM], MINILM)[0] == "torch"
+    assert backend_choice.choose([MINILM, int8, int8], MINILM)[0] == "onnx-int8"
+    backend, why = backend_choice.choose([MINILM, int8], MINILM)
+    assert backend == "torch" and "1 torch, 1 onnx-int8" in why  # a tie keeps torch, the older default
+    assert backend_choice.choose([f"{MINILM}@onnx-fp32"], MINILM)[0] == "onnx"
+    # the first int8 recipe's vectors are not this recipe's: such a collection is not counted as onnx-int8
+    assert backend_choice.backend_of(f"{MINILM}@onnx-int8", MINILM) is None
+    # the default stays torch until onnx-int8 meets the quality bar (docs/speed.md, "Decision")
+    assert Settings.model_fields["embed_backend"].default == "torch"
+
+
+@pytest.mark.slow
+def test_a_store_built_with_torch_keeps_torch_under_auto(
+    onnx_cache: Path, torch_embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedder_module, "_auto", {})  # the choice is made once per process and store
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pump.md").write_text("# Pump\n\nReplace the impeller seal every 2,000 hours.\n")
+    old = Settings(data_dir=tmp_path / "old", embed_backend="torch", embed_cache_dir=onnx_cache)
+    Ingestor(old, embedder=torch_embedder).ingest_paths([docs], collection="plant")  # built before the change
+
+    default = old.model_copy(update={"embed_backend": "auto"})
+    reader = Reader(default)
+    assert reader.embedder.backend == "torch" and reader.embedder is torch_embedder
+    hits = reader.store.query(reader.collection("plant"), reader.embedder.embed_query("impeller seal"), k=1)
+    assert "impeller seal" in hits[0].text
+    # a collection created later in that store is built with torch too (one backend per process and store)
+    Ingestor(default).ingest_paths([docs], collection="plant-2")
+    assert reader.collection("plant-2").model == MINILM
+
+    fresh = Settings(data_dir=tmp_path / "new", embed_backend="auto", embed_cache_dir=onnx_cache)
+    new_reader = Reader(fresh)
+    assert new_reader.embedder.backend == "onnx-int8"
+    Ingestor(fresh).ingest_paths([docs], collection="plant")
+    assert new_reader.collection("plant").model == f"{MINILM}@onnx-int8-v2"
+    # the choice is made once: the new store now holding an int8 collection does not flip anything, and an
+    # explicit backend still wins over `auto`
+    assert get_embedder(settings=old.model_copy(update={"embed_backend": "auto"})) is torch_embedder
+    assert get_embedder(settings=fresh.model_copy(update={"embed_backend": "torch"})) is torch_embedder
