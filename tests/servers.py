@@ -1,4 +1,5 @@
-"""Real servers that tests start and stop themselves: a `chroma run` process and a llama.cpp LLM server."""
+"""Real servers that tests start and stop themselves: `ragkb serve`, a `chroma run` process and a llama.cpp LLM
+server; and the task queue's keys in a test's own Redis database."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 import httpx
+import redis
+
+from ingest.queue import NAMESPACE
+
+from .processes import ragkb_command
 
 
 def free_port() -> int:
@@ -33,6 +41,40 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) ->
         if time.monotonic() > deadline:
             raise RuntimeError(f"server for {url} did not come up in {timeout}s")
         time.sleep(0.2)
+
+
+@contextmanager
+def ragkb_serving(
+    env: dict[str, str], log: Path, timeout: float = 180
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`ragkb serve` on a free port with `env`, its output in `log`: (its URL, the process) once /readyz answers;
+    ended on exit (killed if it is still busy with a request after 30 s)."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [ragkb_command(), "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/readyz", process, timeout=timeout)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@contextmanager
+def emptied_queue(url: str) -> Iterator[str]:
+    """`url` (a Redis database of the test file's own) with the task queue's keys removed before and after."""
+    db = redis.Redis.from_url(url)
+    for key in db.scan_iter(match=NAMESPACE + ":*"):
+        db.delete(key)
+    yield url
+    for key in db.scan_iter(match=NAMESPACE + ":*"):
+        db.delete(key)
 
 
 class ChromaServer:

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ingest.config import Settings
 from ingest.embedder import Embedder
 from ingest.pipeline import Ingestor
-from ingest.queue import NAMESPACE
 from ingest.tasks import Runtime
 from ingest.vectorstore import document_id_for
 from ragkb.cli import app as cli_app
@@ -28,6 +26,7 @@ from server.answering.service import QueryService
 from server.http.api import create_app
 
 from .helpers import reader_for
+from .servers import emptied_queue
 
 OFFICE = Path(__file__).resolve().parents[2] / "shared" / "office"
 TIKA_EML = "testRFC822_multipart_attachments.eml"
@@ -214,12 +213,8 @@ def test_upload_lists_cites_serves_and_deletes_attachments(api: tuple[TestClient
 
 @pytest.fixture
 def queue_url() -> Iterator[str]:
-    db = redis.Redis.from_url(QUEUE_URL)
-    for key in db.scan_iter(match=NAMESPACE + ":*"):
-        db.delete(key)
-    yield QUEUE_URL
-    for key in db.scan_iter(match=NAMESPACE + ":*"):
-        db.delete(key)
+    with emptied_queue(QUEUE_URL) as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ import httpx
 import pytest
 from pypdf import PdfWriter
 
-from .processes import clean_env, ragkb_command, run_ragkb
-from .servers import free_port, wait_for
+from .processes import clean_env, run_ragkb
+from .servers import ragkb_serving
 
 pytestmark = pytest.mark.slow
 
@@ -77,22 +77,9 @@ def serving(root: Path) -> Iterator[Live]:
         made = run_ragkb(["keys", "create", "--name", f"probe-{scope}", "--scope", scope, "--all", "--json"], env)
         assert made.returncode == 0, made.stderr
         tokens[scope] = json.loads(made.stdout)["token"]
-    port = free_port()
     log = root / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [ragkb_command(), "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/readyz", process, timeout=180)
-        yield Live(f"http://127.0.0.1:{port}", tokens, root, process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # still busy with a request: it is ended all the same
-            process.kill()
-            process.wait(timeout=30)
+    with ragkb_serving(env, log) as (url, process):
+        yield Live(url, tokens, root, process, log)
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ import httpx
 import pytest
 import redis
 
-from .processes import clean_env, ragkb_command, run_ragkb
-from .servers import ChromaServer, free_port, wait_for
+from .processes import clean_env, run_ragkb
+from .servers import ChromaServer, free_port, ragkb_serving
 from .test_probe import COLLECTION, SEED, Stalls, check_error, probe_line
 
 pytestmark = pytest.mark.slow
@@ -170,22 +170,9 @@ def serving(root: Path, **settings: str) -> Iterator[tuple[str, dict[str, str], 
     made = run_ragkb(["keys", "create", "--name", "probe", "--scope", "write", "--all", "--json"], env)
     assert made.returncode == 0, made.stderr
     headers = {"Authorization": f"Bearer {json.loads(made.stdout)['token']}"}
-    port = free_port()
     log = root / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [ragkb_command(), "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/readyz", process, timeout=180)
-        yield f"http://127.0.0.1:{port}", headers, process, log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+    with ragkb_serving(env, log) as (url, process):
+        yield url, headers, process, log
     assert "Traceback" not in log.read_text(), f"the server logged an unexpected error:\n{log.read_text()[-3000:]}"
 
 

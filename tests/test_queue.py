@@ -24,7 +24,7 @@ from server.answering.service import QueryService
 from server.http.api import create_app
 
 from .helpers import reader_for
-from .servers import free_port
+from .servers import emptied_queue, free_port
 
 QUEUE_URL = "redis://127.0.0.1:6379/12"  # a database of its own (the worker tests use 13), emptied around each test
 NOTE = b"# Runbook\n\nRotate the TLS certificates every March.\n"
@@ -32,12 +32,8 @@ NOTE = b"# Runbook\n\nRotate the TLS certificates every March.\n"
 
 @pytest.fixture
 def queue_url() -> Iterator[str]:
-    db = redis.Redis.from_url(QUEUE_URL)
-    for key in db.scan_iter(match=NAMESPACE + ":*"):
-        db.delete(key)
-    yield QUEUE_URL
-    for key in db.scan_iter(match=NAMESPACE + ":*"):
-        db.delete(key)
+    with emptied_queue(QUEUE_URL) as url:
+        yield url
 
 
 def test_uploads_become_jobs_carrying_blob_references(queue_url: str, tmp_path: Path, embedder: Embedder) -> None:

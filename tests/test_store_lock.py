@@ -28,19 +28,15 @@ from ingest.queue import NAMESPACE
 from ragkb.cli import app as cli_app
 
 from .processes import alive, children_of, clean_env, ragkb_command, run_ragkb, wait_until
-from .servers import free_port
+from .servers import emptied_queue, free_port
 
 QUEUE_URL = "redis://127.0.0.1:6379/11"  # the reliability helper's spare database: the workers here poll it empty
 
 
 @pytest.fixture
 def queue_url() -> Iterator[str]:
-    db = redis.Redis.from_url(QUEUE_URL)
-    for key in db.scan_iter(match=NAMESPACE + ":*"):
-        db.delete(key)
-    yield QUEUE_URL
-    for key in db.scan_iter(match=NAMESPACE + ":*"):
-        db.delete(key)
+    with emptied_queue(QUEUE_URL) as url:
+        yield url
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

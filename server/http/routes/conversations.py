@@ -130,35 +130,26 @@ async def ask(conversation_id: str, body: MessageIn, answerer: AnswererDep, call
     standalone = await FollowUps.of(answerer.service).standalone(history, body.question, request_id)
     asked = answerer.query(standalone.question, collection=collection)
     reply = await answerer.ask(asked, mode=Mode(stored.record.mode), asker=Asker(caller.key_name, request_id))
-    if isinstance(reply, Held):
-        message = await run_in_threadpool(
-            lambda: store.add(
-                conversation_id,
-                caller.key_name,
-                question=body.question,
-                standalone_question=asked.question,
-                answer="",
-                citations=[],
-                request_id=request_id,
-                review_id=reply.review_id,
-            )
-        )
-        turn = HeldTurn(message=MessageOut.model_validate(message, from_attributes=True), held=reply.model())
-        return JSONResponse(turn.model_dump(mode="json"), status_code=202)
 
-    async def record_turn(response: QueryResponse) -> MessageOut:
+    async def record_turn(response: QueryResponse | None, review_id: str | None = None) -> MessageOut:
+        """The turn stored: the answer and its citations, or (held) none yet and the review id."""
         message = await run_in_threadpool(
             lambda: store.add(
                 conversation_id,
                 caller.key_name,
                 question=body.question,
                 standalone_question=asked.question,
-                answer=response.answer,
-                citations=[c.model_dump(mode="json") for c in response.citations],
+                answer=response.answer if response else "",
+                citations=[c.model_dump(mode="json") for c in response.citations] if response else [],
                 request_id=request_id,
+                review_id=review_id,
             )
         )
         return MessageOut.model_validate(message, from_attributes=True)
+
+    if isinstance(reply, Held):
+        turn = HeldTurn(message=await record_turn(None, reply.review_id), held=reply.model())
+        return JSONResponse(turn.model_dump(mode="json"), status_code=202)
 
     if body.stream:
 
