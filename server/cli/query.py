@@ -69,7 +69,15 @@ def serve(
         f'-d \'{{"question": "How do I install ragkb?", "collection": "{settings.default_collection}"}}\''
     )
     try:
-        uvicorn.run("server.http.app:app", host=host, port=port, workers=workers, log_config=None, access_log=False)
+        uvicorn.run(
+            "server.http.app:app",
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=int(settings.keep_alive_seconds),
+        )
     finally:
         if lock is not None:
             lock.release()
