@@ -30,6 +30,7 @@ def pdf_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, shared_
     return pdf_collection(root, data_dir, embedder, shared_pdfs, PDFS)
 
 
+@pytest.mark.slow
 def test_a_pdf_answer_quotes_the_fact_from_the_right_page(pdf_kb: Ingestor) -> None:
     response = answer_once(
         QueryService(pdf_kb.settings, reader=reader_for(pdf_kb)),
@@ -43,6 +44,7 @@ def test_a_pdf_answer_quotes_the_fact_from_the_right_page(pdf_kb: Ingestor) -> N
     assert len(sentences) == len(set(sentences)), "overlapping chunks do not repeat a sentence"
 
 
+@pytest.mark.slow
 def test_weak_evidence_abstains_with_the_closest_passages(pdf_kb: Ingestor) -> None:
     settings = pdf_kb.settings.model_copy(update={"abstain_below": 0.99, "not_found_below": 0.99})
     response = answer_once(
@@ -64,6 +66,7 @@ def _llm(answer: str) -> OpenAIProvider:
     return OpenAIProvider(base_url="http://llm.test/v1", model="m", transport=httpx.MockTransport(handler))
 
 
+@pytest.mark.slow
 def test_a_refusal_from_the_llm_is_an_abstention(pdf_kb: Ingestor) -> None:
     service = QueryService(
         pdf_kb.settings, reader=reader_for(pdf_kb), provider=_llm("The documents do not contain the answer.")
@@ -73,6 +76,7 @@ def test_a_refusal_from_the_llm_is_an_abstention(pdf_kb: Ingestor) -> None:
     assert response.provider == "openai" and response.related
 
 
+@pytest.mark.slow
 def test_a_citation_of_a_passage_that_does_not_support_its_sentence_is_removed(pdf_kb: Ingestor) -> None:
     question = "How many people died when Ethiopian Airlines Flight 302 crashed after leaving Addis Ababa?"
     service = QueryService(pdf_kb.settings, reader=reader_for(pdf_kb))
@@ -99,6 +103,7 @@ def test_a_citation_of_a_passage_that_does_not_support_its_sentence_is_removed(p
     assert response.grounded is False, "the first claim has no supporting citation left"
 
 
+@pytest.mark.slow
 def test_eval_qa_scores_a_question_set_and_gates(
     pdf_kb: Ingestor, tmp_path: Path, shared_pdfs: Path, cli_env: Path
 ) -> None:
@@ -181,6 +186,7 @@ def test_abstention_scores() -> None:
     assert metrics["false_abstention"] == 0.5
 
 
+@pytest.mark.slow
 def test_an_abstention_is_remembered_until_the_documents_change(pdf_kb: Ingestor, tmp_path: Path) -> None:
     settings = pdf_kb.settings.model_copy(update={"abstain_below": 0.99, "not_found_below": 0.99})
     service = QueryService(settings, reader=reader_for(pdf_kb))

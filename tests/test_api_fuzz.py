@@ -72,6 +72,7 @@ QUICK = {("POST", "/v1/query"), ("POST", "/v1/retrieve")}
     ("method", "path"),
     [pytest.param(m, p, id=f"{m} {p}", marks=() if (m, p) in QUICK else pytest.mark.slow) for m, p in OPERATIONS],
 )
+@pytest.mark.slow
 def test_api_conforms_to_its_schema(api_schema: Any, method: str, path: str) -> None:
     """At most MAX_EXAMPLES generated requests to one operation (schemathesis' own pytest plugin does not run
     under pytest 9 yet, so the operation's strategy is driven by hypothesis directly)."""

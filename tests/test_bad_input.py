@@ -91,6 +91,7 @@ CASES: list[tuple[BadFile, str]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("make", "message"), CASES, ids=[c[0].__name__.strip("_") for c in CASES])
 def test_bad_file_fails_alone_with_a_clear_error(
     ingestor: Ingestor, tmp_path: Path, shared_pdfs: Path, make: BadFile, message: str
@@ -126,6 +127,7 @@ def test_symlink_loop_is_reported_and_walk_finishes(ingestor: Ingestor, tmp_path
     assert any("symlink loop" in w for w in report.warnings)
 
 
+@pytest.mark.slow
 def test_directory_walk_skips_unknown_types_and_honours_globs(ingestor: Ingestor, tmp_path: Path) -> None:
     root = tmp_path / "tree"
     (root / "drafts").mkdir(parents=True)

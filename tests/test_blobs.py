@@ -39,6 +39,7 @@ def test_blob_store_keeps_bytes_once_by_content(tmp_path: Path) -> None:
         blobs.get("../../etc/passwd")
 
 
+@pytest.mark.slow
 def test_a_replaced_or_failed_document_leaves_no_unused_original(ingestor: Ingestor) -> None:
     first = NOTE
     second = NOTE + b"\nAlso rotate the SSH host keys.\n"
@@ -138,6 +139,7 @@ def test_cli_ingestion_keeps_originals_and_delete_releases_unused_ones(
     assert list(ingestor.blobs.digests()) == []
 
 
+@pytest.mark.slow
 def test_document_file_is_served_inline_with_its_type_and_key_rules(
     tmp_path: Path, embedder: Embedder, shared_pdfs: Path
 ) -> None:

@@ -21,6 +21,7 @@ def _model_tokens(embedder: Embedder, text: str) -> int:
     return len(embedder.tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["docling/redp5110_sampled.pdf", "pdfplumber/federal-register-2020-17221.pdf"])
 @pytest.mark.parametrize(("size", "overlap"), [(200, 32), (64, 0), (1000, 50)])
 def test_chunks_fit_the_window_and_point_at_their_text(

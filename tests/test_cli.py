@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ragkb.cli import app
@@ -22,6 +23,7 @@ def _ingest(*args: str) -> tuple[int, dict[str, object]]:
     return result.exit_code, json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_ingest_json_contract_and_exit_codes(cli_env: Path, tmp_path: Path, shared_pdfs: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -46,6 +48,7 @@ def test_ingest_json_contract_and_exit_codes(cli_env: Path, tmp_path: Path, shar
     assert all(f["error"] for f in partial["failures"])  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_documents_collections_and_delete(cli_env: Path, tmp_path: Path) -> None:
     note = tmp_path / "note.txt"
     note.write_text("Chroma keeps the vectors. Redis keeps the cache.\n")
@@ -64,6 +67,7 @@ def test_documents_collections_and_delete(cli_env: Path, tmp_path: Path) -> None
     assert again.exit_code == 1 and "no document" in again.stderr
 
 
+@pytest.mark.slow
 def test_unknown_collection_names_the_options(cli_env: Path, tmp_path: Path) -> None:
     note = tmp_path / "n.txt"
     note.write_text("text.\n")
@@ -88,6 +92,7 @@ def test_help_lists_the_commands() -> None:
         assert command in result.stdout
 
 
+@pytest.mark.slow
 def test_ask_in_process_prints_answer_and_numbered_sources(cli_env: Path, tmp_path: Path) -> None:
     note = tmp_path / "backups.md"
     note.write_text("# Backups\n\nThe nightly backup copies the data directory to the archive server.\n")

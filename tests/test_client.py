@@ -52,6 +52,7 @@ def live(cli_env: Path) -> Iterator[Live]:
         yield Live(server.url, tokens)
 
 
+@pytest.mark.slow
 def test_upload_documents_ask_stream_retrieve(live: Live, tmp_path: Path) -> None:
     (tmp_path / "backup.md").write_text(BACKUP)
     with live.client("writer") as writer:
@@ -92,6 +93,7 @@ def test_upload_documents_ask_stream_retrieve(live: Live, tmp_path: Path) -> Non
     assert unauthorized.value.status == 401
 
 
+@pytest.mark.slow
 def test_async_client(live: Live, tmp_path: Path) -> None:
     (tmp_path / "leave.md").write_text(LEAVE)
 
@@ -110,6 +112,7 @@ def test_async_client(live: Live, tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_a_held_answer_waits_for_the_reviewer(live: Live, tmp_path: Path) -> None:
     (tmp_path / "backup.md").write_text(BACKUP)
     with live.client("writer") as writer:
@@ -140,6 +143,7 @@ def test_the_client_imports_neither_torch_nor_the_server() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_an_abstained_answer_is_typed(live: Live, tmp_path: Path) -> None:
     """What `ragkb ask --server` prints comes from typed fields: the outcome and the closest passages."""
     (tmp_path / "backup.md").write_text(BACKUP)

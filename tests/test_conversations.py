@@ -113,6 +113,7 @@ def live(cli_env: Path, tmp_path: Path, docs: Path) -> Iterator[Live]:
         yield Live(server.url, tokens)
 
 
+@pytest.mark.slow
 def test_a_stored_conversation_answers_follow_ups(live: Live) -> None:
     url, headers = live.url, live.headers()
     made = httpx.post(f"{url}/v1/conversations", json={"collection": "docs"}, headers=headers)
@@ -154,6 +155,7 @@ def test_a_stored_conversation_answers_follow_ups(live: Live) -> None:
     assert httpx.get(f"{url}/v1/conversations/{cid}", headers=headers).status_code == 404
 
 
+@pytest.mark.slow
 def test_a_held_turn_is_stored_with_its_review(live: Live) -> None:
     url, headers = live.url, live.headers()
     bad = httpx.post(f"{url}/v1/conversations", json={"collection": "nowhere"}, headers=headers)
@@ -177,6 +179,7 @@ def _events(response: httpx.Response) -> list[tuple[str, dict[str, object]]]:
     return found
 
 
+@pytest.mark.slow
 def test_a_turn_streams_and_is_stored_when_done(live: Live) -> None:
     """`stream: true` (the web page's thread): `POST /v1/query`'s events, the `done` answer carrying the
     standalone question; the turn is stored; a held answer is still a 202 JSON reply."""
@@ -204,6 +207,7 @@ def test_a_turn_streams_and_is_stored_when_done(live: Live) -> None:
     assert held.status_code == 202 and held.json()["held"]["review_id"]
 
 
+@pytest.mark.slow
 def test_eval_conversations_scores_follow_ups(cli_env: Path, tmp_path: Path, docs: Path) -> None:
     rows = [
         {"id": "t1", "split": "tune", "turns": [

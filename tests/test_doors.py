@@ -77,6 +77,7 @@ def handbook(cli_env: Path, tmp_path: Path) -> Iterator[Handbook]:
     yield Handbook(settings, docs, held.review_id)
 
 
+@pytest.mark.slow
 def test_ask_in_process_serves_the_curated_answer_and_reports_a_held_one(handbook: Handbook) -> None:
     code, out, _ = _cli("ask", CURATED_Q, "-c", KB, "--json")
     assert code == 0, out
@@ -94,6 +95,7 @@ def test_ask_in_process_serves_the_curated_answer_and_reports_a_held_one(handboo
     assert json.loads(out)["status"] == "pending"
 
 
+@pytest.mark.slow
 def test_eval_qa_goes_through_the_same_door(handbook: Handbook, tmp_path: Path) -> None:
     questions = tmp_path / "set.jsonl"
     rows = [
@@ -129,6 +131,7 @@ def live(handbook: Handbook) -> Iterator[tuple[str, dict[str, str]]]:
         yield server.url, tokens
 
 
+@pytest.mark.slow
 def test_ask_through_a_server_with_a_key(live: tuple[str, dict[str, str]]) -> None:
     url, tokens = live
     code, out, err = _cli("ask", CURATED_Q, "-c", KB, "--server", url)

@@ -37,6 +37,7 @@ def test_a_local_folder_is_used_as_is(embedder: Embedder, tmp_path: Path) -> Non
     assert (source.load_from, source.needs_hub) == (str(folder.resolve()), False)
 
 
+@pytest.mark.slow
 def test_two_models_in_folders_of_the_same_name_have_different_identities(tmp_path: Path) -> None:
     packaged = Path(resolve_model("all-MiniLM-L6-v2").load_from)
     first, second = tmp_path / "a" / "model", tmp_path / "b" / "model"

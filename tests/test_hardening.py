@@ -64,6 +64,7 @@ def client(kb: Ingestor) -> Iterator[TestClient]:
 # -- 2. a crash between the chunk write and the generation change ---------------------------------------
 
 
+@pytest.mark.slow
 def test_a_writer_killed_after_its_upsert_leaves_no_stale_index(
     tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,6 +274,7 @@ def test_a_stopped_ingestion_ends_between_files_and_says_so(tmp_path: Path, embe
 # -- 1. ingestion never holds the serving process ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_large_files_are_parsed_in_a_worker_process_within_a_time_limit(shared_pdfs: Path) -> None:
     """The server parses large uploads in a spawned worker (pure-Python parsing never holds its GIL), and a
     parse that runs past the limit ends with the worker, failing that file alone."""
@@ -341,6 +343,7 @@ def test_cache_stats_with_redis_down_is_a_clear_error(cli_env: Path, monkeypatch
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_the_packaged_command_runs(tmp_path: Path) -> None:
     ragkb = shutil.which("ragkb") or str(Path(sys.executable).with_name("ragkb"))
     done = subprocess.run([ragkb, "formats"], capture_output=True, text=True, timeout=60)

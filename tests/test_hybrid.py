@@ -66,6 +66,7 @@ def test_bm25_finds_exact_part_numbers(kb: tuple[Reader, Path]) -> None:
     assert BM25Retriever(reader).retrieve("the of and", collection="plant", top_k=3) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hybrid", "hybrid-rrf", "hybrid-weighted"])
 def test_hybrid_ranks_the_right_document_first(kb: tuple[Reader, Path], name: str) -> None:
     reader, _ = kb
@@ -76,6 +77,7 @@ def test_hybrid_ranks_the_right_document_first(kb: tuple[Reader, Path], name: st
     assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bm25", "hybrid", "dense"])
 def test_filters_apply_on_every_side(kb: tuple[Reader, Path], name: str) -> None:
     reader, _ = kb
@@ -99,6 +101,7 @@ def test_filters_apply_on_every_side(kb: tuple[Reader, Path], name: str) -> None
 @pytest.mark.parametrize(
     "filters", [None, Filters(where={"kind": "markdown"}), Filters(source_glob="*/valves.md")], ids=str
 )
+@pytest.mark.slow
 def test_nearest_gives_the_ids_and_scores_of_a_full_query(kb: tuple[Reader, Path], filters: Filters | None) -> None:
     """The hybrid's dense side reads ids and distances only; it must rank exactly as a query reading it all."""
     reader, _ = kb
@@ -129,6 +132,7 @@ def test_bm25_search_ranks_exactly_as_bm25s_retrieve(kb: tuple[Reader, Path]) ->
     assert compared >= 6  # the masked searches matched something too
 
 
+@pytest.mark.slow
 def test_deleted_document_never_comes_back_from_the_lexical_side(kb: tuple[Reader, Path]) -> None:
     reader, root = kb
     bm25 = BM25Retriever(reader)
@@ -140,6 +144,7 @@ def test_deleted_document_never_comes_back_from_the_lexical_side(kb: tuple[Reade
     assert "pump.md" not in _sources(get_retriever("hybrid", reader).retrieve("XK-4471-B", collection="plant", top_k=4))
 
 
+@pytest.mark.slow
 def test_changes_by_another_process_are_seen_without_a_restart(
     kb: tuple[Reader, Path], settings: Settings, embedder: Embedder
 ) -> None:
@@ -154,6 +159,7 @@ def test_changes_by_another_process_are_seen_without_a_restart(
     assert bm25.retrieve("exercised quarterly seize", collection="plant", top_k=3) == []  # old version gone
 
 
+@pytest.mark.slow
 def test_restart_with_a_stale_or_missing_lexical_index_rebuilds_it(
     kb: tuple[Reader, Path], settings: Settings, embedder: Embedder
 ) -> None:
@@ -194,6 +200,7 @@ def test_rrf_adds_reciprocal_ranks() -> None:
     assert fused["a"] == pytest.approx(1 / 61) and fused["c"] == pytest.approx(1 / 62)
 
 
+@pytest.mark.slow
 def test_hybrid_of_an_empty_lexical_side_is_dense(kb: tuple[Reader, Path]) -> None:
     reader, _ = kb
     hybrid = HybridRetriever(reader)
@@ -224,6 +231,7 @@ def test_document_index_sees_each_document_once_with_overlaps_removed(tmp_path: 
     assert {doc for doc, _ in hits} == {d.document_id for d in documents}
 
 
+@pytest.mark.slow
 def test_hybrid_runs_its_bm25_side_beside_the_dense_side(
     kb: tuple[Reader, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,7 @@ def kb(tmp_path: Path, shared_pdfs: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_first_run_adds_every_file_with_provenance(ingestor: Ingestor, kb: Path) -> None:
     report = ingestor.ingest_paths([kb], collection="docs")
     assert (report.added, report.updated, report.unchanged, report.failed) == (3, 0, 0, 0)
@@ -48,6 +49,7 @@ def test_first_run_adds_every_file_with_provenance(ingestor: Ingestor, kb: Path)
         assert meta["embed_model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
 
+@pytest.mark.slow
 def test_unchanged_rerun_embeds_nothing(ingestor: Ingestor, kb: Path) -> None:
     ingestor.ingest_paths([kb], collection="docs")
     before = _all_chunks(ingestor, "docs")
@@ -56,6 +58,7 @@ def test_unchanged_rerun_embeds_nothing(ingestor: Ingestor, kb: Path) -> None:
     assert _all_chunks(ingestor, "docs") == before
 
 
+@pytest.mark.slow
 def test_changed_file_replaces_its_chunks(ingestor: Ingestor, kb: Path) -> None:
     ingestor.ingest_paths([kb], collection="docs")
     notes = kb / "notes.txt"
@@ -70,6 +73,7 @@ def test_changed_file_replaces_its_chunks(ingestor: Ingestor, kb: Path) -> None:
     assert sorted(m["chunk_index"] for m, _ in mine) == list(range(len(mine)))
 
 
+@pytest.mark.slow
 def test_delete_removes_document_and_all_chunks(ingestor: Ingestor, kb: Path) -> None:
     ingestor.ingest_paths([kb], collection="docs")
     source = str((kb / "amt_handbook_sample.pdf").resolve())
@@ -83,6 +87,7 @@ def test_delete_removes_document_and_all_chunks(ingestor: Ingestor, kb: Path) ->
     }
 
 
+@pytest.mark.slow
 def test_interrupted_write_is_completed_by_the_next_run(ingestor: Ingestor, kb: Path) -> None:
     """A crash after some chunks but before the commit marker must not look like a finished document."""
     ingestor.ingest_paths([kb], collection="docs")
@@ -110,6 +115,7 @@ def test_interrupted_write_is_completed_by_the_next_run(ingestor: Ingestor, kb: 
     assert {m["doc_version"] for m in mine} == {version}
 
 
+@pytest.mark.slow
 def test_leftover_old_version_is_cleaned_up(ingestor: Ingestor, kb: Path) -> None:
     """Crash after committing the new version but before deleting the old one: the rerun converges."""
     ingestor.ingest_paths([kb], collection="docs")
@@ -137,6 +143,7 @@ def test_leftover_old_version_is_cleaned_up(ingestor: Ingestor, kb: Path) -> Non
     assert texts == ["A newer note about backups and restores."]
 
 
+@pytest.mark.slow
 def test_concurrent_runs_leave_no_duplicates(settings: Settings, embedder: Embedder, kb: Path) -> None:
     store = ChromaStore(settings)
     reports = []
@@ -176,6 +183,7 @@ def test_collections_are_separate(ingestor: Ingestor, kb: Path) -> None:
     assert [d.title for d in ingestor.store.documents(ingestor.open_collection("two"))] == ["Guide"]
 
 
+@pytest.mark.slow
 def test_prune_deletes_documents_whose_files_are_gone(ingestor: Ingestor, kb: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("A document from elsewhere stays.\n")

@@ -83,6 +83,7 @@ def _passages(kb: Ingestor) -> tuple[int, int]:
     return right, wrong
 
 
+@pytest.mark.slow
 def test_prompt_v3_asks_for_the_quoted_span_and_the_refusal_phrase(kb: Ingestor) -> None:
     template = load_template("answer")
     assert (template.name, template.version) == ("answer", "3")
@@ -92,18 +93,21 @@ def test_prompt_v3_asks_for_the_quoted_span_and_the_refusal_phrase(kb: Ingestor)
     assert "quote the exact words" in system and "The documents do not contain the answer." in system
 
 
+@pytest.mark.slow
 def test_a_refusal_is_not_found(kb: Ingestor) -> None:
     response = _ask(_service(kb, _mock(Model("The documents do not contain the answer."))))
     assert response.outcome == "not_found" and response.abstained and response.citations == []
     assert response.provider == "openai" and response.related
 
 
+@pytest.mark.slow
 def test_a_supported_quote_is_answered(kb: Ingestor) -> None:
     right, _ = _passages(kb)
     response = _ask(_service(kb, _mock(Model(f'The crash was "resulting in 157 fatalities" [{right}].'))))
     assert response.outcome == "answered" and response.grounded and [c.n for c in response.citations] == [right]
 
 
+@pytest.mark.slow
 def test_a_model_citing_the_wrong_passage_is_low_confidence(kb: Ingestor) -> None:
     _, wrong = _passages(kb)
     answer = f'Ethiopian Airlines Flight 302 crashed after takeoff from Addis Ababa with "157 fatalities" [{wrong}].'
@@ -114,6 +118,7 @@ def test_a_model_citing_the_wrong_passage_is_low_confidence(kb: Ingestor) -> Non
     assert not again.cached, "a lowered answer is not remembered as a confident one"
 
 
+@pytest.mark.slow
 def test_a_model_inventing_a_passage_number_is_low_confidence(kb: Ingestor) -> None:
     response = _ask(_service(kb, _mock(Model("There were 157 fatalities [42]."))))
     assert response.invalid_citations == [42] and response.outcome == "low_confidence"

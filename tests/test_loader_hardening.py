@@ -85,6 +85,7 @@ LONG_PDFS = {"redp5110_sampled.pdf", "normal_4pages.pdf", "federal-register-2020
     "path",
     [pytest.param(p, id=p.name, marks=pytest.mark.slow if p.name in LONG_PDFS else ()) for p in SHARED_PDFS],
 )
+@pytest.mark.slow
 def test_mutated_pdfs_load_or_fail_with_an_ingest_error(path: Path) -> None:
     """Fuzz: 5 mutations of each of the 12 shared PDFs (60 cases, fixed seeds, about a second in all)."""
     original = path.read_bytes()

@@ -26,6 +26,7 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENGLISH_DOCLING)
 def test_pdf_text_covers_ground_truth(shared_pdfs: Path, name: str) -> None:
     pdf = shared_pdfs / "docling" / name
@@ -35,6 +36,7 @@ def test_pdf_text_covers_ground_truth(shared_pdfs: Path, name: str) -> None:
     assert coverage >= 0.95, f"{name}: only {coverage:.1%} of the ground-truth words extracted"
 
 
+@pytest.mark.slow
 def test_korean_pdf_mostly_extracted(shared_pdfs: Path) -> None:
     pdf = shared_pdfs / "docling" / "normal_4pages.pdf"
     truth = _words(pdf.with_name("normal_4pages.groundtruth.md").read_text())
@@ -42,6 +44,7 @@ def test_korean_pdf_mostly_extracted(shared_pdfs: Path) -> None:
     assert len(truth & _words(doc.text)) / len(truth) >= 0.85
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["multi_page.pdf", "redp5110_sampled.pdf"])
 def test_pdf_sections_map_to_their_pages(shared_pdfs: Path, name: str) -> None:
     pdf = shared_pdfs / "docling" / name
@@ -62,6 +65,7 @@ def test_pdf_sections_map_to_their_pages(shared_pdfs: Path, name: str) -> None:
     sorted(str(p) for p in (Path(__file__).resolve().parents[2] / "shared" / "pdfs").glob("*/*.pdf")),
     ids=lambda p: Path(p).name,
 )
+@pytest.mark.slow
 def test_every_shared_pdf_extracts_clean_text(path: str) -> None:
     doc = load_pdf(Path(path).read_bytes(), Path(path).name)
     letters = sum(ch.isalpha() for ch in doc.text)
@@ -69,6 +73,7 @@ def test_every_shared_pdf_extracts_clean_text(path: str) -> None:
     assert doc.kind == "pdf"
 
 
+@pytest.mark.slow
 def test_senate_table_is_not_garbled_by_fonttools(shared_pdfs: Path) -> None:
     """With pypdf's fontTools CFF decoding this PDF comes out as noise; ragkb keeps pypdf off that path
     (see `ignore_embedded_cff_encodings`; checked with fontTools installed too: all shared PDFs identical)."""

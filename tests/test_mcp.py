@@ -127,6 +127,7 @@ async def _exercise(client: Client, *, sees_secret: bool) -> None:
         assert asked.is_error and "Bluebird" not in asked.content[0].text
 
 
+@pytest.mark.slow
 def test_mcp_over_http_with_the_api_keys(kb: Kb, live: str) -> None:
     async def run() -> None:
         async with _http(live, kb.tokens["limited"]) as client:
@@ -137,6 +138,7 @@ def test_mcp_over_http_with_the_api_keys(kb: Kb, live: str) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_mcp_http_refuses_a_missing_or_bad_key(kb: Kb, live: str) -> None:
     init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream"}
@@ -171,6 +173,7 @@ def test_mcp_over_stdio(kb: Kb) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_ragkb_mcp_refuses_a_bad_key_at_start(kb: Kb) -> None:
     result = runner.invoke(app, ["mcp", "--api-key", "rk_nope"])
     assert result.exit_code != 0 and "not valid" in result.stdout + result.stderr

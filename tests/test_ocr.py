@@ -63,6 +63,7 @@ def test_multi_page_scan_keeps_every_page() -> None:
     assert all(s.ocr_confidence and s.ocr_confidence > 80 for s in doc.sections)
 
 
+@pytest.mark.slow
 def test_pdf_with_a_text_layer_is_not_ocred() -> None:
     pdf = SHARED / "pdfs" / "docling" / "multi_page.pdf"
     doc = load_pdf(pdf.read_bytes(), pdf.name)
@@ -75,6 +76,7 @@ def _count(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+@pytest.mark.slow
 def test_tika_ocr_files() -> None:
     read_before = _count("ragkb_ocr_pages_total", outcome="read")
     office = SHARED / "office"

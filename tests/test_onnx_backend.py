@@ -225,6 +225,7 @@ def test_unknown_backends_are_refused_naming_the_valid_ones(tmp_path: Path) -> N
         Settings(embed_threads=-1)
 
 
+@pytest.mark.slow
 def test_question_vectors_are_cached_and_bounded(torch_embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch_embedder, "QUERY_CACHE_SIZE", 2)
     monkeypatch.setattr(torch_embedder, "_query_vectors", type(torch_embedder._query_vectors)())

@@ -71,12 +71,14 @@ def live(cli_env: Path, tmp_path: Path, shared_pdfs: Path) -> Iterator[Live]:
         yield Live(server.url, tokens)
 
 
+@pytest.mark.slow
 def test_models_are_the_collections_a_key_may_read(live: Live) -> None:
     ids = sorted(m.id for m in live.client().models.list())
     assert ids == ["ragkb:docs", "ragkb:docs:agent", "ragkb:handbook", "ragkb:handbook:agent"]
     assert [m.id for m in live.client("limited").models.list()] == ["ragkb:docs", "ragkb:docs:agent"]
 
 
+@pytest.mark.slow
 def test_a_cited_answer_and_a_follow_up_from_the_messages(live: Live) -> None:
     client = live.client()
     first = client.chat.completions.create(
@@ -113,6 +115,7 @@ def test_a_cited_answer_and_a_follow_up_from_the_messages(live: Live) -> None:
     assert pages == {1}
 
 
+@pytest.mark.slow
 def test_streaming_sync_and_async(live: Live) -> None:
     stream = live.client().chat.completions.create(
         model="ragkb:docs", messages=[{"role": "user", "content": "When did Microsoft launch Word?"}], stream=True
@@ -150,6 +153,7 @@ def test_streaming_sync_and_async(live: Live) -> None:
     assert "1868" in asyncio.run(whole())
 
 
+@pytest.mark.slow
 def test_a_held_answer_says_so(live: Live) -> None:
     client = live.client()
     messages: Any = [{"role": "user", "content": "How long are backups kept?"}]
@@ -163,6 +167,7 @@ def test_a_held_answer_says_so(live: Live) -> None:
     assert (chunks[-1].model_extra or {})["ragkb"]["origin"] == "held"
 
 
+@pytest.mark.slow
 def test_errors_have_openai_shape(live: Live) -> None:
     user: Any = [{"role": "user", "content": "When was the typewriter patented?"}]
     bad = openai.OpenAI(base_url=f"{live.url}/v1", api_key="rk_not_a_key", max_retries=0)
@@ -200,6 +205,7 @@ def test_errors_have_openai_shape(live: Live) -> None:
     assert empty.status_code == 422 and empty.json()["error"]["code"] == "bad_question"
 
 
+@pytest.mark.slow
 def test_sources_list_off(cli_env: Path, tmp_path: Path, shared_pdfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = tmp_path / "pdf"
     docs.mkdir()
@@ -221,6 +227,7 @@ def _auth(live: Live) -> dict[str, str]:
     return {"Authorization": f"Bearer {live.tokens['asker']}"}
 
 
+@pytest.mark.slow
 def test_openapi_documents_the_doors(live: Live) -> None:
     spec = httpx.get(f"{live.url}/openapi.json").json()
     for path in ("/v1/models", "/v1/chat/completions", "/v1/conversations", "/v1/conversations/{conversation_id}"):

@@ -54,6 +54,7 @@ def federal_register(shared_pdfs: Path) -> tuple[str, list[str]]:
     return doc.text, pages
 
 
+@pytest.mark.slow
 def test_federal_register_running_header_and_footer_are_gone(federal_register: tuple[str, list[str]]) -> None:
     text, pages = federal_register
     assert "VerDate" not in text
@@ -62,6 +63,7 @@ def test_federal_register_running_header_and_footer_are_gone(federal_register: t
     assert [n for n, page in enumerate(pages, start=1) if not page] == [8], "page 8 holds only a figure"
 
 
+@pytest.mark.slow
 def test_federal_register_body_is_intact(federal_register: tuple[str, list[str]]) -> None:
     text, pages = federal_register
     assert "This section of the FEDERAL REGISTER" in pages[0]
@@ -85,6 +87,7 @@ def test_transcript_line_number_gutter_is_gone(shared_pdfs: Path) -> None:
     assert "Tuesday, January 13, 2009" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(GROUND_TRUTH_FLOOR))
 def test_docling_ground_truth_is_still_recovered(shared_pdfs: Path, name: str) -> None:
     pdf = _pdf(shared_pdfs, name)
@@ -97,6 +100,7 @@ def test_docling_ground_truth_is_still_recovered(shared_pdfs: Path, name: str) -
 @pytest.mark.parametrize(
     "name", ["federal-register-2020-17221.pdf", "redp5110_sampled.pdf", "multi_page.pdf", "scotus-transcript-p1.pdf"]
 )
+@pytest.mark.slow
 def test_sections_index_the_text_and_belong_to_their_page(shared_pdfs: Path, name: str) -> None:
     pdf = _pdf(shared_pdfs, name)
     doc = load_pdf(pdf.read_bytes(), name)

@@ -41,6 +41,7 @@ def _page_text(document: ExtractedDocument, page: int) -> str:
     return document.text[section.start : section.end]
 
 
+@pytest.mark.slow
 def test_nics_rows_name_every_column_and_replace_the_run_together_digits(shared_pdfs: Path) -> None:
     document = _load(shared_pdfs, NICS)
     page = _page_text(document, 1)
@@ -54,6 +55,7 @@ def test_nics_rows_name_every_column_and_replace_the_run_together_digits(shared_
     assert rows[1].endswith("Totals: 146,982")
 
 
+@pytest.mark.slow
 def test_senate_rows_keep_their_document_numbers_dates_and_amounts(shared_pdfs: Path) -> None:
     page = _page_text(_load(shared_pdfs, SENATE), 1)
     assert "DOCUMENT NO.: DHAW20190001; DATE POSTED: 05/03/2019; PAYEE NAME: CITIBANK - TRAVEL CBA CARD" in page
@@ -62,6 +64,7 @@ def test_senate_rows_keep_their_document_numbers_dates_and_amounts(shared_pdfs: 
     assert "37,499.96DISTRICT DIRECTORBAIN" not in page, "pypdf's glued row is gone"
 
 
+@pytest.mark.slow
 def test_docling_table_pages(shared_pdfs: Path) -> None:
     otsl = _page_text(_load(shared_pdfs, OTSL), 1)
     assert "Language: OTSL; TEDs simple: 0.965; TEDs complex: 0.934; TEDs all: 0.955; mAP (0.75): 0.88" in otsl

@@ -36,6 +36,7 @@ def queue_url() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
 def test_uploads_become_jobs_carrying_blob_references(queue_url: str, tmp_path: Path, embedder: Embedder) -> None:
     settings = Settings(data_dir=tmp_path / "kb", queue_url=queue_url)
     ingestor = Ingestor(settings, embedder=embedder)

@@ -101,6 +101,7 @@ def pending(desk: Desk) -> list[dict[str, Any]]:
     return reviews
 
 
+@pytest.mark.slow
 def test_required_review_full_loop(desk: Desk) -> None:
     """Held (202) -> a reviewer approves an edited answer -> the asker gets it -> the same question is
     answered from the curated answer -> re-ingesting the cited source withdraws it and queues the question."""
@@ -156,6 +157,7 @@ def test_required_review_full_loop(desk: Desk) -> None:
     assert 'ragkb_curated_answers_total{event="withdrawn"}' in metrics
 
 
+@pytest.mark.slow
 @pytest.mark.settings(curated_match_threshold=0.8)
 def test_similar_questions_share_a_curated_answer_only_when_they_ask_the_same(desk: Desk) -> None:
     """With RAGKB_CURATED_MATCH_THRESHOLD set, a close rewording is served the curated answer; a near miss
@@ -175,6 +177,7 @@ def test_similar_questions_share_a_curated_answer_only_when_they_ask_the_same(de
     assert near_miss.status_code == 202  # answered afresh, and held for review like any new answer
 
 
+@pytest.mark.slow
 def test_flagged_feedback_and_validation_of_feedback(desk: Desk) -> None:
     desk.policy("flagged")
     answered = desk.ask()
@@ -210,6 +213,7 @@ def test_flagged_feedback_and_validation_of_feedback(desk: Desk) -> None:
     assert ["abstained"] in reasons  # flagged: abstentions are queued after they are answered
 
 
+@pytest.mark.slow
 def test_reject_retry_until_the_limit_then_reject(desk: Desk) -> None:
     desk.policy("required")
     review_id = desk.ask().json()["review_id"]
@@ -235,6 +239,7 @@ def test_reject_retry_until_the_limit_then_reject(desk: Desk) -> None:
     assert again.status_code == 409 and again.json()["code"] == "review_decided"
 
 
+@pytest.mark.slow
 def test_approval_is_validated(desk: Desk) -> None:
     desk.policy("required")
     review_id = desk.ask().json()["review_id"]
@@ -274,6 +279,7 @@ def test_approval_is_validated(desk: Desk) -> None:
     assert extra.json()["final_answer"] == f"25 days a year [{len(context) + 1}]."
 
 
+@pytest.mark.slow
 def test_concurrent_approvals_are_decided_once(desk: Desk) -> None:
     desk.policy("required")
     review_id = desk.ask().json()["review_id"]
@@ -297,6 +303,7 @@ def test_concurrent_approvals_are_decided_once(desk: Desk) -> None:
     assert curated.json()["origin"] == "curated"  # one curated answer, served
 
 
+@pytest.mark.slow
 def test_waiting_asker_gets_the_decision_as_server_sent_events(desk: Desk) -> None:
     desk.policy("required")
     held = desk.ask(stream=True)  # held answers are never streamed: 202 with where to wait
@@ -326,6 +333,7 @@ def test_waiting_asker_gets_the_decision_as_server_sent_events(desk: Desk) -> No
     assert '"status": "approved"' in events[-1] and f"25 [{n}]." in events[-1]
 
 
+@pytest.mark.slow
 def test_review_feedback_and_policy_through_the_cli(cli_env: Path, tmp_path: Path) -> None:
     """`ragkb collections set`, `ragkb review list/show/approve/reject`, `ragkb feedback list/export`."""
     import json
@@ -387,6 +395,7 @@ def test_review_feedback_and_policy_through_the_cli(cli_env: Path, tmp_path: Pat
     assert json.loads(listed_feedback)[0]["comment"] == "Exactly right."
 
 
+@pytest.mark.slow
 def test_agent_mode_answers_are_recorded_for_feedback(desk: Desk) -> None:
     answered = desk.ask(mode="agent")
     assert answered.status_code == 200, answered.text
@@ -404,6 +413,7 @@ def test_agent_mode_answers_are_recorded_for_feedback(desk: Desk) -> None:
     assert held.status_code == 202
 
 
+@pytest.mark.slow
 def test_candidates_keep_their_numbers_whatever_their_origin(desk: Desk) -> None:
     """A cached candidate (context = its citations, numbered as cited) and a thumbs-down review approve as they
     are; an approval of a candidate older than the newest is refused."""
@@ -430,6 +440,7 @@ def test_candidates_keep_their_numbers_whatever_their_origin(desk: Desk) -> None
     assert as_shown.json()["final_answer"] == shown["answer"]
 
 
+@pytest.mark.slow
 def test_a_request_id_cannot_overwrite_another_callers_answer(desk: Desk) -> None:
     mine = desk.call(
         "asker",
@@ -451,6 +462,7 @@ def test_a_request_id_cannot_overwrite_another_callers_answer(desk: Desk) -> Non
     assert exported.question == QUESTION and exported.key_name == "asker"
 
 
+@pytest.mark.slow
 @pytest.mark.settings(answer_wait_seconds=1)
 def test_waiting_ends_with_a_timeout_event_when_nobody_decides(desk: Desk) -> None:
     desk.policy("required")
@@ -462,6 +474,7 @@ def test_waiting_ends_with_a_timeout_event_when_nobody_decides(desk: Desk) -> No
     assert events == ["event: status", "event: timeout"]
 
 
+@pytest.mark.slow
 def test_concurrent_retries_never_pass_the_limit(desk: Desk) -> None:
     desk.policy("required")
     review_id = desk.ask().json()["review_id"]
@@ -483,6 +496,7 @@ def test_concurrent_retries_never_pass_the_limit(desk: Desk) -> None:
     assert [a["n"] for a in history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_rejected_curated_answer_is_withdrawn(desk: Desk) -> None:
     desk.policy("flagged")
     shown = desk.ask().json()
@@ -509,6 +523,7 @@ def _approve_edited(desk: Desk, answer: str = "Employees get 25 days of paid lea
     return edited
 
 
+@pytest.mark.slow
 def test_a_reviewer_lists_and_withdraws_a_curated_answer(desk: Desk) -> None:
     """approve -> listed -> withdrawn by hand -> the question is held again -> 409 twice, 404 unknown; keys
     limited to another collection see nothing and withdraw nothing, read keys are refused."""
@@ -558,6 +573,7 @@ def test_a_reviewer_lists_and_withdraws_a_curated_answer(desk: Desk) -> None:
     assert 'ragkb_curated_answers_total{event="withdrawn"}' in desk.client.get("/metrics").text
 
 
+@pytest.mark.slow
 def test_curated_answers_listed_and_withdrawn_through_the_cli(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
     """`ragkb review curated [--status] [--json]` and `ragkb review withdraw ID` on the server's state database."""
     import json

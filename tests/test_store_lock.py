@@ -138,6 +138,7 @@ def _contender(data_dir: Path, role: str, start: Barrier, results: Any) -> None:
     lock.release()
 
 
+@pytest.mark.slow
 def test_a_server_and_a_worker_started_at_the_same_instant_never_both_hold_the_store(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")
     for round_ in range(25):

@@ -116,6 +116,7 @@ def test_a_streamed_answer_fills_the_fast_path_too(kb: Ingestor, tmp_path: Path)
     assert again["timings"]["retrieve_ms"] == 0.0, "answered from the fast path, without retrieving"
 
 
+@pytest.mark.slow
 def test_after_repeated_failures_the_llm_is_left_alone_for_a_cool_down(kb: Ingestor, tmp_path: Path) -> None:
     calls: list[httpx.Request] = []
 

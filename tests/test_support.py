@@ -27,6 +27,7 @@ def test_a_quoted_sentence_is_fully_supported() -> None:
     assert support(quote + " [2]", ACCIDENT) == 1.0  # the marker is not part of the claim
 
 
+@pytest.mark.slow
 def test_an_unrelated_passage_gives_low_support(embedder: Embedder) -> None:
     claim = "A data breach costs $145 per compromised record on average."
     assert support(claim, ACCIDENT) < 0.2
