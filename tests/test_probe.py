@@ -572,3 +572,20 @@ def test_many_clients_query_upload_and_delete_at_once(live: Live) -> None:
     assert not stalls.errors, stalls.errors[:5]
     assert stalls.worst < 5, f"/healthz stalled for {stalls.worst:.1f}s"
     assert total > CLIENTS and mix.deleted, "the mix did some of everything"
+
+
+def test_an_idle_connection_outlives_the_clients_own_keep_alive(live: Live) -> None:
+    """httpx drops a pooled connection after 5 s idle; a server that closed at the same 5 s (uvicorn's default)
+    raced it, and the request sent on the closing connection failed (ReadError). The server must close later."""
+    connects: list[str] = []
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            connects.append(event)
+
+    with httpx.Client(base_url=live.base, limits=httpx.Limits(keepalive_expiry=30)) as client:
+        first = client.get("/healthz", extensions={"trace": trace})
+        time.sleep(6)
+        second = client.get("/healthz", extensions={"trace": trace})
+    assert first.status_code == second.status_code == 200
+    assert len(connects) == 1, "the server closed the idle connection within 6 s: the client had to reconnect"
