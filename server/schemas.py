@@ -256,6 +256,11 @@ class UploadResult(BaseModel):
     )
     documents: list[dict[str, Any]]
     failures: list[dict[str, str]]
+    error: str | None = Field(
+        None, description="Set (with `code` and `request_id`) when no file was stored: the answer is then a 422."
+    )
+    code: str | None = Field(None, description="`no_file_stored` when every file failed; otherwise unset.")
+    request_id: str | None = None
 
 
 class ErrorResponse(BaseModel):

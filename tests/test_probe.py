@@ -101,7 +101,7 @@ def check_error(response: httpx.Response, what: str, *, unavailable: bool = Fals
         if isinstance(body.get("error"), dict):  # the OpenAI-compatible door speaks OpenAI's error shape
             assert body["error"].get("code") and body["error"].get("message"), f"{what}: {body}"
             assert body.get("request_id") == request_id, f"{what}: {body}"
-        elif "failures" not in body:  # an upload whose every file failed answers its report (with the reasons)
+        else:  # an upload whose every file failed answers its report (with the reasons) and the error fields
             assert body.get("code") and body.get("error"), f"{what}: {body}"
             assert body.get("request_id") == request_id, f"{what}: {body}"
 

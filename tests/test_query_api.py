@@ -208,7 +208,23 @@ class TestErrors:
             "/v1/collections/demo/documents", files=[("files", ("x.pdf", b"%PDF-1.4 junk", "application/pdf"))]
         )
         assert response.status_code == 422
-        assert response.json()["failures"][0]["path"] == "x.pdf"
+        body = response.json()
+        assert body["failures"][0]["path"] == "x.pdf"
+        assert body["code"] == "no_file_stored" and body["error"].startswith("no file was stored: x.pdf: ")
+        assert body["request_id"] == response.headers["x-request-id"]
+
+    def test_a_partly_failed_upload_is_a_200_without_an_error(self, client: TestClient) -> None:
+        response = client.post(
+            "/v1/collections/demo/documents",
+            files=[
+                ("files", ("y.pdf", b"%PDF-1.4 junk", "application/pdf")),
+                ("files", ("partial.md", b"# Partial\n\nThe partial upload keeps this file.\n", "text/markdown")),
+            ],
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["failed"] == 1 and body["added"] == 1
+        assert "code" not in body and "error" not in body
 
 
 class TestOps:

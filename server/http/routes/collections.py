@@ -223,7 +223,14 @@ async def _store_and_ingest(
         documents=report.documents,
         failures=[f.as_dict() for f in report.failures],
     )
-    return JSONResponse(result.model_dump(), status_code=422 if report.failed == len(files) else 200)
+    if report.failed < len(files) or not report.failures:
+        return JSONResponse(result.model_dump(exclude={"error", "code", "request_id"}))
+    first = report.failures[0]
+    more = f" (and {report.failed - 1} more: see failures)" if report.failed > 1 else ""
+    result.error = f"no file was stored: {first.path}: {first.error}{more}"
+    result.code = "no_file_stored"
+    result.request_id = request_id_var.get()
+    return JSONResponse(result.model_dump(), status_code=422)
 
 
 def _forget(originals: Originals, stored: list[JobFile]) -> None:
