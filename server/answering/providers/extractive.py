@@ -299,10 +299,10 @@ class ExtractiveProvider:
         if self.embed is None:
             return None, _Late.none()
         if self.embed_tokens is None and self.embed_question is not None:
-            asked = np.asarray(self.embed_question(question), dtype=np.float32)
+            cached = np.asarray(self.embed_question(question), dtype=np.float32)
             found = np.asarray(self.embed([texts[i] for i in shortlist]), dtype=np.float32)
-            vectors = np.zeros((1 + len(texts), asked.shape[0]), dtype=np.float32)
-            vectors[0] = asked
+            vectors = np.zeros((1 + len(texts), cached.shape[0]), dtype=np.float32)
+            vectors[0] = cached
             vectors[[1 + i for i in shortlist]] = found
             return vectors, _Late.none()
         batch = [question, *(texts[i] for i in shortlist)]
