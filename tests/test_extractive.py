@@ -310,3 +310,20 @@ def test_late_interaction_is_used_when_the_embedder_gives_tokens_and_skipped_whe
     same = {(p.chunk_id, p.start): p.semantic for p in without.picks}
     shared = [p for p in with_tokens.picks if (p.chunk_id, p.start) in same]
     assert all(p.semantic == pytest.approx(same[(p.chunk_id, p.start)], abs=1e-4) for p in shared), "same vectors"
+
+
+def test_the_question_vector_comes_from_the_question_cache_with_the_same_selection(embedder: Embedder) -> None:
+    question = "When did the second fatal 737 MAX accident happen?"
+    request = _request(question, COSTS_PAGE, ACCIDENT)
+    batches: list[list[str]] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        batches.append(list(texts))
+        return embedder.embed(texts)
+
+    alone = ExtractiveProvider(embed=embed).select(request)
+    cached = ExtractiveProvider(embed=embed, embed_question=embedder.embed_query).select(request)
+    assert question in batches[0] and question not in batches[1]  # encoded once: by retrieval, not again here
+    assert [(p.chunk_id, p.start, p.end) for p in cached.picks] == [(p.chunk_id, p.start, p.end) for p in alone.picks]
+    assert round(cached.confidence, 4) == round(alone.confidence, 4)
+    assert all(abs(a.semantic - b.semantic) < 1e-5 for a, b in zip(alone.picks, cached.picks, strict=True))

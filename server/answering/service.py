@@ -144,12 +144,15 @@ class QueryService:
         self.reader = reader or Reader(self.settings)
         embed = self.reader.embedder.embed
         tokens = self.reader.embedder.embed_tokens
-        self.provider = provider or make_provider(self.settings, embed, tokens)
+        question = self.reader.embedder.embed_query  # retrieval has just cached the question's vector
+        self.provider = provider or make_provider(self.settings, embed, tokens, question)
         # the extractive selection is also the evidence every answer's confidence is read from
         self.fallback = (
             self.provider
             if isinstance(self.provider, ExtractiveProvider)
-            else ExtractiveProvider(embed, max_embedded=self.settings.extractive_embedded, embed_tokens=tokens)
+            else ExtractiveProvider(
+                embed, max_embedded=self.settings.extractive_embedded, embed_tokens=tokens, embed_question=question
+            )
         )
         self.support = SupportCheck(self.settings.support_threshold, embed)
         self.breaker = CircuitBreaker(self.settings.llm_breaker_failures, self.settings.llm_breaker_cooldown)

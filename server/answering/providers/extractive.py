@@ -43,6 +43,7 @@ from ..sentences import Span, collapse, quotable
 from .base import Generation, GenerationRequest, Usage
 
 Embed = Callable[[list[str]], np.ndarray]
+EmbedQuestion = Callable[[str], np.ndarray]
 EmbedTokens = Callable[[list[str]], TokenVectors | None]
 
 NO_ANSWER = "I could not find an answer in the documents."
@@ -166,12 +167,16 @@ class ExtractiveProvider:
         max_embedded: int = 16,
         embed_tokens: EmbedTokens | None = None,
         late_weight: float = LATE_WEIGHT,
+        embed_question: EmbedQuestion | None = None,
     ) -> None:
         """`embed` (an `Embedder.embed`) adds semantic scoring, `embed_tokens` (an `Embedder.embed_tokens`) late
         interaction from the same pass (`server.answering.maxsim`; without it, or when it returns None, the
-        sentence vectors alone). Whether to answer at all is the query service's decision (`abstain_below`,
-        on the selection's answerability), not the provider's."""
+        sentence vectors alone). `embed_question` (an `Embedder.embed_query`) gives the question's vector from the
+        embedder's question cache, which retrieval has just filled: the question is not encoded a second time
+        beside the candidates (without it, it is embedded in their batch). Whether to answer at all is the query
+        service's decision (`abstain_below`, on the selection's answerability), not the provider's."""
         self.embed = embed
+        self.embed_question = embed_question if embed is not None else None
         self.late_weight = late_weight
         self.embed_tokens = embed_tokens if embed is not None and late_weight > 0 else None
         self.max_sentences = max_sentences
@@ -293,6 +298,13 @@ class ExtractiveProvider:
         when the embedder gives none)."""
         if self.embed is None:
             return None, _Late.none()
+        if self.embed_tokens is None and self.embed_question is not None:
+            cached = np.asarray(self.embed_question(question), dtype=np.float32)
+            found = np.asarray(self.embed([texts[i] for i in shortlist]), dtype=np.float32)
+            vectors = np.zeros((1 + len(texts), cached.shape[0]), dtype=np.float32)
+            vectors[0] = cached
+            vectors[[1 + i for i in shortlist]] = found
+            return vectors, _Late.none()
         batch = [question, *(texts[i] for i in shortlist)]
         tokens = self.embed_tokens(batch) if self.embed_tokens is not None else None
         embedded = np.asarray(tokens.sentences if tokens is not None else self.embed(batch), dtype=np.float32)
