@@ -39,8 +39,9 @@ RANKED = ("hybrid", "dense", "bm25")
 _VARYING = {"timings", "request_id"}  # differ between two runs of the same answer
 
 
-def _questions(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(id, question) pairs from the question set or the BEIR queries."""
+def question_items(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(id, question) pairs from `--questions` (a question set) or `--beir` (its queries), `--offset` and
+    `--limit` applied."""
     if args.questions is not None:
         items = [(item.id, item.question) for item in read_question_set(args.questions)]
     else:
@@ -78,7 +79,7 @@ def record(args: argparse.Namespace) -> None:
         reader = service.reader
         ingestor = Ingestor(settings, store=reader.store, embedder=reader.embedder)
         ingest_documents(ingestor, [args.documents], args.collection, ["*.pdf"])
-    records = asyncio.run(_record(service, _questions(args), args.collection, args.ranking_k))
+    records = asyncio.run(_record(service, question_items(args), args.collection, args.ranking_k))
     meta = {"collection": args.collection, "backend": service.reader.embedder.backend, **service.describe()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "records": records}, indent=1, sort_keys=True))

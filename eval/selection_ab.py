@@ -13,7 +13,6 @@ Two processes cannot show this: the dense side's deep tail differs slightly per 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,16 +23,7 @@ from ingest.config import Settings
 from server.answering.providers import Selection
 from server.answering.service import Query, QueryService
 
-from .beir import read_queries
-
-
-def _questions(args: argparse.Namespace) -> list[str]:
-    if args.questions is not None:
-        lines = args.questions.read_text().splitlines()
-        found = [str(json.loads(line)["question"]) for line in lines if line.strip()]
-    else:
-        found = list(read_queries(args.beir).values())
-    return found[args.offset :][: args.limit]
+from .answer_snapshot import question_items
 
 
 def _outcome(service: QueryService, query: Query, cached: bool) -> tuple[Any, ...]:
@@ -90,7 +80,7 @@ def main() -> None:
     parser.add_argument("--backend", default="torch", help="RAGKB_EMBED_BACKEND of the collection")
     args = parser.parse_args()
     service = QueryService(Settings(data_dir=args.data_dir, embed_backend=args.backend))
-    questions = _questions(args)
+    questions = [question for _, question in question_items(args)]
     if args.mode == "check":
         sys.exit(1 if check(service, questions, args.collection) else 0)
     timed(service, questions, args.collection)

@@ -151,9 +151,9 @@ class Settings(BaseSettings):
         description="How long the web page waits for a held answer's review or an upload's job before it stops "
         "and says so.",
     )
-    keep_alive_seconds: float = Field(
-        75.0,
-        gt=0,
+    keep_alive_seconds: int = Field(
+        75,
+        ge=1,
         description="How long `ragkb serve` keeps an idle HTTP connection open. Longer than clients' and proxies' "
         "own idle timeouts (httpx 5 s, nginx 60 s), so the client closes first and never sends on a connection "
         "the server is closing.",

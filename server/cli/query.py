@@ -76,7 +76,7 @@ def serve(
             workers=workers,
             log_config=None,
             access_log=False,
-            timeout_keep_alive=int(settings.keep_alive_seconds),
+            timeout_keep_alive=settings.keep_alive_seconds,
         )
     finally:
         if lock is not None:
