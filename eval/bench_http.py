@@ -11,6 +11,8 @@ returning a JSON body the same size as the cache-hit answer. Then, at each conne
 - `query-uncached`: `/v1/query` (extractive provider), each request a new question: the demo questions in turn,
   each followed by a tag unique to the run, wrk thread and request, so neither the answer cache nor the
   question-vector cache ever has it (the encoder runs every time);
+- `cache-hit-route`: the same cache hit on a second `ragkb serve` with `RAGKB_FAST_LANE=false` (its own data dir,
+  `--data-dir` + `-route`): the route's way, for the cached answer lane's gain in the same run;
 - `retrieve-hybrid`: `/v1/retrieve` with `retriever: hybrid`, new questions the same way;
 - `ceiling`: the bare route, with the cache hit's request body.
 
@@ -63,7 +65,10 @@ QUESTIONS = (
     "Which file types can be ingested",
     "How do I serve the API on another port",
 )
-SCENARIOS = ("cache-hit", "query-uncached", "retrieve-hybrid", "ceiling")
+SCENARIOS = ("cache-hit", "cache-hit-route", "query-uncached", "retrieve-hybrid", "ceiling")
+# `cache-hit-route` asks a second `ragkb serve` (its own data dir beside --data-dir) with RAGKB_FAST_LANE=false:
+# the same cache hit through FastAPI's routing, for the lane's gain in the same run.
+ROUTE_SUFFIX = "-route"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_json.lua"
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _LATENCY_LINE = re.compile(r"^\s*(50|75|90|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
@@ -180,39 +185,52 @@ class Bench:
         self.bin = Path(sys.executable).parent
         self.env = server_env(args.data_dir)
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.ragkb_url = self.ceiling_url = ""
+        self.ragkb_url = self.ceiling_url = self.route_url = ""
         self.cache_hit_bytes = 0
         self.log_path = work / "servers.log"
         self.log: BinaryIO | None = None
 
     def start(self) -> None:
-        ingest = [str(self.bin / "ragkb"), "ingest", "data/", "--exclude", "README.md"]
-        print(f"ingesting the demo collection into {self.args.data_dir} ...", flush=True)
-        subprocess.run(ingest, env=self.env, check=True, stdout=subprocess.DEVNULL)
+        self.ragkb_url = self.serve(self.env)
+        if "cache-hit-route" in self.args.scenarios:
+            self.route_url = self.serve(
+                {**server_env(Path(f"{self.args.data_dir}{ROUTE_SUFFIX}")), "RAGKB_FAST_LANE": "false"}
+            )
+            self.warm(self.route_url)
 
-        port = free_port()
-        serve = [str(self.bin / "ragkb"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-        log = self.log = self.log_path.open("ab")
-        self.processes.append(subprocess.Popen(serve, env=self.env, stdout=log, stderr=subprocess.STDOUT))
-        self.ragkb_url = f"http://127.0.0.1:{port}"
-        wait_for(f"{self.ragkb_url}/readyz", self.processes[-1], timeout=180)
-
-        answer = self.warm()
+        answer = self.warm(self.ragkb_url)
         body_file = self.work / "answer.json"
         body_file.write_bytes(answer)
         port = free_port()
         ceiling = [sys.executable, "-m", "eval.bench_http_ceiling", "--port", str(port), "--body", str(body_file)]
+        log = self.log = self.log or self.log_path.open("ab")
         self.processes.append(subprocess.Popen(ceiling, env=self.env, stdout=log, stderr=subprocess.STDOUT))
         self.ceiling_url = f"http://127.0.0.1:{port}"
         wait_for(f"{self.ceiling_url}/healthz", self.processes[-1], timeout=60)
         ceiling_bytes = len(httpx.post(f"{self.ceiling_url}/v1/query", json={}).content)
         print(f"cache-hit answer {self.cache_hit_bytes} bytes, ceiling body {ceiling_bytes} bytes", flush=True)
 
-    def warm(self) -> bytes:
+    def serve(self, env: dict[str, str]) -> str:
+        """Ingest the demo collection into the env's data dir and start `ragkb serve` on it; its URL."""
+        ingest = [str(self.bin / "ragkb"), "ingest", "data/", "--exclude", "README.md"]
+        print(f"ingesting the demo collection into {env['RAGKB_DATA_DIR']} ...", flush=True)
+        subprocess.run(ingest, env=env, check=True, stdout=subprocess.DEVNULL)
+        port = free_port()
+        serve = [str(self.bin / "ragkb"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        log = self.log = self.log or self.log_path.open("ab")
+        self.processes.append(subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/readyz", self.processes[-1], timeout=180)
+        return url
+
+    def url_of(self, scenario: str) -> str:
+        return {"ceiling": self.ceiling_url, "cache-hit-route": self.route_url}.get(scenario, self.ragkb_url)
+
+    def warm(self, url: str) -> bytes:
         """Ask the cache-hit question until it is cached, and one question per uncached scenario (loads the
         lexical index and the reader's state); returns the cache-hit answer's body."""
         body = self.cache_hit_body()
-        with httpx.Client(base_url=self.ragkb_url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120) as client:
             for _ in range(3):
                 reply = client.post("/v1/query", content=body, headers={"content-type": "application/json"})
                 reply.raise_for_status()
@@ -234,7 +252,7 @@ class Bench:
     def wrk_command(self, scenario: str, connections: int) -> list[str]:
         threads = self.args.threads or min(connections, os.cpu_count() or 1)
         questions = self.work / "questions.txt"
-        if scenario in ("cache-hit", "ceiling"):
+        if scenario in ("cache-hit", "cache-hit-route", "ceiling"):
             template, extra = self.work / "cache-hit.json", []
             template.write_bytes(self.cache_hit_body())
         else:
@@ -245,7 +263,7 @@ class Bench:
             template, extra = self.work / f"{scenario}.json", [str(questions), str(time.time_ns())]
             template.write_text(json.dumps(body))
         path = "/v1/retrieve" if scenario == "retrieve-hybrid" else "/v1/query"
-        base = self.ceiling_url if scenario == "ceiling" else self.ragkb_url
+        base = self.url_of(scenario)
         return [
             "wrk",
             "--latency",
@@ -263,32 +281,34 @@ class Bench:
     def run(self, scenario: Scenario) -> WrkRun:
         load = os.getloadavg()[0]
         command = self.wrk_command(scenario.name, scenario.connections)
-        before = self.cache_events()
+        url = self.ragkb_url if scenario.name == "ceiling" else self.url_of(scenario.name)
+        before = self.cache_events(url)
         done = subprocess.run(command, capture_output=True, text=True, timeout=self.args.duration + 120)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         run = parse_wrk_output(done.stdout, load)
-        after = self.drain() if scenario.name != "ceiling" else before
+        after = self.drain(url) if scenario.name != "ceiling" else before
         run.cache_hits = after.get("hit", 0) - before.get("hit", 0)
         run.cache_misses = after.get("miss", 0) - before.get("miss", 0)
         return run
 
-    def cache_events(self) -> dict[str, int]:
-        """ragkb's answer-cache lookups so far by outcome, and "api" its finished /v1/ requests (its /metrics)."""
-        text = httpx.get(f"{self.ragkb_url}/metrics", timeout=30).raise_for_status().text
+    def cache_events(self, url: str) -> dict[str, int]:
+        """A ragkb server's answer-cache lookups so far by outcome, and "api" its finished /v1/ requests (its
+        /metrics)."""
+        text = httpx.get(f"{url}/metrics", timeout=30).raise_for_status().text
         events = {outcome: int(float(n)) for outcome, n in _CACHE_EVENT.findall(text)}
         events["api"] = sum(int(float(n)) for n in _API_REQUESTS.findall(text))
         return events
 
-    def drain(self, quiet: float = 1.0, limit: float = 120.0) -> dict[str, int]:
+    def drain(self, url: str, quiet: float = 1.0, limit: float = 120.0) -> dict[str, int]:
         """Wait until the requests wrk left in flight when it stopped (up to one per connection) have finished,
         i.e. ragkb's count of finished /v1/ requests has not moved for `quiet` seconds, so they neither load the
         next scenario nor go uncounted; returns the cache events then."""
         deadline = time.monotonic() + limit
-        events = self.cache_events()
+        events = self.cache_events(url)
         while time.monotonic() < deadline:
             time.sleep(quiet)
-            latest = self.cache_events()
+            latest = self.cache_events(url)
             if latest["api"] == events["api"]:
                 return latest
             events = latest

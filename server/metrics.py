@@ -79,3 +79,10 @@ def metrics_payload() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+FAST_LANE = Counter(
+    "ragkb_fast_lane_total",
+    "POST /v1/query requests the cached answer lane served itself (served) or handed on to the route (passed).",
+    ["result"],
+)

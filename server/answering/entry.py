@@ -154,9 +154,22 @@ class Answerer:
                 desk.hold, plan, candidate, key_name=asker.key_name, withdrawn=found.withdrawn
             )
             return Held(review.id, request_id)
+        return self._single_shot(plan, found, asker)
+
+    def ask_in_memory(self, query: Query, *, mode: Mode = Mode.SINGLE, asker: Asker | None = None) -> Answering | None:
+        """`ask` for a question whose whole decision is in this process's memory (a repeated single-shot
+        question on an unchanged collection, no review, no curated answer): the same answer, recorded the same
+        way, without awaiting anything; None when `ask` must decide (it reads the databases)."""
+        found = self._decide_in_memory(query, mode)
+        if found is None or found.plan is None:
+            return None
+        return self._single_shot(found.plan, found, asker or Asker())
+
+    def _single_shot(self, plan: Plan, found: _Decision, asker: Asker) -> Answering:
+        desk = self.desk
         return Answering(
             _recorded(
-                self.service.run(plan, request_id=request_id),
+                self.service.run(plan, request_id=asker.request_id),
                 lambda response: desk.after_answer_later(
                     plan, response, key_name=asker.key_name, policy=found.policy, withdrawn=found.withdrawn
                 ),

@@ -36,6 +36,8 @@ from .retrieval import Retriever, get_retriever
 
 log = logging.getLogger("ragkb.query")
 
+_MEMO_KEYS = 4096  # fast-path keys kept by `_memo_key`
+
 ABSTAIN_ANSWER = "The documents do not contain an answer to this question."
 
 
@@ -159,6 +161,7 @@ class QueryService:
         self.cache = cache or AnswerCache.from_settings(self.settings)
         self.template = load_template(self.settings.prompt_template)
         self._retrievers: dict[str, Retriever] = {}
+        self._memo_keys: dict[tuple[Any, ...], str] = {}
 
     def describe(self) -> dict[str, Any]:
         """What answers are made with, for reports: provider, model and prompt template."""
@@ -237,7 +240,17 @@ class QueryService:
         }
 
     def _memo_key(self, query: Query, generation: str) -> str:
-        return answer_key(KeyMode.MEMO, self.key_material(query, generation))
+        """`key_material`'s hash, remembered: everything in it but the query and the generation is fixed for
+        the life of the service, so the same question on the same generation has the same key (a cache hit
+        then skips a JSON encoding and a SHA-256 of it)."""
+        filters = query.filters.cache_token() if query.filters else None
+        known = (query.question, query.collection, generation, query.top_k, filters, query.retriever)
+        key = self._memo_keys.get(known)
+        if key is None:
+            if len(self._memo_keys) >= _MEMO_KEYS:
+                self._memo_keys.clear()  # bounded; rebuilt as questions come
+            key = self._memo_keys[known] = answer_key(KeyMode.MEMO, self.key_material(query, generation))
+        return key
 
     def _from_cache(self, key: str, *, count_miss: bool = True) -> ValidatedAnswer | None:
         hit = self.cache.get(key, count_miss=count_miss)

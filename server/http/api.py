@@ -23,6 +23,8 @@ from ..mcp.http import McpHttp
 from ..web import router as web_router
 from .components import Components
 from .errors import ERROR_RESPONSES, install_error_handlers
+from .fastlane import CachedAnswerLane
+from .heap import freeze_start_up_heap
 from .observability import BodySizeLimit, RequestContextMiddleware
 from .routes import admin, answers, collections, conversations, jobs, openai, ops, query, reindex, reviews
 
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.components = await run_in_threadpool(Components.build, settings, service)
+        await run_in_threadpool(freeze_start_up_heap)  # no half-second collection stalls a request (heap.py)
         try:
             async with mcp.running():  # the MCP door's session manager (server/mcp/http.py)
                 yield
@@ -52,6 +55,8 @@ def create_app(settings: Settings | None = None, service: QueryService | None = 
     )
     app.state.components = None
     mcp = McpHttp(lambda: app.state.components)
+    # innermost of ours: inside the body limit and the request id, before FastAPI's routing (fastlane.py)
+    app.add_middleware(CachedAnswerLane, parts=lambda: app.state.components)
     app.add_middleware(
         BodySizeLimit, max_upload_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes
     )

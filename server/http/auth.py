@@ -21,6 +21,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import CollectionNotFound, RagkbError
@@ -33,6 +34,9 @@ from .deps import components
 # Set by `ragkb serve` when it listens beyond loopback without --insecure: then a server whose keys have
 # all been revoked refuses everyone rather than falling back to the open demo mode.
 REQUIRE_KEYS_ENV = "RAGKB_SERVE_REQUIRE_KEYS"
+# The key in an ASGI scope's state under which the cached answer lane leaves a caller it authenticated and
+# rate-limited, when it hands the request on to the route (server-side only: a client cannot set it).
+ADMITTED = "ragkb_admitted_caller"
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -116,27 +120,57 @@ def _identify(parts: Components, credentials: HTTPAuthorizationCredentials | Non
     return identity
 
 
-def _known(parts: Components, credentials: HTTPAuthorizationCredentials | None) -> Identity | bool | None:
-    """`_identify` from memory alone: the identity (None in open mode), or False when the database must be
-    asked. A repeated caller is authenticated without leaving the event loop."""
+def known_identity(parts: Components, token: str | None) -> Identity | bool | None:
+    """Who a bearer token (None: no key sent) belongs to, from memory alone: the identity (None in open
+    mode), or False when the database must be asked (`_identify`). A repeated caller is authenticated
+    without leaving the event loop."""
     any_keys = parts.keys.cached_any_keys()
     if any_keys is None:
         return False
     if not any_keys:
         return False if _require_keys() else None  # (the refusal's message is `_identify`'s)
-    if credentials is None or not credentials.credentials:
+    if not token:
         return False
-    return parts.keys.cached_identity(credentials.credentials) or False
+    return parts.keys.cached_identity(token) or False
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, parsed as `HTTPBearer` parses it."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    return token if authorization and scheme.lower() == "bearer" and token else None
+
+
+def refusal(identity: Identity | None, scope: Scope) -> Forbidden | None:
+    """Why a caller may not use `scope` (None: it may). The one place scopes are checked."""
+    if identity is not None and not identity.allows(scope):
+        return Forbidden(
+            f"the key {identity.name!r} has scope {identity.scope.value!r}; "
+            f"this needs {scope.value!r} (or a scope that includes it)"
+        )
+    if scope is Scope.ADMIN and identity is not None and identity.collections is not None:
+        # keys, the audit trail and the cache span every collection: a limited key may not manage them
+        return Forbidden(f"the key {identity.name!r} is limited to collections; administration needs --all")
+    return None
+
+
+def bucket_of(identity: Identity | None, client_host: str) -> str:
+    """The rate-limit bucket: the key's name, or one anonymous bucket per client host in open mode."""
+    return identity.name if identity is not None else f"anonymous@{client_host}"
 
 
 async def authenticate(request: Request, credentials: Credentials) -> Caller:
-    """Authenticate and rate-limit the request (no scope check): the base of `require`."""
+    """Authenticate and rate-limit the request (no scope check): the base of `require`. A request the cached
+    answer lane (`fastlane.py`) has already admitted is not counted a second time."""
+    admitted: Caller | None = request.scope.get("state", {}).get(ADMITTED)
+    if admitted is not None:
+        request.state.caller = admitted
+        return admitted
     parts = components(request)
-    known = _known(parts, credentials)
+    known = known_identity(parts, credentials.credentials if credentials is not None else None)
     identity = await run_in_threadpool(_identify, parts, credentials) if known is False else known
     assert identity is None or isinstance(identity, Identity)
-    bucket = identity.name if identity is not None else f"anonymous@{_client_host(request)}"
     limiter = parts.limiter
+    bucket = bucket_of(identity, _client_host(request))
     decision = await run_in_threadpool(limiter.allow, bucket) if limiter.blocking else limiter.allow(bucket)
     if not decision.allowed:
         raise RateLimited("this key" if identity is not None else "anonymous clients", decision.retry_after_header)
@@ -149,14 +183,9 @@ def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the caller, who must hold `scope` (or a scope that implies it)."""
 
     async def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-        if caller.identity is not None and not caller.identity.allows(scope):
-            raise Forbidden(
-                f"the key {caller.identity.name!r} has scope {caller.identity.scope.value!r}; "
-                f"this needs {scope.value!r} (or a scope that includes it)"
-            )
-        if scope is Scope.ADMIN and caller.identity is not None and caller.identity.collections is not None:
-            # keys, the audit trail and the cache span every collection: a limited key may not manage them
-            raise Forbidden(f"the key {caller.identity.name!r} is limited to collections; administration needs --all")
+        refused = refusal(caller.identity, scope)
+        if refused is not None:
+            raise refused
         return caller
 
     dependency.__name__ = f"require_{scope.value}"

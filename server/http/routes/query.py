@@ -23,7 +23,7 @@ from .events import event_stream
 router = APIRouter(prefix="/v1", tags=["query"])
 
 
-def _checked(check: Callable[..., Query], body: RetrieveRequest, caller: Caller) -> Query:
+def checked_query(check: Callable[..., Query], body: RetrieveRequest, caller: Caller) -> Query:
     """The request as a checked query (`check`: `Answerer.query` or `QueryService.query`), on a collection the
     caller may see (422 / 404 before anything runs)."""
     return check(
@@ -56,7 +56,7 @@ async def query(body: QueryRequest, answerer: AnswererDep, caller: ReadCaller) -
 
     A curated answer (approved by a reviewer for the same or a similar question) comes first, before the
     cache. When the collection's review policy is `required`, the answer is held: `202` with a review id."""
-    asked = _checked(answerer.query, body, caller)
+    asked = checked_query(answerer.query, body, caller)
     reply = await answerer.ask(asked, mode=Mode(body.mode), asker=Asker(caller.key_name, request_id_var.get()))
     if isinstance(reply, Held):
         return JSONResponse(reply.model().model_dump(), status_code=202)
@@ -67,7 +67,7 @@ async def query(body: QueryRequest, answerer: AnswererDep, caller: ReadCaller) -
 
 @router.post("/retrieve", response_model=RetrieveResponse, summary="Retrieve chunks, no LLM.")
 async def retrieve(body: RetrieveRequest, service: ServiceDep, caller: ReadCaller) -> RetrieveResponse:
-    query = _checked(service.query, body, caller)
+    query = checked_query(service.query, body, caller)
     result = await run_in_threadpool(service.retrieve, query)
     return RetrieveResponse(
         chunks=[RetrievedChunk.of(c) for c in result.chunks],
