@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         description="How long a collection's generation (and review policies) are kept in memory: this process's "
         "writes are seen at once, another process's within this many seconds; 0 reads them for every question.",
     )
+    key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a server keeps an API key it has checked (and whether any key exists) in memory: "
+        "a key revoked through another process stops working within this many seconds.",
+    )
     fast_lane: bool = Field(
         True,
         description="Answer a repeated POST /v1/query whose answer is in memory before FastAPI's routing "

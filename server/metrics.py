@@ -67,6 +67,12 @@ RECORDS_DROPPED = Counter(
 )
 RECORDS_QUEUED = Gauge("ragkb_records_queued", "Records waiting for the background writer.")
 
+FAST_LANE = Counter(
+    "ragkb_fast_lane_total",
+    "POST /v1/query requests the cached answer lane served itself (served) or handed on to the route (passed).",
+    ["result"],
+)
+
 
 def metrics_payload() -> tuple[bytes, str]:
     """The exposition text of this process, or of every worker process when `ragkb serve --workers N`
@@ -79,10 +85,3 @@ def metrics_payload() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-FAST_LANE = Counter(
-    "ragkb_fast_lane_total",
-    "POST /v1/query requests the cached answer lane served itself (served) or handed on to the route (passed).",
-    ["result"],
-)

@@ -21,6 +21,7 @@ from server.answering.cache import AnswerCache
 from server.answering.service import QueryService
 from server.http.api import create_app
 from server.state import KeyStore
+from server.state.models import AnswerRecord
 
 from .helpers import reader_for
 
@@ -49,12 +50,13 @@ def lane_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Ing
 @contextmanager
 def serving(ingestor: Ingestor, tmp_path: Path, name: str = "state", **overrides: Any) -> Iterator[TestClient]:
     """An app over the shared store with its own state database and answer cache. What it keeps in memory
-    (generation, policy, curated presence) is kept 60 s, not 1 s, so a loaded machine's slow first answer
-    does not let it lapse before the repeat (the lane then rightly hands the repeat to the route)."""
+    (generation, policy, curated presence, key identities) is kept 60 s, not 1 s or 5 s, so a loaded machine's
+    slow first answer does not let it lapse before the repeat (the lane then rightly hands it to the route)."""
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / f'{name}.sqlite3'}",
         "cache_url": None,
         "generation_cache_seconds": 60.0,
+        "key_cache_seconds": 60.0,
         **overrides,
     }
     settings = ingestor.settings.model_copy(update=values)
@@ -131,7 +133,10 @@ def test_requests_the_lane_cannot_answer_from_memory_get_the_routes_reply(lane_k
         {"json": {**cached, "question": "   "}},  # 422
         {"content": b'{"question": ', "headers": {"content-type": "application/json"}},  # broken JSON: 422
         {"content": b'{"question": "How long are deleted files kept?"}', "headers": {"content-type": "text/plain"}},
-        {"json": {**cached, "filters": {"source": "retention.md"}}},  # filtered: not the cached key
+        {"json": {**cached, "filters": {"source": "retention.md"}}},  # no such filter field: 422
+        {"json": {**cached, "filters": {"source_glob": "*retention.md"}}},  # filtered: another question, answered
+        # a repeated header is read as the route reads it: the first
+        {"json": cached, "headers": [("content-type", "text/plain"), ("content-type", "application/json")]},
     ]
 
     def replies(client: TestClient) -> list[tuple[int, Any]]:
@@ -156,7 +161,8 @@ def test_requests_the_lane_cannot_answer_from_memory_get_the_routes_reply(lane_k
     assert got == expected
     statuses = [status for status, _ in got]
     assert statuses[0] == 200 and got[0][1] == "text/event-stream"
-    assert statuses[2:9] == [422, 422, 404, 422, 422, 422, 422]
+    assert statuses[2:11] == [422, 422, 404, 422, 422, 422, 422, 422, 422]
+    assert statuses[11] == 200 and got[11][1]["citations"][0]["source"] == "docs/retention.md"
 
 
 def _untimed(value: Any) -> Any:
@@ -185,6 +191,11 @@ def test_the_lane_keeps_access_control(lane_kb: Ingestor, tmp_path: Path) -> Non
         assert wrong.status_code == 401 and "answer" not in wrong.json()
         basic = client.post("/v1/query", json=ask, headers={"Authorization": f"Basic {reader}"})
         assert basic.status_code == 401
+        # two Authorization headers: the first is the one that counts, for the lane as for the route
+        bad_first = [("Authorization", f"Bearer rk_{'x' * 43}"), ("Authorization", f"Bearer {reader}")]
+        assert client.post("/v1/query", json=ask, headers=bad_first).status_code == 401
+        other_first = [("Authorization", f"Bearer {elsewhere}"), ("Authorization", f"Bearer {reader}")]
+        assert client.post("/v1/query", json=ask, headers=other_first).status_code == 404
         hidden = client.post("/v1/query", json=ask, headers=bearer(elsewhere))  # may not see it: as if missing
         assert hidden.status_code == 404 and hidden.json()["code"] == "collection_not_found"
         assert hidden.json()["error"] == f"collection {COLLECTION!r} does not exist (available: {OTHER})"
@@ -218,12 +229,33 @@ def test_a_review_policy_set_after_caching_holds_the_next_answer(lane_kb: Ingest
         assert served() == before
 
 
-def test_the_start_up_heap_is_frozen_out_of_the_collectors_reach(lane_kb: Ingestor, tmp_path: Path) -> None:
-    """What a server holds once started is moved out of the collections (heap.py): a full collection then
-    walks only what requests made, not the model and the store's half a million objects."""
-    gc.unfreeze()  # (an earlier app in this process froze its own)
-    assert gc.get_freeze_count() == 0
-    with serving(lane_kb, tmp_path) as client:
+def test_a_served_app_freezes_its_start_up_heap_and_thaws_it_at_shutdown(lane_kb: Ingestor, tmp_path: Path) -> None:
+    """`ragkb serve`'s app moves what it holds once started out of the collections (heap.py): a full
+    collection then walks only what requests made. An app embedded in a process (as here) by default does not,
+    and the served one gives everything back at shutdown, so nothing it held stays pinned."""
+    gc.unfreeze()
+    with serving(lane_kb, tmp_path, "plain"):
+        assert gc.get_freeze_count() == 0
+    settings = lane_kb.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'served.sqlite3'}", "cache_url": None}
+    )
+    service = QueryService(settings, reader=reader_for(lane_kb), cache=_own_cache(settings, tmp_path / "served"))
+    with TestClient(create_app(settings, service, freeze_heap=True)) as client:
         frozen = gc.get_freeze_count()
         assert client.get("/healthz").status_code == 200
     assert frozen > 100_000  # the embedding model alone is far more
+    assert gc.get_freeze_count() == 0
+
+
+def test_every_answer_is_recorded_once_whichever_way_it_was_served(lane_kb: Ingestor, tmp_path: Path) -> None:
+    ask = {"question": QUESTION, "collection": COLLECTION}
+    with serving(lane_kb, tmp_path) as client:
+        before = served()
+        ids = [client.post("/v1/query", json=ask).json()["request_id"] for _ in range(3)]
+        assert served() == before + 2 and len(set(ids)) == 3
+        desk = client.app.state.components.desk  # type: ignore[attr-defined]
+        desk.flush()
+        records = [desk.store.answer(request_id) for request_id in ids]
+        assert all(r is not None and r.question == QUESTION and r.origin == "cached" for r in records[1:])
+        with desk.store.db.session() as session:
+            assert session.query(AnswerRecord).count() == 3

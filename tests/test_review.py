@@ -458,7 +458,9 @@ def test_a_request_id_cannot_overwrite_another_callers_answer(desk: Desk) -> Non
         headers={"X-Request-ID": "shared-id-1"},
     )
     assert other.status_code == 200
-    exported = desk.client.app.state.components.desk.store.answer("shared-id-1")  # type: ignore[attr-defined]
+    server_desk = desk.client.app.state.components.desk  # type: ignore[attr-defined]
+    server_desk.flush()  # the records are written behind the responses
+    exported = server_desk.store.answer("shared-id-1")
     assert exported.question == QUESTION and exported.key_name == "asker"
 
 

@@ -156,11 +156,11 @@ class Answerer:
             return Held(review.id, request_id)
         return self._single_shot(plan, found, asker)
 
-    def ask_in_memory(self, query: Query, *, mode: Mode = Mode.SINGLE, asker: Asker | None = None) -> Answering | None:
+    def ask_in_memory(self, query: Query, *, asker: Asker | None = None) -> Answering | None:
         """`ask` for a question whose whole decision is in this process's memory (a repeated single-shot
         question on an unchanged collection, no review, no curated answer): the same answer, recorded the same
         way, without awaiting anything; None when `ask` must decide (it reads the databases)."""
-        found = self._decide_in_memory(query, mode)
+        found = self._decide_in_memory(query, Mode.SINGLE)
         if found is None or found.plan is None:
             return None
         return self._single_shot(found.plan, found, asker or Asker())

@@ -24,22 +24,30 @@ from ..web import router as web_router
 from .components import Components
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .fastlane import CachedAnswerLane
-from .heap import freeze_start_up_heap
+from .heap import freeze_start_up_heap, thaw_heap
 from .observability import BodySizeLimit, RequestContextMiddleware
 from .routes import admin, answers, collections, conversations, jobs, openai, ops, query, reindex, reviews
 
 
-def create_app(settings: Settings | None = None, service: QueryService | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, service: QueryService | None = None, *, freeze_heap: bool = False
+) -> FastAPI:
+    """The app. `freeze_heap`: a server process's own app (`server/http/app.py`) moves its start-up heap out of
+    the garbage collector's reach once started, and back at shutdown (heap.py); an app embedded in another
+    process (tests, tools) leaves that process's collector alone."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.components = await run_in_threadpool(Components.build, settings, service)
-        await run_in_threadpool(freeze_start_up_heap)  # no half-second collection stalls a request (heap.py)
+        if freeze_heap:  # no half-second collection stalls a request (heap.py)
+            await run_in_threadpool(freeze_start_up_heap)
         try:
             async with mcp.running():  # the MCP door's session manager (server/mcp/http.py)
                 yield
         finally:
+            if freeze_heap:
+                thaw_heap()
             app.state.components.close()
             await app.state.components.service.aclose()
 

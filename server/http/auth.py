@@ -15,9 +15,9 @@ answer as for a collection that does not exist), so it cannot probe for names.
 # no `from __future__ import annotations`: FastAPI must see the closures' `Depends(...)` annotations as objects
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from ingest.errors import CollectionNotFound, RagkbError
 from ingest.vectorstore import validate_collection_name
 
-from ..state import Identity, Scope
+from ..state import Decision, Identity, Scope
 from .components import Components
 from .deps import components
 
@@ -35,7 +35,8 @@ from .deps import components
 # all been revoked refuses everyone rather than falling back to the open demo mode.
 REQUIRE_KEYS_ENV = "RAGKB_SERVE_REQUIRE_KEYS"
 # The key in an ASGI scope's state under which the cached answer lane leaves a caller it authenticated and
-# rate-limited, when it hands the request on to the route (server-side only: a client cannot set it).
+# rate-limited, with the path it did so for, when it hands the request on to the route (server-side only: a
+# client cannot set it; each request has its own scope state).
 ADMITTED = "ragkb_admitted_caller"
 
 bearer = HTTPBearer(
@@ -153,25 +154,37 @@ def refusal(identity: Identity | None, scope: Scope) -> Forbidden | None:
     return None
 
 
-def bucket_of(identity: Identity | None, client_host: str) -> str:
-    """The rate-limit bucket: the key's name, or one anonymous bucket per client host in open mode."""
-    return identity.name if identity is not None else f"anonymous@{client_host}"
+async def take_token(parts: Components, identity: Identity | None, client_host: str) -> Decision:
+    """One request against the caller's rate limit: the key's bucket, or one anonymous bucket per client host
+    in open mode (a shared limiter is asked from a thread)."""
+    limiter = parts.limiter
+    bucket = identity.name if identity is not None else f"anonymous@{client_host}"
+    return await run_in_threadpool(limiter.allow, bucket) if limiter.blocking else limiter.allow(bucket)
+
+
+def admitted(scope: MutableMapping[str, Any]) -> Caller | None:
+    """The caller the cached answer lane already authenticated and rate-limited for this request, if any."""
+    found = scope.get("state", {}).get(ADMITTED)
+    return found[1] if found is not None and found[0] == scope["path"] else None
+
+
+def admit(scope: MutableMapping[str, Any], caller: Caller) -> None:
+    """Mark the request as authenticated and counted, for the route it is handed on to."""
+    scope.setdefault("state", {})[ADMITTED] = (scope["path"], caller)
 
 
 async def authenticate(request: Request, credentials: Credentials) -> Caller:
     """Authenticate and rate-limit the request (no scope check): the base of `require`. A request the cached
     answer lane (`fastlane.py`) has already admitted is not counted a second time."""
-    admitted: Caller | None = request.scope.get("state", {}).get(ADMITTED)
-    if admitted is not None:
-        request.state.caller = admitted
-        return admitted
+    caller = admitted(request.scope)
+    if caller is not None:
+        request.state.caller = caller
+        return caller
     parts = components(request)
     known = known_identity(parts, credentials.credentials if credentials is not None else None)
     identity = await run_in_threadpool(_identify, parts, credentials) if known is False else known
     assert identity is None or isinstance(identity, Identity)
-    limiter = parts.limiter
-    bucket = bucket_of(identity, _client_host(request))
-    decision = await run_in_threadpool(limiter.allow, bucket) if limiter.blocking else limiter.allow(bucket)
+    decision = await take_token(parts, identity, _client_host(request))
     if not decision.allowed:
         raise RateLimited("this key" if identity is not None else "anonymous clients", decision.retry_after_header)
     caller = Caller(identity, parts)

@@ -53,7 +53,8 @@ class Components:
         desk = ReviewDesk(service, ReviewStore(state, cache_seconds=settings.generation_cache_seconds), audit, settings)
         REVIEWS_PENDING.set(desk.store.pending_count())  # the gauge is right from start-up, not from the next change
         answerer = Answerer(service, desk, AgentRunner(service))
-        return cls(settings, service, ingestor, queue, state, KeyStore(state), audit, limiter, answerer)
+        keys = KeyStore(state, cache_ttl=settings.key_cache_seconds)
+        return cls(settings, service, ingestor, queue, state, keys, audit, limiter, answerer)
 
     def close(self) -> None:
         """Stop in-flight ingestion between batches, end the extraction worker, close the state database."""

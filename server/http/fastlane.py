@@ -1,7 +1,7 @@
 """The cached answer lane: `POST /v1/query` answered before FastAPI's routing when the answer is in memory.
 
 A repeated question on an unchanged collection is a dictionary lookup (`Answerer.ask_in_memory`), yet going
-through the route cost about ten times the lookup: matching every route, solving six dependencies, and
+through the route cost several times the lookup: matching every route, solving six dependencies, and
 validating and re-serialising the response model. This ASGI middleware sits inside the request-id and
 body-size middlewares (so its replies carry the id, are logged, timed and size-limited like any other) and
 outside the router. For `POST /v1/query` it reads the body and serves the request itself only when every
@@ -14,25 +14,28 @@ step is known without I/O:
       -> the same `QueryResponse` the route returns, serialised once
 
 At the first step that is not known, the request goes on to the route unchanged (its body replayed), which
-answers it, errors included, the way it always has. A caller this lane has already rate-limited is handed
+answers it, errors included, the way it always has. Headers are read as the route reads them (the first of
+a repeated header). A caller this lane has already rate-limited is handed
 on as admitted (`auth.ADMITTED`), so no request is counted twice. `RAGKB_FAST_LANE=false` turns it off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ingest.errors import RagkbError
 
 from ..answering.entry import Asker
 from ..metrics import FAST_LANE
 from ..schemas import QueryRequest
+from ..state import Identity
 from ..state import Scope as KeyScope
-from .auth import ADMITTED, Caller, bearer_token, bucket_of, known_identity, refusal
+from .auth import Caller, admit, bearer_token, known_identity, refusal, take_token
 from .components import Components
 from .observability import request_id_var
 from .routes.query import checked_query
@@ -43,13 +46,15 @@ _PASSED = FAST_LANE.labels(result="passed")
 
 
 class CachedAnswerLane:
+    """ASGI middleware: `POST /v1/query` answered from memory when it can be, else handed to the route."""
+
     def __init__(self, app: ASGIApp, parts: Callable[[], Components | None]) -> None:
         self.app = app
         self.parts = parts
-        self._route: Any = None  # the route `/v1/query` is served by, for the request metrics' label
+        self._route: BaseRoute | None = None  # the route `/v1/query` is served by, for the metrics' label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != PATH:
             await self.app(scope, receive, send)
             return
         parts = self.parts()
@@ -65,37 +70,18 @@ class CachedAnswerLane:
 
     async def _serve(self, scope: Scope, body: bytes, parts: Components, send: Send) -> bool:
         """Answer the request from memory and say True, or say False having sent nothing."""
-        headers = dict(scope["headers"])
-        if not _is_json(headers.get(b"content-type", b"")):
+        admitted = await self._admitted(scope, body, parts)
+        if admitted is None:
             return False
+        request, caller = admitted
         try:
-            request = QueryRequest.model_validate_json(body)
-        except ValidationError:
-            return False  # the route answers with its 422
-        if request.stream or request.mode != "single":
+            query = checked_query(parts.answerer.query, request, caller)
+            reply = parts.answerer.ask_in_memory(query, asker=Asker(caller.key_name, request_id_var.get()))
+            if reply is None:
+                return False
+            payload = (await reply.response()).model_dump_json().encode()
+        except (RagkbError, ValueError):  # the route makes the same checks and answers with the error's status
             return False
-        identity = known_identity(parts, bearer_token(headers.get(b"authorization", b"").decode("latin-1") or None))
-        if isinstance(identity, bool):  # (False) not known from memory: the route asks the database
-            return False
-        if refusal(identity, KeyScope.READ) is not None:
-            return False  # the route's dependency refuses it with the 403
-        limiter = parts.limiter
-        client = scope.get("client")
-        bucket = bucket_of(identity, client[0] if client else "unknown")
-        decision = await run_in_threadpool(limiter.allow, bucket) if limiter.blocking else limiter.allow(bucket)
-        if not decision.allowed:
-            return False  # the route refuses it (429 with Retry-After); the bucket is empty, so it stays refused
-        caller = Caller(identity, parts)
-        scope.setdefault("state", {})[ADMITTED] = caller
-        answerer = parts.answerer
-        try:
-            query = checked_query(answerer.query, request, caller)
-        except Exception:  # the route makes the same check and answers with the error's status
-            return False
-        reply = answerer.ask_in_memory(query, asker=Asker(caller.key_name, request_id_var.get()))
-        if reply is None:
-            return False
-        payload = (await reply.response()).model_dump_json().encode()
         scope["route"] = self._route or self._find_route(scope)
         await send(
             {
@@ -107,13 +93,56 @@ class CachedAnswerLane:
         await send({"type": "http.response.body", "body": payload})
         return True
 
-    def _find_route(self, scope: Scope) -> Any:
+    async def _admitted(self, scope: Scope, body: bytes, parts: Components) -> tuple[QueryRequest, Caller] | None:
+        """A request this lane may answer (a JSON single-shot question, not streamed) and its caller,
+        authenticated from memory and within its rate limit; marked admitted, so the route does not count it
+        again. None when any of that is not known here: the route's own dependencies then decide, and refuse."""
+        if not _is_json(_first_header(scope, b"content-type") or b""):
+            return None
+        try:
+            request = QueryRequest.model_validate_json(body)
+        except ValidationError:
+            return None  # the route answers with its 422
+        if request.stream or request.mode != "single":
+            return None
+        authorization = _first_header(scope, b"authorization")
+        token = bearer_token(None if authorization is None else authorization.decode("latin-1"))
+        identity = known_identity(parts, token)
+        if isinstance(identity, bool):  # (False) not known from memory: the route asks the database
+            return None
+        assert identity is None or isinstance(identity, Identity)
+        if refusal(identity, KeyScope.READ) is not None:  # (every scope includes read today: defensive)
+            return None
+        client = scope.get("client")
+        try:
+            decision = await take_token(parts, identity, client[0] if client else "unknown")
+        except RagkbError:  # a shared limiter that cannot be reached: the route says so
+            return None
+        if not decision.allowed:
+            return None  # the route refuses it (429 with Retry-After); a refused request took no token
+        caller = Caller(identity, parts)
+        admit(scope, caller)
+        return request, caller
+
+    def _find_route(self, scope: Scope) -> BaseRoute | None:
         """The route FastAPI would have matched (included routers are nested: `iter_route_contexts`)."""
         for context in iter_route_contexts(getattr(scope.get("app"), "routes", [])):
             if str(context.path) == PATH and "POST" in (context.methods or ()):
                 self._route = context.original_route
                 break
         return self._route
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the app's mount point (`root_path`), as the router matches it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _first_header(scope: Scope, name: bytes) -> bytes | None:
+    """A header's first value, as Starlette's `request.headers.get` (and so the route) reads it."""
+    return next((value for key, value in scope["headers"] if key == name), None)
 
 
 def _is_json(content_type: bytes) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import random
+import os
 import re
 import sys
 import time
@@ -53,11 +53,16 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr for the whole process. Records no longer look up their thread and process names
+    (the JSON has neither; ~6 us of a record's ~20): a format with `%(threadName)s` or `%(process)d` would
+    show None."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # the JSON lines name neither thread nor process: do not look them up for every record (~6 us of ~20)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for noisy in ("httpx", "chromadb", "pypdf", "sentence_transformers", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -72,9 +77,10 @@ def accepted_request_id(incoming: str) -> str:
 
 
 def new_request_id() -> str:
-    """32 hex digits, as `uuid4().hex` (an id to find a request by, not a secret): from `random`, which
-    reseeds in every forked process, instead of a getrandom system call per request."""
-    return f"{random.getrandbits(128):032x}"
+    """32 hex digits from the OS's random source, like `uuid4().hex` but without building a UUID (~0.7 us
+    against ~4 us). Unpredictable on purpose: the id keys the answer record that feedback refers to, so a
+    caller must not be able to guess the next one (a Mersenne Twister's could be, from ~600 seen ids)."""
+    return os.urandom(16).hex()
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
