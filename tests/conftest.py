@@ -29,6 +29,25 @@ from server.state import StateDB
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+# The test files that cost the most in a whole run (per-file test seconds, `make test` at 546ff42^, heaviest first).
+# `--dist loadfile` hands a worker that runs out of work the next file of this order (`--no-loadscope-reorder` in
+# pyproject.toml): xdist's own order, by number of tests, put the few-test, minute-long files that start servers
+# and workers last, where one worker could be left running them alone. Files not named keep their order, after.
+HEAVIEST_FIRST = (
+    "test_probe_failures", "test_tasks_workers", "test_probe", "test_loader_hardening", "test_web_browser",
+    "test_serve_workers", "test_store_lock", "test_eval_harness", "test_ocr", "test_answer_trust", "test_review",
+    "test_llm_outcomes", "test_onnx_backend", "test_authz_matrix", "test_rate_limit_processes",
+    "test_embedder_and_logs", "test_mcp", "test_hybrid", "test_loaders", "test_chunking", "test_api_fuzz",
+    "test_hardening", "test_pdftables", "test_ingest_pipeline", "test_pdf_cleaning", "test_formats_watch",
+    "test_formats_fuzz", "test_conversations", "test_agent_llm",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The heaviest files first (a stable sort: each file's own tests keep their order)."""
+    rank = {name: n for n, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
 
 def _shared(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from ragkb.cli import app
+from ragkb.cli import LAZY_GROUPS, app, load_group
 
+from .processes import clean_env
 from .servers import free_port
 
 runner = CliRunner()
@@ -90,6 +93,32 @@ def test_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for command in ("ingest", "delete", "collections", "documents"):
         assert command in result.stdout
+
+
+def test_the_help_of_each_lazily_imported_group_is_its_own() -> None:
+    """`ragkb --help` lists the named groups without importing them: what it says is what each group says."""
+    for name, (_, _, listed) in LAZY_GROUPS.items():
+        group = load_group(name)
+        assert group.name == name and group.help == listed, name
+        assert runner.invoke(app, [name, "--help"]).exit_code == 0, name
+
+
+HEAVY = ("torch", "sentence_transformers", "chromadb", "sqlalchemy", "alembic", "server.state", "server.answering")
+
+
+@pytest.mark.slow
+def test_help_and_keys_import_only_what_they_use(tmp_path: Path) -> None:
+    """`ragkb --help` imports neither the state database nor the answering stack; `ragkb keys list` imports the
+    state database (SQLAlchemy, Alembic) and still no model, vector store or answering stack."""
+    code = (
+        "import sys\nfrom ragkb.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    env = clean_env(RAGKB_DATA_DIR=str(tmp_path / "kb"))
+    helped = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, env=env)
+    assert "keys" in helped.stdout and helped.stdout.strip().splitlines()[-1] == "[]", helped.stdout[-500:]
+    listed = subprocess.run([sys.executable, "-c", code, "keys", "list"], capture_output=True, text=True, env=env)
+    assert listed.stdout.strip().splitlines()[-1] == "['alembic', 'server.state', 'sqlalchemy']", listed.stdout
 
 
 @pytest.mark.slow

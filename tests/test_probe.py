@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,12 @@ import httpx
 import pytest
 from pypdf import PdfWriter
 
-from .processes import clean_env, run_ragkb
+from ingest.config import Settings
+from ingest.embedder import Embedder
+from ingest.pipeline import Ingestor
+from server.state import KeyStore, StateDB
+
+from .processes import clean_env
 from .servers import ragkb_serving
 
 pytestmark = pytest.mark.slow
@@ -62,29 +67,40 @@ class Live:
         return httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
 
 
+def seed(env: dict[str, str], root: Path, embedder: Embedder, scopes: Iterable[str]) -> dict[str, str]:
+    """The data dir of `env` as `ragkb ingest seed.md --collection probe` and `ragkb keys create --all` leave it:
+    the seed document, and one key per scope (their tokens). Done here with the session's model: as commands,
+    each would start a process that imports the stack and loads the model again (tests/test_cli.py and
+    tests/test_keys.py run those commands)."""
+    settings = Settings(**{k.removeprefix("RAGKB_").lower(): v for k, v in env.items() if k.startswith("RAGKB_")})
+    (root / "seed.md").write_text(SEED)
+    report = Ingestor(settings, embedder=embedder).ingest_paths([root / "seed.md"], collection=COLLECTION)
+    assert report.added == 1 and report.ok, report
+    db = StateDB.from_settings(settings)
+    try:
+        db.migrate()
+        keys = KeyStore(db, cache_ttl=0)
+        return {scope: keys.create(f"probe-{scope}", scope, None)[1] for scope in scopes}
+    finally:
+        db.dispose()
+
+
 @contextmanager
-def serving(root: Path) -> Iterator[Live]:
+def serving(root: Path, embedder: Embedder) -> Iterator[Live]:
     """`ragkb serve` on a fresh data dir with the seed document and one key per scope (rate limits out of the
     way: the probe is about what each request does, tests/test_ratelimit.py covers the limits)."""
     env = clean_env(
         RAGKB_DATA_DIR=str(root / "kb"), RAGKB_RATE_LIMIT_PER_MINUTE="1000000", RAGKB_RATE_LIMIT_BURST="1000000"
     )
-    (root / "seed.md").write_text(SEED)
-    ingested = run_ragkb(["ingest", str(root / "seed.md"), "--collection", COLLECTION], env)
-    assert ingested.returncode == 0, ingested.stderr
-    tokens = {}
-    for scope in SCOPES:
-        made = run_ragkb(["keys", "create", "--name", f"probe-{scope}", "--scope", scope, "--all", "--json"], env)
-        assert made.returncode == 0, made.stderr
-        tokens[scope] = json.loads(made.stdout)["token"]
+    tokens = seed(env, root, embedder, SCOPES)
     log = root / "serve.log"
     with ragkb_serving(env, log) as (url, process):
         yield Live(url, tokens, root, process, log)
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with serving(tmp_path_factory.mktemp("probe")) as server:
+def live(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[Live]:
+    with serving(tmp_path_factory.mktemp("probe"), embedder) as server:
         yield server
     assert "Traceback" not in server.log.read_text(), "the server logged an unexpected error (see serve.log)"
 

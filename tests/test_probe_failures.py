@@ -30,9 +30,11 @@ import httpx
 import pytest
 import redis
 
-from .processes import clean_env, run_ragkb
+from ingest.embedder import Embedder
+
+from .processes import clean_env
 from .servers import ChromaServer, free_port, ragkb_serving
-from .test_probe import COLLECTION, SEED, Stalls, check_error, probe_line
+from .test_probe import COLLECTION, Stalls, check_error, probe_line, seed
 
 pytestmark = pytest.mark.slow
 
@@ -155,7 +157,9 @@ class FaultyLLM:
 
 
 @contextmanager
-def serving(root: Path, **settings: str) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes], Path]]:
+def serving(
+    root: Path, embedder: Embedder, **settings: str
+) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes], Path]]:
     """`ragkb serve` on a fresh data dir with the seed document and a write key; yields (base URL, headers,
     process, log)."""
     env = clean_env(
@@ -164,12 +168,7 @@ def serving(root: Path, **settings: str) -> Iterator[tuple[str, dict[str, str], 
         RAGKB_RATE_LIMIT_BURST="1000000",
         **settings,
     )
-    (root / "seed.md").write_text(SEED)
-    ingested = run_ragkb(["ingest", str(root / "seed.md"), "--collection", COLLECTION], env)
-    assert ingested.returncode == 0, ingested.stderr
-    made = run_ragkb(["keys", "create", "--name", "probe", "--scope", "write", "--all", "--json"], env)
-    assert made.returncode == 0, made.stderr
-    headers = {"Authorization": f"Bearer {json.loads(made.stdout)['token']}"}
+    headers = {"Authorization": f"Bearer {seed(env, root, embedder, ['write'])['write']}"}
     log = root / "serve.log"
     with ragkb_serving(env, log) as (url, process):
         yield url, headers, process, log
@@ -198,7 +197,9 @@ def llm() -> Iterator[FaultyLLM]:
 
 
 @pytest.fixture(scope="module")
-def llm_server(tmp_path_factory: pytest.TempPathFactory, llm: FaultyLLM) -> Iterator[tuple[str, dict[str, str], Path]]:
+def llm_server(
+    tmp_path_factory: pytest.TempPathFactory, llm: FaultyLLM, embedder: Embedder
+) -> Iterator[tuple[str, dict[str, str], Path]]:
     settings = {
         "RAGKB_LLM_PROVIDER": "openai",
         "RAGKB_LLM_BASE_URL": llm.base_url,
@@ -208,7 +209,7 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory, llm: FaultyLLM) -> Iter
         "RAGKB_LLM_BREAKER_FAILURES": "0",  # every request tries the LLM (the breaker is tests/test_hardening's)
         "RAGKB_AGENT_SECONDS": str(AGENT_SECONDS),
     }
-    with serving(tmp_path_factory.mktemp("probe-llm"), **settings) as (base, headers, _, log):
+    with serving(tmp_path_factory.mktemp("probe-llm"), embedder, **settings) as (base, headers, _, log):
         yield base, headers, log
 
 
@@ -397,13 +398,15 @@ def _query(client: httpx.Client, question: str) -> tuple[httpx.Response, float]:
 REDIS_WORST_SECONDS = 5.0  # what one query may cost while Redis does not answer (its client timeouts and slack)
 
 
-def test_redis_cache_and_rate_limiter_stopped_and_killed_mid_run(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_redis_cache_and_rate_limiter_stopped_and_killed_mid_run(
+    tmp_path: Path, redis_server: RedisServer, embedder: Embedder
+) -> None:
     """The answer cache and the rate limiter on a Redis that is stopped (SIGSTOP: connections hang), then
     continued, then killed (connection refused), then started again: queries answer throughout."""
     url = redis_server.url(0)
     results: list[str] = []
     with (
-        serving(tmp_path, RAGKB_CACHE_URL=url, RAGKB_RATE_LIMIT_URL=url) as (base, headers, _, _log),
+        serving(tmp_path, embedder, RAGKB_CACHE_URL=url, RAGKB_RATE_LIMIT_URL=url) as (base, headers, _, _log),
         httpx.Client(base_url=base, headers=headers, timeout=60) as client,
     ):
         first, _ = _query(client, "When is the boiler room inspected?")
@@ -450,7 +453,7 @@ def test_redis_cache_and_rate_limiter_stopped_and_killed_mid_run(tmp_path: Path,
     probe_line("Redis cache and rate limiter", "; ".join(results) + "; back: cached again")
 
 
-def test_redis_queue_stopped_and_killed_mid_run(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_redis_queue_stopped_and_killed_mid_run(tmp_path: Path, redis_server: RedisServer, embedder: Embedder) -> None:
     """Uploads queued on Redis (with a Chroma server, the set-up a queue needs): while Redis is stopped or
     killed, an upload is refused with 503 `queue_unavailable` and the request id, nothing stored; the other
     requests go on."""
@@ -458,7 +461,7 @@ def test_redis_queue_stopped_and_killed_mid_run(tmp_path: Path, redis_server: Re
         settings = {"RAGKB_CHROMA_URL": chroma_url, "RAGKB_QUEUE_URL": redis_server.url(1)}
         results: list[str] = []
         with (
-            serving(tmp_path, **settings) as (base, headers, _, _log),
+            serving(tmp_path, embedder, **settings) as (base, headers, _, _log),
             httpx.Client(base_url=base, headers=headers, timeout=60) as client,
         ):
 

@@ -23,7 +23,6 @@ from ingest.config import get_settings
 from ingest.errors import RagkbError
 from ingest.store import open_store
 
-from ..answering.service import QueryService
 from ..review.curation import Curation
 from ..review.desk import Actor, ReviewDesk, detail_of, set_policy, summary_of
 from ..review.errors import CuratedNotFound
@@ -55,6 +54,8 @@ def _store() -> Iterator[tuple[ReviewStore, Audit]]:
 @contextmanager
 def _desk() -> Iterator[ReviewDesk]:
     """A review desk with the store and the model loaded, as the server has it (approve and retry)."""
+    from ..answering.service import QueryService  # here: listing needs no answering stack
+
     settings = get_settings()
     with _store() as (store, audit):
         service = QueryService(settings)
