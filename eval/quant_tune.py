@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -122,16 +123,21 @@ VARIANTS: dict[str, QuantRecipe] = {
 
 
 def recipe_from(spec: str, groups: dict[str, list[str]]) -> QuantRecipe:
-    """A recipe from `u8|s8[:GROUP,GROUP...]`: weight type, then the node groups (`node_groups`) kept fp32."""
+    """A recipe from `u8|s8[:GROUP,GROUP...]`: weight type, then what stays fp32: node groups
+    (`node_groups`) or `re:PATTERN`, a regular expression searched in the node names."""
     weights, _, kept = spec.partition(":")
     if weights not in ("u8", "s8"):
         raise SystemExit(f"{spec!r}: the weight type is u8 or s8")
     excluded: list[str] = []
     for group in filter(None, kept.split(",")):
-        if group not in groups:
-            raise SystemExit(f"unknown group {group!r}; choose from: {', '.join(groups)}")
-        excluded += groups[group]
-    return QuantRecipe(exclude=tuple(excluded), unsigned_weights=weights == "u8")
+        if group.startswith("re:"):
+            pattern = re.compile(group[3:])
+            excluded += [node for node in groups["all"] if pattern.search(node)]
+        elif group in groups:
+            excluded += groups[group]
+        else:
+            raise SystemExit(f"unknown group {group!r}; choose from: {', '.join(groups)} or re:PATTERN")
+    return QuantRecipe(exclude=tuple(dict.fromkeys(excluded)), unsigned_weights=weights == "u8")
 
 
 def variants(args: argparse.Namespace) -> None:
@@ -149,6 +155,33 @@ def variants(args: argparse.Namespace) -> None:
             quantize(folder / MODEL_FILES["fp32"], out, recipe)
             c = cosines(_encoder(folder, out).encode(texts, 32), fp32)
             print(f"{label:40} mean loss {1 - c.mean():.6f}  worst {1 - c.min():.6f}", flush=True)
+
+
+def marginal(args: argparse.Namespace) -> None:
+    """From a base recipe, each of its int8 MatMuls kept fp32 as well, one at a time: which single node buys
+    the most (the next step of a greedy search), on the same texts as `sensitivity`."""
+    folder = _export(args.cache)
+    source = folder / MODEL_FILES["fp32"]
+    groups = node_groups(source)
+    base = recipe_from(args.base, groups)
+    queries, docs, _ = tune_texts(0)
+    rng = random.Random(7)
+    texts = rng.sample(list(queries.values()), args.texts // 2) + rng.sample(list(docs.values()), args.texts // 2)
+    fp32 = OnnxEncoder(folder, "fp32").encode(texts, 32)
+    candidates = [n for n in groups["all"] if n not in base.exclude and "/embeddings/" not in n]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "marginal.onnx"
+        for node in [None, *candidates]:
+            extra = () if node is None else (node,)
+            quantize(source, out, QuantRecipe(exclude=base.exclude + extra, unsigned_weights=base.unsigned_weights))
+            c = cosines(_encoder(folder, out).encode(texts, 32), fp32)
+            label = "(base)" if node is None else node
+            rows.append({"fp32_too": label, "loss": float(1 - c.mean()), "worst": float(1 - c.min())})
+            print(f"{label:60} mean loss {1 - c.mean():.6f}  worst {1 - c.min():.6f}", flush=True)
+    rows.sort(key=lambda r: r["loss"])
+    args.out.write_text(json.dumps({"texts": len(texts), "split": "tune", "base": args.base, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
 
 
 def dense_ndcg(vectors_q: np.ndarray, vectors_d: np.ndarray, qids: list[str], dids: list[str], qrels: Any) -> float:
@@ -207,13 +240,17 @@ def main() -> None:
     var = sub.add_parser("variants")
     var.add_argument("--texts", type=int, default=240)
     var.add_argument("--recipes", nargs="*", default=[], help="e.g. u8:embeddings,kind ffn-output")
+    marg = sub.add_parser("marginal")
+    marg.add_argument("--base", default="u8:embeddings,layer 0,kind ffn-output", help="a recipe spec, as --recipes")
+    marg.add_argument("--texts", type=int, default=240)
+    marg.add_argument("--out", type=Path, default=Path("reports/quant-marginal.json"))
     comp = sub.add_parser("compare")
     comp.add_argument("--sensitivity", type=Path, default=Path("reports/quant-sensitivity.json"))
     comp.add_argument("--exclude-top", type=int, nargs="*", default=[0, 6, 12])
     comp.add_argument("--exclude-pattern", nargs="*", default=[])
     comp.add_argument("--distractors", type=int, default=1000)
     args = parser.parse_args()
-    {"sensitivity": sensitivity, "variants": variants, "compare": compare}[args.command](args)
+    {"sensitivity": sensitivity, "variants": variants, "marginal": marginal, "compare": compare}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from .config import EMBED_BACKENDS, Settings
 from .errors import CollectionNotFound
+from .onnx_backend import RECIPE as INT8_RECIPE_VERSION
 from .vectorstore import VectorStore
 
 log = logging.getLogger("ragkb.embedder")
@@ -26,8 +27,9 @@ log = logging.getLogger("ragkb.embedder")
 AUTO = "auto"
 NEW_STORE_BACKEND = "onnx-int8"
 # The int8 label names its recipe: vectors of another recipe are another model's (recipe 1, "onnx-int8",
-# quantised every node; collections built with it are refused and reindexed, never mixed).
-_LABELS = {"torch": None, "onnx": "onnx-fp32", "onnx-int8": "onnx-int8-v2"}
+# quantised every node; recipe 2, "onnx-int8-v2"; collections built with them are refused and reindexed,
+# never mixed).
+_LABELS = {"torch": None, "onnx": "onnx-fp32", "onnx-int8": f"onnx-int8-v{INT8_RECIPE_VERSION}"}
 
 
 def backend_label(backend: str) -> str | None:

@@ -29,8 +29,9 @@ class Settings(BaseSettings):
         description="Embedding model: the packaged default, a local folder, or a hub model name.",
     )
     embed_batch_size: int = Field(64, ge=1, le=4096)
-    # `torch` until onnx-int8 is within 0.003 nDCG@10 of it on the SciFact check half (recipe 2: -0.0037,
-    # docs/speed.md); `auto` is the default-to-be: onnx-int8 for a new store, else what the store was built with
+    # `torch` until onnx-int8 meets the bar (recipe 3: check-half nDCG@10 +0.0001, met; ingestion ~1.1x torch on
+    # this AVX-512 VNNI CPU, bar 1.8x: docs/speed.md); `auto` is the default-to-be: onnx-int8 for a new store,
+    # else what the store was built with
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         "torch",
         description="How the embedding model runs: torch (fp32), onnx (ONNX Runtime fp32) or onnx-int8 (ONNX Runtime, "

@@ -97,7 +97,7 @@ def test_a_collection_is_never_queried_with_another_backend(
     Ingestor(settings, embedder=torch_embedder).ingest_paths([docs], collection="plant")
     int8 = Embedder(backend="onnx-int8", cache_root=onnx_cache)
     assert torch_embedder.identity == "sentence-transformers/all-MiniLM-L6-v2"  # what collections always recorded
-    assert int8.identity == "sentence-transformers/all-MiniLM-L6-v2@onnx-int8-v2"  # the label names the recipe
+    assert int8.identity == "sentence-transformers/all-MiniLM-L6-v2@onnx-int8-v3"  # the label names the recipe
     reader = Reader(settings, embedder=int8)
     with pytest.raises(EmbeddingModelError) as refused:
         reader.collection("plant")
@@ -250,17 +250,18 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_auto_picks_onnx_int8_for_a_new_store_and_keeps_what_a_store_was_built_with() -> None:
-    int8 = f"{MINILM}@onnx-int8-v2"
+    int8 = f"{MINILM}@onnx-int8-v3"
     assert backend_choice.choose([], MINILM)[0] == "onnx-int8"
     # other models' collections, and collections that recorded no model, say nothing about this one
-    assert backend_choice.choose(["org/other-model", "org/other-model@onnx-int8-v2", None], MINILM)[0] == "onnx-int8"
+    assert backend_choice.choose(["org/other-model", "org/other-model@onnx-int8-v3", None], MINILM)[0] == "onnx-int8"
     assert backend_choice.choose([MINILM, MINILM], MINILM)[0] == "torch"
     assert backend_choice.choose([MINILM, int8, int8], MINILM)[0] == "onnx-int8"
     backend, why = backend_choice.choose([MINILM, int8], MINILM)
     assert backend == "torch" and "1 torch, 1 onnx-int8" in why  # a tie keeps torch, the older default
     assert backend_choice.choose([f"{MINILM}@onnx-fp32"], MINILM)[0] == "onnx"
-    # the first int8 recipe's vectors are not this recipe's: such a collection is not counted as onnx-int8
+    # earlier int8 recipes' vectors are not this recipe's: such a collection is not counted as onnx-int8
     assert backend_choice.backend_of(f"{MINILM}@onnx-int8", MINILM) is None
+    assert backend_choice.backend_of(f"{MINILM}@onnx-int8-v2", MINILM) is None
     # the default stays torch until onnx-int8 meets the quality bar (docs/speed.md, "Decision")
     assert Settings.model_fields["embed_backend"].default == "torch"
 
@@ -289,7 +290,7 @@ def test_a_store_built_with_torch_keeps_torch_under_auto(
     new_reader = Reader(fresh)
     assert new_reader.embedder.backend == "onnx-int8"
     Ingestor(fresh).ingest_paths([docs], collection="plant")
-    assert new_reader.collection("plant").model == f"{MINILM}@onnx-int8-v2"
+    assert new_reader.collection("plant").model == f"{MINILM}@onnx-int8-v3"
     # the choice is made once: the new store now holding an int8 collection does not flip anything, and an
     # explicit backend still wins over `auto`
     assert get_embedder(settings=old.model_copy(update={"embed_backend": "auto"})) is torch_embedder
