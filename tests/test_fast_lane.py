@@ -40,7 +40,9 @@ def lane_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Ing
     )
     (root / "other").mkdir()
     (root / "other" / "travel.md").write_text("# Travel\n\nTrain tickets are booked through the office.\n")
-    settings = Settings(data_dir=root / "kb", default_collection=COLLECTION)
+    # the store keeps each collection's generation in memory this long (1 s by default): long enough that a
+    # loaded machine's slow first answer does not let it lapse before the repeat (see `serving`)
+    settings = Settings(data_dir=root / "kb", default_collection=COLLECTION, generation_cache_seconds=60.0)
     ingestor = Ingestor(settings, embedder=embedder)
     assert ingestor.ingest_paths([root / "docs"], collection=COLLECTION).added == 1
     assert ingestor.ingest_paths([root / "other"], collection=OTHER).added == 1
