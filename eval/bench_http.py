@@ -66,8 +66,7 @@ QUESTIONS = (
     "How do I serve the API on another port",
 )
 SCENARIOS = ("cache-hit", "cache-hit-route", "query-uncached", "retrieve-hybrid", "ceiling")
-# `cache-hit-route` asks a second `ragkb serve` (its own data dir beside --data-dir) with RAGKB_FAST_LANE=false:
-# the same cache hit through FastAPI's routing, for the lane's gain in the same run.
+# the suffix of `cache-hit-route`'s own data dir, beside --data-dir (the docstring above)
 ROUTE_SUFFIX = "-route"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_json.lua"
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}

@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     fast_lane: bool = Field(
         True,
         description="Answer a repeated POST /v1/query whose answer is in memory before FastAPI's routing "
-        "(server/http/fastlane.py; the same response, about ten times cheaper); false sends every request "
-        "through the route.",
+        "(server/http/fastlane.py; the same response, without route matching and dependency solving); false "
+        "sends every request through the route.",
     )
     retriever: str = Field(
         "hybrid", description="Default retrieval strategy (see `server.answering.retrieval.RETRIEVERS`)."

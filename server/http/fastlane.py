@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -97,7 +98,8 @@ class CachedAnswerLane:
         """A request this lane may answer (a JSON single-shot question, not streamed) and its caller,
         authenticated from memory and within its rate limit; marked admitted, so the route does not count it
         again. None when any of that is not known here: the route's own dependencies then decide, and refuse."""
-        if not _is_json(_first_header(scope, b"content-type") or b""):
+        headers = Headers(scope=scope)  # what the route reads as `request.headers`: the first of a repeated one
+        if not _is_json(headers.get("content-type", "")):
             return None
         try:
             request = QueryRequest.model_validate_json(body)
@@ -105,9 +107,7 @@ class CachedAnswerLane:
             return None  # the route answers with its 422
         if request.stream or request.mode != "single":
             return None
-        authorization = _first_header(scope, b"authorization")
-        token = bearer_token(None if authorization is None else authorization.decode("latin-1"))
-        identity = known_identity(parts, token)
+        identity = known_identity(parts, bearer_token(headers.get("authorization")))
         if isinstance(identity, bool):  # (False) not known from memory: the route asks the database
             return None
         assert identity is None or isinstance(identity, Identity)
@@ -140,14 +140,9 @@ def _route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-def _first_header(scope: Scope, name: bytes) -> bytes | None:
-    """A header's first value, as Starlette's `request.headers.get` (and so the route) reads it."""
-    return next((value for key, value in scope["headers"] if key == name), None)
-
-
-def _is_json(content_type: bytes) -> bool:
+def _is_json(content_type: str) -> bool:
     """`application/json` (parameters such as a charset allowed), the type the route parses as JSON."""
-    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes, bool]:
