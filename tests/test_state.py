@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,9 +17,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from server import jsontext
 from server.state import Audit, InvalidAudit, StateDB, StateError, StateUnavailable
 from server.state.db import alembic_config, normalise_url
 from server.state.models import Base
+from server.state.reviews import ReviewStore
 
 # -- URLs and settings ---------------------------------------------------------------------------
 
@@ -182,3 +186,30 @@ def test_bad_audit_records_are_refused_clearly(state_db: StateDB) -> None:
 def test_audit_limit_is_bounded(state_db: StateDB) -> None:
     with pytest.raises(InvalidAudit, match="between 1 and 10000"):
         Audit(state_db).list(limit=0)
+
+
+# -- JSON columns (orjson, server/jsontext.py) -------------------------------------------------------------------
+
+
+def test_json_columns_read_back_what_was_written(state_db: StateDB) -> None:
+    store = ReviewStore(state_db)
+    citations: list[Any] = [{"n": 1, "snippet": "Café — “quoted” ✓", "score": 0.5, "page": None}]
+    detail = {"passages": [{"n": 1, "text_hash": None}], "retriever": "hybrid", "big": 2**70}
+    row = {
+        "request_id": "req-json", "at": datetime.now(UTC), "key_name": None, "collection": "kb",
+        "question": "Où est le café ?", "answer": "Au rez-de-chaussée [1].", "citations": citations,
+        "chunk_ids": ["c1"], "prompt": "answer:1", "provider": "extractive", "model": "extractive",
+        "confidence": 0.9, "origin": "generated", "abstained": False, "detail": detail,
+    }  # fmt: skip
+    store.record_answers([row, {**row, "answer": "a second row with the same id is ignored"}])
+    stored = store.answer("req-json")
+    assert stored is not None and stored.answer == "Au rez-de-chaussée [1]."
+    assert stored.citations == citations and stored.chunk_ids == ["c1"]
+    assert stored.detail == detail  # an integer past 64 bits is written by json.dumps instead
+
+
+def test_json_text_is_json() -> None:
+    value = {"a": [1, 2.5, None, True], "é": "ü ✓", 3: "an integer key"}
+    assert json.loads(jsontext.dumps(value)) == {"a": [1, 2.5, None, True], "é": "ü ✓", "3": "an integer key"}
+    assert json.loads(jsontext.dumps({"n": math.nan, "i": math.inf})) == {"n": None, "i": None}
+    assert json.loads(jsontext.dumps({"big": 2**70})) == {"big": 2**70}

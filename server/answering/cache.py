@@ -30,6 +30,7 @@ from ..metrics import CACHE_EVENTS
 from .questions import question_key
 
 log = logging.getLogger("ragkb.cache")
+_HITS = CACHE_EVENTS.labels(outcome="hit")  # found once: a fast-path hit counts itself on every request
 
 
 class CacheUnavailable(RagkbError):
@@ -245,7 +246,7 @@ class AnswerCache:
                 return None
             self._memory.move_to_end(key)
         self._count("hits")
-        CACHE_EVENTS.labels(outcome="hit").inc()
+        _HITS.inc()
         return found[0]
 
     def get(self, key: str, *, count_miss: bool = True) -> dict[str, Any] | None:

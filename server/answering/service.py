@@ -32,6 +32,7 @@ from .providers import ExtractiveProvider, GenerationRequest, LLMError, LLMProvi
 from .providers.extractive import NO_ANSWER, Selection
 from .questions import clean_question, question_key
 from .reader import Reader
+from .recall import Recall
 from .retrieval import Retriever, get_retriever
 
 log = logging.getLogger("ragkb.query")
@@ -119,7 +120,7 @@ def _validated(hit: dict[str, Any]) -> ValidatedAnswer:
     return ValidatedAnswer(hit["answer"], [Citation(**c) for c in hit["citations"]], [], grounded=True)
 
 
-def _remembered(query: Query, memo: str, hit: dict[str, Any], started: float) -> Plan:
+def _remembered(query: Query, memo: str, hit: dict[str, Any], started: float, recall: Recall) -> Plan:
     """The plan of a question answered before on the same documents (a fast-path cache hit)."""
     empty = Retrieval([], query.retriever, query.collection, 0.0)
     if hit.get("abstained"):  # asked before, and the documents did not answer it
@@ -128,7 +129,8 @@ def _remembered(query: Query, memo: str, hit: dict[str, Any], started: float) ->
         return Plan(query, empty, None, [memo], None, False, started, confidence, True, related, remembered=True)
     confidence = float(hit.get("confidence", 1.0))
     outcome = Outcome(hit.get("outcome", Outcome.ANSWERED))
-    return Plan(query, empty, None, [memo], _validated(hit), started=started, confidence=confidence, outcome=outcome)
+    validated = recall.validated(memo, hit, _validated)
+    return Plan(query, empty, None, [memo], validated, started=started, confidence=confidence, outcome=outcome)
 
 
 class QueryService:
@@ -162,6 +164,7 @@ class QueryService:
         self.template = load_template(self.settings.prompt_template)
         self._retrievers: dict[str, Retriever] = {}
         self._memo_keys: dict[tuple[Any, ...], str] = {}
+        self._recall = Recall(_MEMO_KEYS)  # a fast-path hit's citations and response, made once (recall.py)
 
     def describe(self) -> dict[str, Any]:
         """What answers are made with, for reports: provider, model and prompt template."""
@@ -218,7 +221,7 @@ class QueryService:
             return None
         memo = self._memo_key(query, generation)
         hit = self.cache.peek(memo)
-        return None if hit is None else _remembered(query, memo, hit, time.perf_counter())
+        return None if hit is None else _remembered(query, memo, hit, time.perf_counter(), self._recall)
 
     def key_material(self, query: Query, generation: str) -> dict[str, Any]:
         """What the fast path's key covers: the question and everything that shapes retrieval, the collection's
@@ -297,7 +300,7 @@ class QueryService:
         memo = self._memo_key(query, self.reader.generation(query.collection))
         hit = self.cache.get(memo, count_miss=False) if use_cache else None
         if hit is not None:
-            return _remembered(query, memo, hit, started)
+            return _remembered(query, memo, hit, started, self._recall)
         retrieval = self.retrieve(query)
         if not retrieval.chunks:
             return Plan(query, retrieval, None, started=started)
@@ -388,7 +391,7 @@ class QueryService:
             if plan.cached_by_exact_key:  # found by the exact key: let the fast path find it next time
                 await run_in_threadpool(self._remember, plan.keys[:1], validated, plan.confidence)
             yield Token(validated.text)
-            yield Done(self._response(plan, validated, request_id, provider=self.provider, llm_ms=0.0))
+            yield Done(self._cached_response(plan, validated, request_id))
             return
         assert plan.request is not None  # neither abstained nor cached: there is something to generate
         provider: LLMProvider = self.provider
@@ -456,6 +459,15 @@ class QueryService:
         assert plan.request is not None
         validated = validate(self.fallback.answer(plan.request), plan.request.contexts, self.support)
         return self._response(plan, validated, request_id, provider=self.fallback, llm_ms=0.0)
+
+    def _cached_response(self, plan: Plan, validated: ValidatedAnswer, request_id: str) -> QueryResponse:
+        """A cached answer's response; a fast-path hit's (nothing retrieved) is the one made for its answer
+        before, copied (recall.py)."""
+        made = lambda: self._response(plan, validated, request_id, provider=self.provider, llm_ms=0.0)  # noqa: E731
+        if plan.request is not None:  # found by the exact key, after a retrieval of its own
+            return made()
+        total_ms = round((time.perf_counter() - plan.started) * 1000, 3)
+        return self._recall.response(plan.keys[0], validated, made, request_id=request_id, total_ms=total_ms)
 
     def _response(
         self,

@@ -80,7 +80,8 @@ class CachedAnswerLane:
             reply = parts.answerer.ask_in_memory(query, asker=Asker(caller.key_name, request_id_var.get()))
             if reply is None:
                 return False
-            payload = (await reply.response()).model_dump_json().encode()
+            response = await reply.response()
+            payload = response.__pydantic_serializer__.to_json(response)  # `model_dump_json` as bytes
         except (RagkbError, ValueError):  # the route makes the same checks and answers with the error's status
             return False
         scope["route"] = self._route or self._find_route(scope)

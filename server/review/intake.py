@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from ..answering.service import Plan
 from ..metrics import (
     FEEDBACK,
 )
-from ..schemas import QueryResponse
+from ..schemas import Citation, QueryResponse
 from ..state.models import AnswerRecord, FeedbackRecord, ReviewRecord, utcnow
 from .curated import text_hash
 from .errors import (
@@ -38,7 +39,7 @@ class Intake(DeskParts):
 
     def _record_batched(self, plan: Plan | None, response: QueryResponse, key_name: str | None, question: str) -> None:
         """`record` behind the response, written with others in one transaction (the writer's batch)."""
-        self.writer.add(lambda: answer_record(plan, response, key_name, question))
+        self.writer.add(lambda: answer_row(plan, response, key_name, question))
 
     def after_answer(
         self,
@@ -205,8 +206,19 @@ class Intake(DeskParts):
         )
 
 
+# the citations of the last row as JSON values, by the list they came from (holding it: its id stays unique);
+# a row's largest part, and the same for every hit of a question (the rows only read them)
+_last_citations: tuple[list[Citation], list[dict[str, Any]]] = ([], [])
+
+
 def answer_record(plan: Plan | None, response: QueryResponse, key_name: str | None, question: str) -> AnswerRecord:
-    """What was shown, by request id: the passages' numbers as shown, and each passage's text hash then."""
+    """What was shown, by request id (`answer_row`), as a record."""
+    return AnswerRecord(**answer_row(plan, response, key_name, question))
+
+
+def answer_row(plan: Plan | None, response: QueryResponse, key_name: str | None, question: str) -> dict[str, Any]:
+    """What was shown, by request id: the passages' numbers as shown, and each passage's text hash then; the
+    `answers` table's columns (the background writer inserts these rows without building ORM objects)."""
     if plan is not None and plan.request is not None:
         shown = [
             {"n": n, "chunk_id": c.chunk_id, "text_hash": text_hash(c.text)}
@@ -215,24 +227,29 @@ def answer_record(plan: Plan | None, response: QueryResponse, key_name: str | No
     else:  # a cached or curated answer: its citations, by their numbers, are what it was made from
         shown = [{"n": c.n, "chunk_id": c.chunk_id, "text_hash": None} for c in response.citations]
     chunk_ids = [p["chunk_id"] for p in shown] or [c.chunk_id for c in response.related]
-    return AnswerRecord(
-        request_id=response.request_id,
-        at=utcnow(),
-        key_name=key_name,
-        collection=response.collection,
-        question=question,
-        answer=response.answer,
-        citations=[c.model_dump(mode="json") for c in response.citations],
-        chunk_ids=chunk_ids,
-        prompt=f"{response.prompt.name}:{response.prompt.version}",
-        provider=response.provider,
-        model=response.model,
-        confidence=response.confidence,
-        origin=response.origin,
-        abstained=response.abstained,
-        detail={
+    global _last_citations
+    citations, dumped = _last_citations
+    if citations is not response.citations:  # fast-path hits share one list (answering/recall.py)
+        dumped = [c.model_dump(mode="json") for c in response.citations]
+        _last_citations = (response.citations, dumped)
+    return {
+        "request_id": response.request_id,
+        "at": utcnow(),
+        "key_name": key_name,
+        "collection": response.collection,
+        "question": question,
+        "answer": response.answer,
+        "citations": dumped,
+        "chunk_ids": chunk_ids,
+        "prompt": f"{response.prompt.name}:{response.prompt.version}",
+        "provider": response.provider,
+        "model": response.model,
+        "confidence": response.confidence,
+        "origin": response.origin,
+        "abstained": response.abstained,
+        "detail": {
             "unsupported_citations": response.unsupported_citations,
             "retriever": response.retriever,
             "passages": shown,  # the numbers [n] meant when shown, and each passage's text hash then
         },
-    )
+    }

@@ -9,7 +9,7 @@ decide at once exactly one wins, on SQLite and on PostgreSQL alike.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,19 +61,19 @@ class ReviewStore:
             return False
         return True
 
-    def record_answers(self, records: Sequence[AnswerRecord]) -> None:
-        """Store many shown answers in one transaction; a request id already recorded keeps its first record."""
-        if not records:
+    def record_answers(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Store many shown answers (rows of the `answers` table's columns, `review.intake.answer_row`) in one
+        transaction; a request id already recorded keeps its first record."""
+        if not rows:
             return
         table = AnswerRecord.__table__
-        first: dict[str, AnswerRecord] = {}
-        for record in records:
-            first.setdefault(record.request_id, record)
-        rows = [{c.key: getattr(r, c.key) for c in table.columns} for r in first.values()]
+        first: dict[str, Mapping[str, Any]] = {}
+        for row in rows:
+            first.setdefault(row["request_id"], row)
         dialect = self.db.engine.dialect.name
         insert: Any = sqlite_insert if dialect == "sqlite" else pg_insert
         with self.db.session() as session:
-            session.execute(insert(table).on_conflict_do_nothing(index_elements=["request_id"]), rows)
+            session.execute(insert(table).on_conflict_do_nothing(index_elements=["request_id"]), list(first.values()))
 
     def update_answer(self, request_id: str, *, answer: str, citations: list[Any]) -> None:
         """A held answer once approved: what the asker is now shown."""
