@@ -304,7 +304,7 @@ class ChromaStore(VectorStore):
         return self._generations.get(name, lambda: self._read_generation(name))
 
     def cached_generation(self, name: str) -> str | None:
-        kept, value = self._generations.peek(name)
+        kept, value = self._generations.peek(name, lambda: self._read_generation(name))
         return value if kept else None
 
     def _read_generation(self, name: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from ingest.config import Settings
 from ingest.errors import RagkbError
+from ingest.recent import REFRESHER
 from ingest.vectorstore import StoredChunk
 
 from ..metrics import CACHE_EVENTS
@@ -245,6 +246,8 @@ class AnswerCache:
             if found is None or found[1] <= now:
                 return None
             self._memory.move_to_end(key)
+        if now >= found[1] - self.memory_seconds / 2:  # read it again before it lapses (ingest/recent.py)
+            REFRESHER.submit((id(self), key), lambda: self._reread(key, found[0]))
         self._count("hits")
         _HITS.inc()
         return found[0]
@@ -304,6 +307,21 @@ class AnswerCache:
         value = {"abstained": True, "confidence": confidence, "related": [c.model_dump() for c in related]}
         for key in keys:
             self.set(key, value)
+
+    def _reread(self, key: str, kept: dict[str, Any]) -> None:
+        """The refresher's re-read of a value held in memory: the same value is kept on (the same object, so
+        what was made from it stays valid: recall.py), a changed one replaces it, a gone one (expired, or
+        `ragkb cache clear` in another process) is forgotten. Not counted as a hit or a miss."""
+        raw = self.backend.get(key)
+        value = None if raw is None else json.loads(raw)
+        with self._lock:
+            found = self._memory.get(key)
+            if found is None or found[0] is not kept:  # replaced or dropped meanwhile: that stands
+                return
+            if not isinstance(value, dict):
+                del self._memory[key]
+                return
+            self._memory[key] = (kept if value == kept else value, time.monotonic() + self.memory_seconds)
 
     def _keep(self, key: str, value: dict[str, Any]) -> None:
         if self.memory_seconds <= 0:

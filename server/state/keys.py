@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ingest.errors import RagkbError
+from ingest.recent import REFRESHER
 from ingest.vectorstore import validate_collection_name
 
 from .db import StateDB
@@ -197,7 +198,8 @@ class KeyStore:
                 session.add(row)
         except sa.exc.IntegrityError:
             raise DuplicateKeyName(name) from None
-        self._any_keys = None  # the identity cache holds only keys that exist, so nothing in it is stale
+        with self._lock:
+            self._any_keys = None  # the identity cache holds only keys that exist, so nothing in it is stale
         return KeyRecord.of(row), token
 
     def list(self) -> builtins.list[KeyRecord]:
@@ -228,32 +230,79 @@ class KeyStore:
             if cached is not None and cached[1] > now:
                 self._identities.move_to_end(digest)
                 return cached[0]
+        identity = self._read_identity(digest)
+        if identity is None:
+            return None  # unknown tokens are not cached: a flood of them must not evict real keys
+        self._keep_identity(digest, identity, now)
+        return identity
+
+    def _read_identity(self, digest: str) -> Identity | None:
         query = sa.select(ApiKey.name, ApiKey.scope, ApiKey.collections).where(ApiKey.token_hash == digest)
         with self.db.connect() as conn:
             row = conn.execute(query).one_or_none()
         if row is None:
-            return None  # unknown tokens are not cached: a flood of them must not evict real keys
+            return None
         collections = None if row.collections is None else frozenset(row.collections)
-        identity = Identity(row.name, Scope(row.scope), collections)
+        return Identity(row.name, Scope(row.scope), collections)
+
+    def _keep_identity(self, digest: str, identity: Identity, now: float) -> None:
         with self._lock:
-            self._identities[digest] = (identity, now + self.cache_ttl)
-            self._identities.move_to_end(digest)
-            while len(self._identities) > self._cache_size:
-                self._identities.popitem(last=False)
-        return identity
+            self._keep_locked(digest, identity, now)
+
+    def _keep_locked(self, digest: str, identity: Identity, now: float) -> None:
+        self._identities[digest] = (identity, now + self.cache_ttl)
+        self._identities.move_to_end(digest)
+        while len(self._identities) > self._cache_size:
+            self._identities.popitem(last=False)
 
     def cached_identity(self, token: str) -> Identity | None:
         """The identity `authenticate` would return, if it is in memory (None: ask `authenticate`)."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_CHARS:
             return None
+        digest = hash_token(token)
         with self._lock:
-            cached = self._identities.get(hash_token(token))
-        return cached[0] if cached is not None and cached[1] > self._clock() else None
+            cached = self._identities.get(digest)
+        if cached is None:
+            return None
+        now = self._clock()
+        if now >= cached[1]:
+            return None
+        if now >= cached[1] - self.cache_ttl / 2:  # read it again before it lapses (ingest/recent.py)
+            REFRESHER.submit((id(self), digest), lambda: self._reread_identity(digest, cached))
+        return cached[0]
+
+    def _reread_identity(self, digest: str, kept: tuple[Identity, float]) -> None:
+        """The refresher's re-read of a kept identity: renewed, changed, or dropped when the key is gone
+        (revoked in another process); a revocation or clear in this process meanwhile stands."""
+        started = self._clock()
+        identity = self._read_identity(digest)
+        with self._lock:
+            if self._identities.get(digest) is not kept:
+                return
+            if identity is None:
+                del self._identities[digest]
+            else:
+                self._keep_locked(digest, identity, started)
 
     def cached_any_keys(self) -> bool | None:
         """`any_keys()` if it is in memory, else None."""
         cached = self._any_keys
-        return cached[0] if cached is not None and cached[1] > self._clock() else None
+        if cached is None:
+            return None
+        now = self._clock()
+        if now >= cached[1]:
+            return None
+        if now >= cached[1] - self.cache_ttl / 2:
+            REFRESHER.submit((id(self), "any keys"), lambda: self._reread_any_keys(cached))
+        return cached[0]
+
+    def _reread_any_keys(self, kept: tuple[bool, float]) -> None:
+        started = self._clock()
+        with self.db.connect() as conn:
+            found = conn.execute(sa.select(ApiKey.id).limit(1)).first() is not None
+        with self._lock:
+            if self._any_keys is kept:  # a key made or revoked here meanwhile set it aside: that stands
+                self._any_keys = (found, started + self.cache_ttl)
 
     def any_keys(self) -> bool:
         """Whether any key exists (the server is open while none does): one primary-key probe

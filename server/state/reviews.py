@@ -122,10 +122,10 @@ class ReviewStore:
 
     def cached_policy(self, collection: str) -> tuple[bool, str | None]:
         """(True, policy) when the policy is kept in memory; (False, None) when it must be read."""
-        return self._policies.peek(collection)
+        return self._policies.peek(collection, lambda: self._read_policy(collection))
 
     def cached_has_curated(self, collection: str) -> bool | None:
-        kept, value = self._has_curated.peek(collection)
+        kept, value = self._has_curated.peek(collection, lambda: self._read_has_curated(collection))
         return value if kept else None
 
     def policy(self, collection: str) -> str | None:
