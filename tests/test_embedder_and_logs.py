@@ -132,3 +132,34 @@ def test_the_embedder_can_be_shared_by_threads(embedder: Embedder) -> None:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert list(pool.map(work, range(400))) == [6] * 400
+
+
+def test_request_ids_are_unique_random_hex_across_threads_and_a_forked_child() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.http.observability import new_request_id
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        ids = [i for batch in pool.map(lambda _: [new_request_id() for _ in range(700)], range(4)) for i in batch]
+    assert len(set(ids)) == len(ids) == 2800  # several 4 KB batches, read by four threads at once
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids come from its own buffer, not a copy of the parent's
+        os.write(write, " ".join(new_request_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 4096).decode().split()
+    os.waitpid(pid, 0)
+    parent = [new_request_id() for _ in range(4)]
+    assert len(child) == 4 and not set(child) & set(parent)
+
+
+def test_log_lines_carry_their_own_second() -> None:
+    formatter = JsonFormatter()
+    first = logging.LogRecord("ragkb.http", logging.INFO, __file__, 1, "request", None, None)
+    later = logging.LogRecord("ragkb.http", logging.INFO, __file__, 1, "request", None, None)
+    later.created = first.created + 1.0
+    times = [json.loads(formatter.format(r))["time"] for r in (first, first, later)]
+    assert times[0] == times[1] != times[2]
+    assert times[2] == formatter.formatTime(later, "%Y-%m-%dT%H:%M:%S")

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -89,11 +90,41 @@ def accepted_request_id(incoming: str) -> str:
     return incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else new_request_id()
 
 
+class _RandomIds:
+    """32 hex digits from the OS's random source, like `uuid4().hex` but without building a UUID, read 4 KB
+    at a time: one `getrandom` call per 256 ids instead of one per request (each call lets another thread
+    take the GIL mid-request: ~7 us of a cache hit's wall time, against ~0.3 us for the call itself).
+    Unpredictable on purpose: the id keys the answer record that feedback refers to, so a caller must not be
+    able to guess the next one (a Mersenne Twister's could be, from ~600 seen ids). A forked child starts
+    with a fresh buffer, so no two processes hand out the same ids."""
+
+    _BATCH = 16 * 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer, self._at = b"", 0
+
+    def next(self) -> str:
+        with self._lock:
+            if self._at >= len(self._buffer):
+                self._buffer, self._at = os.urandom(self._BATCH), 0
+            at = self._at
+            self._at = at + 16
+            chunk = self._buffer[at : at + 16]
+        return chunk.hex()
+
+
+_RANDOM_IDS = _RandomIds()
+
+
 def new_request_id() -> str:
-    """32 hex digits from the OS's random source, like `uuid4().hex` but without building a UUID (~0.7 us
-    against ~4 us). Unpredictable on purpose: the id keys the answer record that feedback refers to, so a
-    caller must not be able to guess the next one (a Mersenne Twister's could be, from ~600 seen ids)."""
-    return os.urandom(16).hex()
+    """A new request id (`_RandomIds`)."""
+    return _RANDOM_IDS.next()
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
